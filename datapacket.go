@@ -1,0 +1,250 @@
+package callstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/callstate/callstate/internal/chunk"
+	"github.com/callstate/callstate/internal/rtc"
+)
+
+// DataKind is the delivery kind of a data packet.
+type DataKind int
+
+const (
+	// Reliable data arrives once, whole and in order (SCTP reliable,
+	// ordered). Payloads over one packet travel as a LiveKit data stream.
+	Reliable DataKind = iota
+	// Lossy data may be lost but is never retransmitted late (SCTP
+	// unordered, no retransmits). Payloads over one network packet are
+	// split into fragments; a message missing any fragment is dropped
+	// whole and counted, never delivered in part.
+	Lossy
+)
+
+// String returns "reliable" or "lossy".
+func (k DataKind) String() string {
+	if k == Lossy {
+		return "lossy"
+	}
+	return "reliable"
+}
+
+// Data is a received data message.
+type Data struct {
+	// From is the sender's identity; empty when the server API sent it.
+	From string
+	// FromSID is the sender's participant sid; empty for the server API.
+	FromSID string
+	// Topic is the topic the sender gave, if any.
+	Topic string
+	// Payload is the message.
+	Payload []byte
+	// Kind is how the message travelled.
+	Kind DataKind
+	// Stream describes the LiveKit data stream that carried the message, or
+	// is nil for a message that came as a packet or as fragments.
+	Stream *StreamInfo
+}
+
+// StreamInfo describes a message that arrived as a LiveKit data stream
+// (livekit-client's sendText, sendFile and stream writers, and callstate's
+// own large reliable messages).
+type StreamInfo struct {
+	// ID is the stream's id.
+	ID string
+	// MimeType is the stream's MIME type.
+	MimeType string
+	// Name is the name of a byte stream (a file name, for example).
+	Name string
+	// Text is true for a text stream.
+	Text bool
+	// Attributes are the stream's attributes.
+	Attributes map[string]string
+}
+
+func dataFromReceived(m chunk.Received) Data {
+	d := Data{
+		From:    m.SenderIdentity,
+		FromSID: m.SenderSID,
+		Topic:   m.Topic,
+		Payload: m.Payload,
+		Kind:    Lossy,
+	}
+	if m.Reliable {
+		d.Kind = Reliable
+	}
+	if m.StreamID != "" {
+		d.Stream = &StreamInfo{ID: m.StreamID, MimeType: m.MimeType, Name: m.Name, Text: m.Text, Attributes: maps.Clone(m.Attributes)}
+	}
+	return d
+}
+
+// DataOption configures PublishData.
+type DataOption func(*dataOptions)
+
+type dataOptions struct {
+	kind  DataKind
+	topic string
+	to    []string
+}
+
+// WithKind sets the delivery kind; the default is Reliable.
+func WithKind(k DataKind) DataOption { return func(o *dataOptions) { o.kind = k } }
+
+// WithTopic sets the message's topic.
+func WithTopic(topic string) DataOption { return func(o *dataOptions) { o.topic = topic } }
+
+// To addresses the message to the participants with these identities only;
+// without it, everyone else in the room receives it.
+func To(identities ...string) DataOption {
+	return func(o *dataOptions) { o.to = append(o.to, identities...) }
+}
+
+// PublishData sends payload to the other participants (LiveKit's data
+// packets). By default it is reliable, to everyone, without a topic; see
+// WithKind, WithTopic and To.
+//
+// Any payload up to the Room's maximum message size (WithMaxMessageSize) is
+// carried: reliable payloads larger than one packet travel as a LiveKit data
+// stream, lossy ones as fragments that each fit one network packet. It
+// returns once the whole message is handed to the transport, blocking while
+// the transport's send buffer is full; ctx bounds the wait.
+//
+// It refuses, before sending anything: a payload over the maximum size
+// (ErrTooLarge), a token without the canPublishData grant
+// (ErrNotPermitted), a recipient that is not in the room
+// (ErrUnknownParticipant), a topic reserved by callstate
+// (ErrInvalidArgument), and a receive-only Room (ErrNotConnected).
+func (r *Room) PublishData(ctx context.Context, payload []byte, opts ...DataOption) error {
+	o := dataOptions{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if isReservedTopic(o.topic) {
+		return fmt.Errorf("%w: topic %q is reserved by callstate", ErrInvalidArgument, o.topic)
+	}
+	return r.send(ctx, "PublishData", chunk.Message{
+		Topic:        o.topic,
+		Payload:      payload,
+		Destinations: o.to,
+		Reliable:     o.kind != Lossy,
+	})
+}
+
+func isReservedTopic(t string) bool {
+	return t == AppMessageTopic || t == chunk.FragmentTopic
+}
+
+func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
+	what := "reliable payload"
+	if !m.Reliable {
+		what = "lossy payload"
+	}
+	if len(m.Payload) > r.opts.maxMessage {
+		return &SizeError{What: what, Size: len(m.Payload), Limit: r.opts.maxMessage}
+	}
+	r.mu.Lock()
+	canPublish := r.local.Permissions.CanPublishData
+	var unknown []string
+	for _, id := range m.Destinations {
+		if _, ok := r.remotes[id]; !ok {
+			unknown = append(unknown, id)
+		}
+	}
+	r.mu.Unlock()
+	if !canPublish {
+		return &PermissionError{Op: op, Grant: "canPublishData"}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return fmt.Errorf("%w: %q not in the room", ErrUnknownParticipant, unknown)
+	}
+	if !r.tr.Publishing() {
+		return fmt.Errorf("%w: the Room joined receive-only", ErrNotConnected)
+	}
+	// Sends are serialised: reliable sequence numbers must reach the
+	// server in order, and the encoder reuses its buffer.
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	_, err := r.enc.Encode(m, r.nextSeq, func(pkt []byte) error {
+		return r.tr.Send(ctx, m.Reliable, pkt)
+	})
+	if err == nil {
+		return nil
+	}
+	var le *chunk.LimitError
+	switch {
+	case errors.As(err, &le):
+		return &SizeError{What: le.What, Size: le.Size, Limit: le.Limit}
+	case errors.Is(err, rtc.ErrClosed):
+		return r.endError()
+	case ctx.Err() != nil:
+		return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
+	}
+	if cerr := r.checkOpen(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("callstate: %s: %w", op, err)
+}
+
+func (r *Room) nextSeq() uint32 { return r.seq.Add(1) }
+
+// DataStats are counters of the packetization engine. Counters only grow.
+type DataStats struct {
+	// PacketsSent and BytesSent count the data packets handed to the
+	// transport and their encoded size.
+	PacketsSent, BytesSent uint64
+	// FragmentedSent counts lossy messages sent as fragments, and
+	// FragmentsSent their fragments.
+	FragmentedSent, FragmentsSent uint64
+	// StreamsSent counts reliable messages sent as data streams, and
+	// ChunksSent their chunks.
+	StreamsSent, ChunksSent uint64
+	// FragmentsReceived counts lossy fragments received.
+	FragmentsReceived uint64
+	// MessagesReassembled counts messages delivered whole from fragments.
+	MessagesReassembled uint64
+	// StreamsReceived counts data streams delivered whole; StreamsAborted
+	// those their sender ended with an error.
+	StreamsReceived, StreamsAborted uint64
+	// DroppedIncomplete counts partly received messages discarded whole
+	// because a fragment or chunk did not arrive in time (or their sender
+	// left).
+	DroppedIncomplete uint64
+	// RejectedMalformed counts packets refused as malformed; RejectedLimit
+	// those refused by a size or memory limit.
+	RejectedMalformed, RejectedLimit uint64
+	// Duplicates counts duplicate fragments and chunks ignored.
+	Duplicates uint64
+	// Partial and Buffered are the messages under reassembly now and the
+	// bytes they hold.
+	Partial, Buffered int
+}
+
+func dataStatsFrom(s chunk.Stats) DataStats {
+	return DataStats{
+		PacketsSent:         s.PacketsSent,
+		BytesSent:           s.BytesSent,
+		FragmentedSent:      s.FragmentedSent,
+		FragmentsSent:       s.FragmentsSent,
+		StreamsSent:         s.StreamsSent,
+		ChunksSent:          s.ChunksSent,
+		FragmentsReceived:   s.FragmentsReceived,
+		MessagesReassembled: s.MessagesReassembled,
+		StreamsReceived:     s.StreamsReceived,
+		StreamsAborted:      s.StreamsAborted,
+		DroppedIncomplete:   s.DroppedIncomplete,
+		RejectedMalformed:   s.RejectedMalformed,
+		RejectedLimit:       s.RejectedLimit,
+		Duplicates:          s.Duplicates,
+		Partial:             s.Partial,
+		Buffered:            s.Buffered,
+	}
+}

@@ -1,0 +1,77 @@
+// Package chunk turns application messages into LiveKit DataPackets and back.
+//
+// It is the packetization engine of callstate: an Encoder splits one message
+// into the encoded DataPackets that go on a data channel, and an Assembler
+// turns the DataPackets that arrive back into whole messages. The package has
+// no WebRTC dependency; it speaks only the protobuf wire format of package
+// lkpb.
+//
+// # Sending
+//
+// How a message travels depends on its delivery mode and size:
+//
+//   - A lossy message whose encoded DataPacket fits Config.MaxLossyPacket
+//     (1400 bytes by default, so that the SCTP message fits one network
+//     packet) goes as one plain UserPacket carrying the caller's topic, which
+//     any LiveKit client understands.
+//   - A larger lossy message is split into fragments. Each fragment is a
+//     UserPacket on the reserved topic FragmentTopic, whose payload is a
+//     fragment header followed by a slice of the message. Every encoded
+//     fragment, destination identities and all, fits MaxLossyPacket. Plain
+//     LiveKit clients see packets on an unknown topic and never mistake a
+//     fragment for a whole message.
+//   - A reliable message whose encoded DataPacket fits
+//     Config.MaxReliablePacket (15,000 bytes by default, under LiveKit's
+//     16 KiB protocol limit) goes as one plain UserPacket.
+//   - A larger reliable message, or one with Message.Stream set, goes as a
+//     LiveKit data stream: a stream_header packet, stream_chunk packets and a
+//     stream_trailer packet. livekit-client delivers it to the handler
+//     registered with registerByteStreamHandler, or registerTextStreamHandler
+//     for Message.Text.
+//
+// Reliable packets carry DataPacket.sequence from a counter the caller
+// supplies; lossy packets carry none. DataPacket.kind is set, the
+// participant identity is left for the server to fill, and destination
+// identities are set on every packet of a message.
+//
+// The Encoder builds every packet with hand-written protobuf appends in a
+// buffer it reuses, and hands it to the caller's emit function, which must
+// send (or copy) it before returning. Sending a fragment allocates nothing.
+//
+// # The fragment format
+//
+// The payload of a UserPacket on FragmentTopic is, in order (integers are
+// big-endian):
+//
+//	offset  size  field
+//	0       1     version, 1
+//	1       4     message id, unique per sender for a while (uint32)
+//	5       4     total length of the message payload in bytes (uint32)
+//	9       2     fragment index, from 0 (uint16)
+//	11      2     fragment count, at least 1 (uint16)
+//	13      2     fragment 0 only: length L of the message topic (uint16)
+//	15      L     fragment 0 only: the message topic, UTF-8
+//	...           the fragment's slice of the message payload
+//
+// The slices of fragments 0 to count-1, joined in index order, are the
+// message payload; each fragment but a message of length 0 carries at least
+// one byte. A receiver that does not know the version drops the fragment.
+//
+// # Receiving
+//
+// The Assembler accepts decoded DataPackets from both data channels. Plain
+// user packets come back at once; fragments are held until all fragments of
+// the message are in, then the message comes back whole; data streams (our
+// own and those of other clients: byte and text streams, streams whose
+// content is inline in the header, compressed streams, chunks of any size)
+// come back whole when their trailer arrives. A message is never delivered
+// in part: a lossy message with a fragment missing is dropped after
+// Config.LossyTimeout, a stream with no packet for Config.StreamTimeout is
+// dropped, and a stream whose trailer carries a reason is aborted.
+//
+// Memory is bounded whatever the senders do: claims of sizes over
+// Config.MaxMessageSize or of inconsistent counts are refused, memory is
+// taken only as bytes arrive, and the number of messages under reassembly
+// and the bytes they hold are capped per sender and in total. Every
+// refusal is counted in Stats.
+package chunk

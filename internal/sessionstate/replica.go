@@ -1,0 +1,485 @@
+package sessionstate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Strategy says how a write combines with the current session data.
+type Strategy uint8
+
+const (
+	// Replace makes the given object the whole session data. It is the
+	// zero Strategy, as it is Daily's default.
+	Replace Strategy = iota
+	// ShallowMerge sets the given top-level keys, replacing their values
+	// whole (nested objects are not merged), and deletes the keys given as
+	// null. Other keys are left alone.
+	ShallowMerge
+)
+
+// String returns "replace" or "shallow-merge".
+func (s Strategy) String() string {
+	switch s {
+	case Replace:
+		return "replace"
+	case ShallowMerge:
+		return "shallow-merge"
+	default:
+		return fmt.Sprintf("Strategy(%d)", uint8(s))
+	}
+}
+
+// RepairNeed says whether, and how urgently, a Replica should write a repair.
+type RepairNeed uint8
+
+const (
+	// RepairNone: the room metadata holds everything this replica wrote.
+	RepairNone RepairNeed = iota
+	// RepairNow: a value this replica wrote, and had already seen in the
+	// room metadata, was overwritten by a concurrent write that did not
+	// know it. Call Repair and send the result.
+	RepairNow
+	// RepairLater: the room metadata lacks a value this replica wrote, but
+	// the write's own echo has not been observed yet, so the metadata seen
+	// may simply predate it. Wait for more metadata; if Need still reports
+	// a repair after a grace period (longer than the usual delivery delay,
+	// for example one second), call Repair. The server may coalesce room
+	// updates, so the echo is not guaranteed to arrive.
+	RepairLater
+)
+
+// String returns "none", "now" or "later".
+func (n RepairNeed) String() string {
+	switch n {
+	case RepairNone:
+		return "none"
+	case RepairNow:
+		return "now"
+	case RepairLater:
+		return "later"
+	default:
+		return fmt.Sprintf("RepairNeed(%d)", uint8(n))
+	}
+}
+
+// Observation is what one room metadata value means to a Replica.
+type Observation struct {
+	// Data is the session data: the metadata object without ReservedKey,
+	// values compacted. It is nil when the metadata is not a JSON object
+	// (Object is then false), and a fresh copy the caller may keep.
+	Data map[string]json.RawMessage
+	// Object reports whether the metadata is a JSON object.
+	Object bool
+	// External reports that the metadata carries no valid version stamps:
+	// a value written outside callstate (a LiveKit app, RoomService), taken
+	// as an authoritative Replace.
+	External bool
+	// Changed lists, sorted, the top-level keys whose value differs from
+	// the previously observed session data (added, removed or modified).
+	Changed []string
+	// Repair says whether this replica should repair its own lost writes.
+	Repair RepairNeed
+	// Lost lists, sorted, the other writers whose latest writes the
+	// metadata lacks (or contradicts). The empty string stands for writers
+	// outside callstate. See RepairFor.
+	Lost []string
+}
+
+// Update is a room metadata value prepared by a Replica, to be sent with
+// UpdateRoomMetadata and then passed to Commit once the server accepted it.
+type Update struct {
+	r        *Replica
+	stamp    stamp // zero for repairs
+	delta    state // what the write adds to the writer's knowledge
+	full     state // the whole state the metadata describes
+	metadata string
+	sum      uint64 // hash of metadata
+}
+
+// Metadata returns the room metadata value to send.
+func (u *Update) Metadata() string { return u.metadata }
+
+// Size returns the length in bytes of Metadata, for checking against the
+// server's room metadata limit before sending.
+func (u *Update) Size() int { return len(u.metadata) }
+
+// Data returns the session data the update writes, as a fresh copy.
+func (u *Update) Data() map[string]json.RawMessage { return cloneData(u.full.visible()) }
+
+// maxAwaiting bounds the committed writes whose echo a Replica waits for.
+const maxAwaiting = 16
+
+// recentSize is how many recently observed metadata values a Replica
+// remembers (as hashes), to recognise the echo of a write observed before
+// the write was committed.
+const recentSize = 8
+
+// Replica is one participant's view of the session data and its writes to
+// it. Its writer identity (normally the participant identity) tags every
+// write it makes; an identity must not be used by two replicas at once.
+//
+// A Replica is not safe for concurrent use: the caller serialises calls.
+// It performs no I/O; the caller sends what Prepare and Repair return and
+// feeds every room metadata value it receives, in order, to Observe,
+// starting with the value in the join response.
+type Replica struct {
+	writer string
+	clock  uint64 // Lamport clock: the largest clock seen or used
+	maxObs uint64 // the largest clock in observed metadata
+	best   state  // join of everything observed and committed
+
+	observed     bool
+	lastRaw      string
+	lastData     map[string]json.RawMessage // nil when not an object
+	lastExternal bool
+
+	awaiting []*Update // committed writes whose echo is not yet observed
+	recent   [recentSize]uint64
+	nRecent  int
+}
+
+// NewReplica returns a Replica writing as writer, which must not be empty
+// (the empty writer stands for writes made outside callstate).
+func NewReplica(writer string) (*Replica, error) {
+	if writer == "" {
+		return nil, errors.New("callstate: session data writer identity is empty")
+	}
+	return &Replica{writer: writer, best: newState()}, nil
+}
+
+// Writer returns the writer identity.
+func (r *Replica) Writer() string { return r.writer }
+
+// Data returns the session data of the last observed metadata as a fresh
+// copy, or nil if that metadata was not a JSON object or nothing was
+// observed yet.
+func (r *Replica) Data() map[string]json.RawMessage { return cloneData(r.lastData) }
+
+// Observe processes a room metadata value received from the server. Values
+// must be passed in the order received; a value equal to the previous one
+// (a periodic room update) changes nothing.
+//
+// Metadata carrying valid stamps is merged with what the replica knows.
+// Any other JSON object is an authoritative Replace by an outside writer,
+// ordered after everything observed so far; metadata that is not a JSON
+// object is likewise a Replace by an empty object.
+func (r *Replica) Observe(metadata string) Observation {
+	if r.observed && metadata == r.lastRaw {
+		return r.observation(nil)
+	}
+	d := decode(metadata)
+	var sv state
+	if d.stamped {
+		sv = d.st
+		r.maxObs = max(r.maxObs, sv.maxClock())
+	} else {
+		e := stamp{clock: r.maxObs, writer: ""}
+		if e.clock < math.MaxUint64 {
+			e.clock++
+		}
+		sv = newState()
+		sv.epoch = e
+		for k, v := range d.data {
+			sv.entries[k] = entry{stamp: e, value: v}
+		}
+		r.maxObs = e.clock
+	}
+	r.clock = max(r.clock, r.maxObs)
+	r.best.join(&sv)
+
+	kept := r.awaiting[:0]
+	for _, u := range r.awaiting {
+		if !sv.dominates(&u.full) {
+			kept = append(kept, u)
+		}
+	}
+	clear(r.awaiting[len(kept):])
+	r.awaiting = kept
+
+	r.recent[r.nRecent%recentSize] = hashString(metadata)
+	r.nRecent++
+
+	changed := changedKeys(r.lastData, d.data)
+	r.observed = true
+	r.lastRaw = metadata
+	r.lastData = d.data
+	r.lastExternal = !d.stamped
+	return r.observation(changed)
+}
+
+func (r *Replica) observation(changed []string) Observation {
+	need, lost := r.assess()
+	return Observation{
+		Data:     cloneData(r.lastData),
+		Object:   r.lastData != nil,
+		External: r.lastExternal,
+		Changed:  changed,
+		Repair:   need,
+		Lost:     lost,
+	}
+}
+
+// Need reports whether this replica should repair, comparing what it knows
+// with the last observed metadata. Call it when a RepairLater grace period
+// ends, and after a write is committed.
+func (r *Replica) Need() RepairNeed {
+	need, _ := r.assess()
+	return need
+}
+
+// Lost returns, sorted, the other writers whose latest writes the last
+// observed metadata lacks or contradicts ("" for writers outside callstate).
+func (r *Replica) Lost() []string {
+	_, lost := r.assess()
+	return lost
+}
+
+// assess compares the best known state with the last observed data and
+// blames each difference on the writer of the newer knowledge.
+func (r *Replica) assess() (RepairNeed, []string) {
+	self := false
+	var others map[string]struct{}
+	blame := func(w string) {
+		if w == r.writer {
+			self = true
+			return
+		}
+		if others == nil {
+			others = make(map[string]struct{})
+		}
+		others[w] = struct{}{}
+	}
+	for k, e := range r.best.entries {
+		v, shown := r.lastData[k]
+		if e.live() {
+			if !shown || !bytes.Equal(v, e.value) {
+				blame(e.stamp.writer)
+			}
+		} else if shown {
+			blame(e.stamp.writer)
+		}
+	}
+	for k := range r.lastData {
+		if _, ok := r.best.entries[k]; !ok {
+			// Shown, but older than the latest Replace.
+			blame(r.best.epoch.writer)
+		}
+	}
+	need := RepairNone
+	if self {
+		need = RepairNow
+		if len(r.awaiting) > 0 {
+			need = RepairLater
+		}
+	}
+	var lost []string
+	if others != nil {
+		lost = make([]string, 0, len(others))
+		for w := range others {
+			lost = append(lost, w)
+		}
+		slices.Sort(lost)
+	}
+	return need, lost
+}
+
+// Prepare computes the metadata for a write of changes with the given
+// strategy, on top of everything the replica knows (including its own
+// writes the server has not echoed yet). Changes are validated as by
+// ParseObject; with ShallowMerge a null value deletes its key, with Replace
+// null-valued keys are simply absent. Every change gets one fresh stamp,
+// greater than every stamp the replica has seen.
+//
+// Prepare does not change what the replica knows (beyond advancing its
+// clock): send Metadata, and call Commit only if the server accepted it (if the outcome is unknown, calling
+// Commit makes the write at-least-once: it will be repaired in if it was
+// lost). An uncommitted Update is simply dropped.
+func (r *Replica) Prepare(changes map[string]json.RawMessage, s Strategy) (*Update, error) {
+	if s != Replace && s != ShallowMerge {
+		return nil, fmt.Errorf("callstate: unknown session data strategy %d", uint8(s))
+	}
+	norm, err := normalize(changes)
+	if err != nil {
+		return nil, err
+	}
+	if r.clock == math.MaxUint64 {
+		return nil, ErrClockExhausted
+	}
+	r.clock++
+	st := stamp{clock: r.clock, writer: r.writer}
+	delta := newState()
+	if s == Replace {
+		delta.epoch = st
+	}
+	for k, v := range norm {
+		if isNull(v) {
+			if s == ShallowMerge {
+				delta.entries[k] = entry{stamp: st}
+			}
+			continue
+		}
+		delta.entries[k] = entry{stamp: st, value: v}
+	}
+	full := r.best.clone()
+	full.join(&delta)
+	return r.newUpdate(st, delta, full), nil
+}
+
+// Commit records that the server accepted u, which must come from this
+// replica's Prepare, Repair or RepairFor. From then on the replica repairs
+// u's values if a concurrent write overwrites them.
+//
+// current is the room metadata the server returned with its answer, or ""
+// if unknown. LiveKit's UpdateRoomMetadata answers with the room as it stood
+// once the update was applied: u itself or a later value. If that later
+// value already lacks u's values, the loss is certain and Need reports
+// RepairNow at once; if it is an outside Replace (no valid stamps), u is
+// superseded and forgotten. Otherwise the replica waits for u's echo,
+// reporting RepairLater meanwhile if the observed metadata lacks u.
+func (r *Replica) Commit(u *Update, current string) {
+	if u.r != r {
+		panic("sessionstate: Commit of an Update prepared by another Replica")
+	}
+	echoed := r.recentlyObserved(u.sum) || r.knowsStamp(u.stamp)
+	if echoed {
+		r.best.join(&u.delta)
+		return
+	}
+	if current != "" && current != u.metadata {
+		// current is not part of the ordered stream of observed values, so
+		// it only serves to decide whether u was overwritten.
+		d := decode(current)
+		if !d.stamped {
+			// An outside Replace was applied after u: u is superseded.
+			return
+		}
+		r.best.join(&u.delta)
+		if !d.st.dominates(&u.full) {
+			return
+		}
+	} else {
+		r.best.join(&u.delta)
+	}
+	if len(r.awaiting) == maxAwaiting {
+		copy(r.awaiting, r.awaiting[1:])
+		r.awaiting = r.awaiting[:maxAwaiting-1]
+	}
+	r.awaiting = append(r.awaiting, u)
+}
+
+// Repair returns the metadata restoring this replica's lost writes (the
+// whole best known state), or false when Need reports RepairNone. Send it
+// like a Prepare result and Commit it once accepted.
+func (r *Replica) Repair() (*Update, bool) {
+	if r.Need() == RepairNone {
+		return nil, false
+	}
+	return r.snapshot(), true
+}
+
+// RepairFor is Repair on behalf of other writers: it returns the metadata
+// restoring everything known, or false when the last observed metadata lost
+// nothing written by any of writers. The caller uses it for writers that are
+// no longer present (and "" for writers outside callstate), choosing one
+// present participant to do it (for example the lowest identity) or
+// staggering participants by rank, so that one repair usually suffices. Only
+// writes this replica has observed can be restored.
+func (r *Replica) RepairFor(writers ...string) (*Update, bool) {
+	lost := r.Lost()
+	for _, w := range writers {
+		if _, found := slices.BinarySearch(lost, w); found {
+			return r.snapshot(), true
+		}
+	}
+	return nil, false
+}
+
+func (r *Replica) snapshot() *Update {
+	return r.newUpdate(stamp{}, newState(), r.best.clone())
+}
+
+func (r *Replica) newUpdate(st stamp, delta, full state) *Update {
+	md := encode(&full)
+	return &Update{r: r, stamp: st, delta: delta, full: full, metadata: md, sum: hashString(md)}
+}
+
+func (r *Replica) recentlyObserved(sum uint64) bool {
+	for i := 0; i < min(r.nRecent, recentSize); i++ {
+		if r.recent[i] == sum {
+			return true
+		}
+	}
+	return false
+}
+
+// knowsStamp reports whether the best state already holds a write stamped
+// s, which for a fresh stamp means its echo was observed.
+func (r *Replica) knowsStamp(s stamp) bool {
+	if s.isZero() {
+		return false
+	}
+	if r.best.epoch == s {
+		return true
+	}
+	for _, e := range r.best.entries {
+		if e.stamp == s {
+			return true
+		}
+	}
+	return false
+}
+
+// hashString returns the FNV-1a 64 hash of s.
+func hashString[T string | []byte](s T) uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime
+	}
+	return h
+}
+
+// changedKeys returns the sorted keys whose values differ between a and b.
+func changedKeys(a, b map[string]json.RawMessage) []string {
+	var out []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !bytes.Equal(v, w) {
+			out = append(out, k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// cloneData deep-copies session data into one buffer; nil stays nil.
+func cloneData(m map[string]json.RawMessage) map[string]json.RawMessage {
+	if m == nil {
+		return nil
+	}
+	size := 0
+	for _, v := range m {
+		size += len(v)
+	}
+	buf := make([]byte, 0, size)
+	out := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		start := len(buf)
+		buf = append(buf, v...)
+		out[k] = json.RawMessage(buf[start:len(buf):len(buf)])
+	}
+	return out
+}

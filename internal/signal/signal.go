@@ -1,0 +1,344 @@
+// Package signal is callstate's LiveKit signalling client: a WebSocket that
+// carries protobuf SignalRequest frames up and SignalResponse frames down.
+//
+// A Client is created by Dial, which returns once the server's first frame
+// (the JoinResponse, or the ReconnectResponse of a resume) has arrived. The
+// owner then calls Run, which reads frames and hands each one, in order, to
+// the handler given in Options; Run also sends pings at the server's
+// interval and treats a silence longer than the server's timeout as a dead
+// connection. Send may be called from any goroutine.
+package signal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/callstate/callstate/internal/lkpb"
+)
+
+// ProtocolVersion is the LiveKit signalling protocol version callstate
+// announces. 15 is the first version for which the server acknowledges
+// successful requests (request_response with reason OK).
+const ProtocolVersion = 15
+
+// MaxFrameSize bounds one signalling frame read from the server. A
+// JoinResponse carries every participant's metadata (up to 512 KiB each), so
+// the limit is generous; a larger frame closes the connection.
+const MaxFrameSize = 64 << 20
+
+// Options configure Dial.
+type Options struct {
+	// URL is the server's base URL: ws://, wss://, http:// or https://.
+	URL string
+	// Token is the access token.
+	Token string
+	// SDKVersion is reported to the server.
+	SDKVersion string
+	// AutoSubscribe asks the server to subscribe the participant to tracks.
+	AutoSubscribe bool
+	// Reconnect and SID ask the server to resume an existing session.
+	Reconnect bool
+	SID       string
+	// Attributes, when not empty, is the base64url JSON encoding of the
+	// attributes to set at join.
+	Attributes string
+	// HTTPClient is used for the WebSocket handshake; nil means the default.
+	HTTPClient *http.Client
+	// Raw, when set, receives the bytes of every binary frame before it is
+	// decoded (for capturing test vectors).
+	Raw func([]byte)
+	// Handler receives every frame after the first, in order, on the
+	// goroutine that runs Run. It must not block for long.
+	Handler func(*lkpb.SignalResponse)
+}
+
+// DialError is a failed handshake: a refused upgrade carries the HTTP status
+// and the server's explanation.
+type DialError struct {
+	StatusCode int
+	Body       string
+	Err        error
+}
+
+func (e *DialError) Error() string {
+	if e.StatusCode != 0 {
+		return fmt.Sprintf("signal: handshake refused with HTTP %d: %s", e.StatusCode, e.Body)
+	}
+	return "signal: " + e.Err.Error()
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// ErrClosed is returned by Send after Close, and by Run after a local Close.
+var ErrClosed = errors.New("signal: closed")
+
+// ErrTimeout is returned by Run when the server stayed silent for longer
+// than its ping timeout.
+var ErrTimeout = errors.New("signal: server stopped answering pings")
+
+// Client is a connected signalling WebSocket.
+type Client struct {
+	conn    *websocket.Conn
+	handler func(*lkpb.SignalResponse)
+	raw     func([]byte)
+
+	writeMu sync.Mutex
+
+	pingInterval time.Duration
+	pingTimeout  time.Duration
+	lastRecv     atomic.Int64 // unix nanos of the last frame received
+	rtt          atomic.Int64 // milliseconds
+	malformed    atomic.Uint64
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// JoinURL builds the signalling URL for opts.
+func JoinURL(opts Options) (string, error) {
+	u, err := url.Parse(opts.URL)
+	if err != nil {
+		return "", fmt.Errorf("invalid URL %q: %w", opts.URL, err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("invalid URL %q: the scheme must be ws, wss, http or https", opts.URL)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("invalid URL %q: no host", opts.URL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/rtc"
+	q := url.Values{}
+	q.Set("access_token", opts.Token)
+	q.Set("protocol", strconv.Itoa(ProtocolVersion))
+	q.Set("sdk", "go")
+	q.Set("version", opts.SDKVersion)
+	q.Set("auto_subscribe", boolParam(opts.AutoSubscribe))
+	q.Set("adaptive_stream", "0")
+	if opts.Attributes != "" {
+		q.Set("attributes", opts.Attributes)
+	}
+	if opts.Reconnect {
+		q.Set("reconnect", "1")
+		q.Set("sid", opts.SID)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func boolParam(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// Dial connects and waits for the server's first frame, which it returns.
+// ctx bounds the handshake and the wait only.
+func Dial(ctx context.Context, opts Options) (*Client, *lkpb.SignalResponse, error) {
+	u, err := JoinURL(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: opts.HTTPClient})
+	if err != nil {
+		de := &DialError{Err: err}
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			de.StatusCode = resp.StatusCode
+			if resp.Body != nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+				de.Body = strings.TrimSpace(string(b))
+			}
+		}
+		return nil, nil, de
+	}
+	conn.SetReadLimit(MaxFrameSize)
+	c := &Client{
+		conn:         conn,
+		handler:      opts.Handler,
+		raw:          opts.Raw,
+		pingInterval: 5 * time.Second,
+		pingTimeout:  15 * time.Second,
+		closed:       make(chan struct{}),
+	}
+	first, err := c.read(ctx)
+	if err != nil {
+		c.conn.Close(websocket.StatusNormalClosure, "")
+		return nil, nil, &DialError{Err: fmt.Errorf("waiting for the server's first frame: %w", err)}
+	}
+	if j := first.GetJoin(); j != nil {
+		if j.GetPingInterval() > 0 {
+			c.pingInterval = time.Duration(j.GetPingInterval()) * time.Second
+		}
+		if j.GetPingTimeout() > 0 {
+			c.pingTimeout = time.Duration(j.GetPingTimeout()) * time.Second
+		}
+	}
+	return c, first, nil
+}
+
+func (c *Client) read(ctx context.Context) (*lkpb.SignalResponse, error) {
+	for {
+		typ, b, err := c.conn.Read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		if typ != websocket.MessageBinary {
+			continue // LiveKit speaks binary protobuf; JSON frames are not used
+		}
+		if c.raw != nil {
+			c.raw(b)
+		}
+		msg := &lkpb.SignalResponse{}
+		if err := proto.Unmarshal(b, msg); err != nil {
+			// A frame that does not decode is dropped; the connection goes on.
+			c.malformed.Add(1)
+			continue
+		}
+		return msg, nil
+	}
+}
+
+// Malformed returns the number of frames that could not be decoded and were
+// dropped.
+func (c *Client) Malformed() uint64 { return c.malformed.Load() }
+
+// RTT returns the last measured round-trip time.
+func (c *Client) RTT() time.Duration { return time.Duration(c.rtt.Load()) * time.Millisecond }
+
+// Run reads frames until the connection ends, handing each to the handler,
+// and keeps the connection alive with pings. It returns ErrClosed after
+// Close, ErrTimeout when the server went silent, or the read error.
+func (c *Client) Run() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	pingErr := make(chan error, 1)
+	go func() { pingErr <- c.pingLoop(ctx) }()
+	for {
+		msg, err := c.read(ctx)
+		if err != nil {
+			cancel()
+			perr := <-pingErr
+			select {
+			case <-c.closed:
+				return ErrClosed
+			default:
+			}
+			if errors.Is(perr, ErrTimeout) {
+				return ErrTimeout
+			}
+			return err
+		}
+		if pong := msg.GetPongResp(); pong != nil {
+			if ts := pong.GetLastPingTimestamp(); ts > 0 {
+				c.rtt.Store(time.Now().UnixMilli() - ts)
+			}
+		}
+		if c.handler != nil {
+			c.handler(msg)
+		}
+	}
+}
+
+func (c *Client) pingLoop(ctx context.Context) error {
+	t := time.NewTicker(c.pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, c.lastRecv.Load())) > c.pingTimeout {
+			c.conn.Close(websocket.StatusGoingAway, "ping timeout")
+			return ErrTimeout
+		}
+		req := &lkpb.SignalRequest{Message: &lkpb.SignalRequest_PingReq{PingReq: &lkpb.Ping{
+			Timestamp: time.Now().UnixMilli(),
+			Rtt:       c.rtt.Load(),
+		}}}
+		sctx, scancel := context.WithTimeout(ctx, c.pingTimeout)
+		err := c.Send(sctx, req)
+		scancel()
+		if err != nil && ctx.Err() == nil {
+			c.conn.Close(websocket.StatusGoingAway, "ping failed")
+			return err
+		}
+	}
+}
+
+// Send writes one request. Concurrent calls are serialised.
+func (c *Client) Send(ctx context.Context, req *lkpb.SignalRequest) error {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-c.closed:
+		return ErrClosed
+	default:
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.conn.Write(ctx, websocket.MessageBinary, b); err != nil {
+		select {
+		case <-c.closed:
+			return ErrClosed
+		default:
+		}
+		return err
+	}
+	return nil
+}
+
+// Close closes the WebSocket. If leave is true it first tells the server
+// that the participant is leaving (bounded by ctx). Close is idempotent.
+func (c *Client) Close(ctx context.Context, leave bool) {
+	if leave {
+		_ = c.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_Leave{Leave: &lkpb.LeaveRequest{
+			Reason: lkpb.DisconnectReason_CLIENT_INITIATED,
+			Action: lkpb.LeaveRequest_DISCONNECT,
+		}}})
+	}
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		// The close handshake waits for the server for at most 5 s in
+		// coder/websocket; CloseNow does not wait at all.
+		done := make(chan struct{})
+		go func() {
+			c.conn.Close(websocket.StatusNormalClosure, "")
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			c.conn.CloseNow()
+			<-done
+		}
+	})
+}

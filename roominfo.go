@@ -1,0 +1,48 @@
+package callstate
+
+import (
+	"time"
+
+	"github.com/callstate/callstate/internal/lkpb"
+)
+
+// RoomInfo describes a room as the server reports it.
+type RoomInfo struct {
+	// SID is the server-assigned session id of the room.
+	SID string
+	// Name is the room's name.
+	Name string
+	// Metadata is the room's metadata (the raw form of the session data).
+	Metadata string
+	// NumParticipants is the number of participants, as last reported.
+	NumParticipants int
+	// MaxParticipants is the room's participant limit; 0 means no limit.
+	MaxParticipants int
+	// CreatedAt is when the room was created.
+	CreatedAt time.Time
+	// EmptyTimeout is how long the room lives without participants.
+	EmptyTimeout time.Duration
+	// DepartureTimeout is how long the room lives after the last
+	// participant left.
+	DepartureTimeout time.Duration
+}
+
+// roomInfoFromProto converts the wire form.
+func roomInfoFromProto(r *lkpb.Room) RoomInfo {
+	info := RoomInfo{
+		SID:              r.GetSid(),
+		Name:             r.GetName(),
+		Metadata:         r.GetMetadata(),
+		NumParticipants:  int(r.GetNumParticipants()),
+		MaxParticipants:  int(r.GetMaxParticipants()),
+		EmptyTimeout:     time.Duration(r.GetEmptyTimeout()) * time.Second,
+		DepartureTimeout: time.Duration(r.GetDepartureTimeout()) * time.Second,
+	}
+	switch {
+	case r.GetCreationTimeMs() != 0:
+		info.CreatedAt = time.UnixMilli(r.GetCreationTimeMs())
+	case r.GetCreationTime() != 0:
+		info.CreatedAt = time.Unix(r.GetCreationTime(), 0)
+	}
+	return info
+}

@@ -1,0 +1,587 @@
+package callstate
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/callstate/callstate/internal/lkpb"
+)
+
+// Limits of the server API client.
+const (
+	// serviceTokenValidity is the lifetime of the token minted for each
+	// server API call.
+	serviceTokenValidity = 10 * time.Minute
+	// maxResponseBody bounds the body of a successful response.
+	maxResponseBody = 64 << 20
+	// maxErrorBody bounds the body of an error response.
+	maxErrorBody = 64 << 10
+)
+
+// RoomService is a client of a LiveKit server's API (LiveKit's RoomService):
+// it creates, lists and deletes rooms, and lists, updates and removes
+// participants, changes room metadata and sends data, from outside the room.
+//
+// A RoomService made with API credentials (NewRoomService) signs a
+// short-lived token for every call, with exactly the grants the call needs.
+// One made with a fixed token (NewRoomServiceWithToken) sends that token, so
+// its calls succeed only as far as the token's grants allow.
+//
+// A RoomService is safe for concurrent use. Every call takes a context that
+// bounds it.
+type RoomService struct {
+	base   string // http(s)://host[:port][/prefix], without a trailing slash
+	key    string
+	secret string
+	token  string
+	client *http.Client
+	// maxBody bounds the body of a successful response.
+	maxBody int
+}
+
+// RoomServiceOption configures a RoomService.
+type RoomServiceOption func(*RoomService)
+
+// WithRoomServiceHTTPClient makes the RoomService send its requests with c
+// instead of http.DefaultClient.
+func WithRoomServiceHTTPClient(c *http.Client) RoomServiceOption {
+	return func(s *RoomService) {
+		if c != nil {
+			s.client = c
+		}
+	}
+}
+
+// NewRoomService returns a client of the server API of the LiveKit server at
+// serverURL, authenticated with an API key and secret. serverURL may be the
+// URL participants join (ws:// or wss://) or the HTTP one (http:// or
+// https://).
+//
+// It returns an error wrapping ErrInvalidArgument for a malformed URL or
+// empty credentials. It makes no request.
+func NewRoomService(serverURL, apiKey, apiSecret string, opts ...RoomServiceOption) (*RoomService, error) {
+	if apiKey == "" || apiSecret == "" {
+		return nil, fmt.Errorf("%w: NewRoomService: empty API key or secret", ErrInvalidArgument)
+	}
+	s, err := newRoomService(serverURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.key, s.secret = apiKey, apiSecret
+	return s, nil
+}
+
+// NewRoomServiceWithToken returns a client of the server API of the LiveKit
+// server at serverURL that sends token with every call. It suits a
+// participant that holds only its own token: with the roomAdmin grant for its
+// room, such a participant may, for example, update the room's metadata.
+// Calls the token does not allow fail with an error matching
+// ErrNotPermitted.
+//
+// It returns an error wrapping ErrInvalidArgument for a malformed URL or an
+// empty token. It makes no request.
+func NewRoomServiceWithToken(serverURL, token string, opts ...RoomServiceOption) (*RoomService, error) {
+	if strings.TrimSpace(token) == "" {
+		return nil, fmt.Errorf("%w: NewRoomServiceWithToken: empty token", ErrInvalidArgument)
+	}
+	s, err := newRoomService(serverURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.token = token
+	return s, nil
+}
+
+func newRoomService(serverURL string, opts []RoomServiceOption) (*RoomService, error) {
+	base, err := httpBaseURL(serverURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &RoomService{base: base, client: http.DefaultClient, maxBody: maxResponseBody}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// httpBaseURL converts a server URL to the HTTP base of its API.
+func httpBaseURL(serverURL string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(serverURL))
+	if err != nil {
+		return "", fmt.Errorf("%w: server URL %q: %v", ErrInvalidArgument, serverURL, err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "ws", "http":
+		u.Scheme = "http"
+	case "wss", "https":
+		u.Scheme = "https"
+	default:
+		return "", fmt.Errorf("%w: server URL %q: the scheme must be ws, wss, http or https", ErrInvalidArgument, serverURL)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("%w: server URL %q has no host", ErrInvalidArgument, serverURL)
+	}
+	u.RawQuery, u.Fragment, u.User = "", "", nil
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// CreateRoomOptions describe a room to create.
+type CreateRoomOptions struct {
+	// Name is the room's name. Required.
+	Name string
+	// EmptyTimeout is how long the room lives while nobody has joined it;
+	// zero means the server's default. It is rounded up to whole seconds.
+	EmptyTimeout time.Duration
+	// DepartureTimeout is how long the room lives after the last participant
+	// left; zero means the server's default. It is rounded up to whole
+	// seconds.
+	DepartureTimeout time.Duration
+	// MaxParticipants limits the number of participants; zero means no
+	// limit.
+	MaxParticipants int
+	// Metadata is the room's initial metadata (session data is its JSON
+	// object view).
+	Metadata string
+}
+
+// ParticipantUpdate describes changes to a participant. Nil fields are left
+// unchanged.
+//
+// LiveKit ignores empty strings: Metadata and Name cannot be cleared to "".
+// Attributes are merged into the participant's; an attribute set to ""
+// is deleted.
+type ParticipantUpdate struct {
+	// Metadata is the participant's new metadata.
+	Metadata *string
+	// Name is the participant's new display name.
+	Name *string
+	// Attributes are merged into the participant's attributes.
+	Attributes map[string]string
+	// Permissions replace all of the participant's permissions.
+	Permissions *Permissions
+}
+
+// CreateRoom creates a room, or returns the existing room of that name. It
+// needs the roomCreate grant.
+func (s *RoomService) CreateRoom(ctx context.Context, o CreateRoomOptions) (RoomInfo, error) {
+	const method = "CreateRoom"
+	if o.Name == "" {
+		return RoomInfo{}, invalidArg(method, "empty room name")
+	}
+	empty, err := durationSeconds(method, "EmptyTimeout", o.EmptyTimeout)
+	if err != nil {
+		return RoomInfo{}, err
+	}
+	departure, err := durationSeconds(method, "DepartureTimeout", o.DepartureTimeout)
+	if err != nil {
+		return RoomInfo{}, err
+	}
+	if o.MaxParticipants < 0 || int64(o.MaxParticipants) > math.MaxUint32 {
+		return RoomInfo{}, invalidArg(method, fmt.Sprintf("MaxParticipants %d out of range", o.MaxParticipants))
+	}
+	req := &lkpb.CreateRoomRequest{
+		Name:             o.Name,
+		EmptyTimeout:     empty,
+		DepartureTimeout: departure,
+		MaxParticipants:  uint32(o.MaxParticipants),
+		Metadata:         o.Metadata,
+	}
+	var resp lkpb.Room
+	if err := s.call(ctx, method, Grants{RoomCreate: true}, req, &resp); err != nil {
+		return RoomInfo{}, err
+	}
+	return roomInfoFromProto(&resp), nil
+}
+
+// ListRooms lists the rooms with the given names, or all active rooms when
+// no name is given. It needs the roomList grant.
+func (s *RoomService) ListRooms(ctx context.Context, names ...string) ([]RoomInfo, error) {
+	var resp lkpb.ListRoomsResponse
+	if err := s.call(ctx, "ListRooms", Grants{RoomList: true}, &lkpb.ListRoomsRequest{Names: names}, &resp); err != nil {
+		return nil, err
+	}
+	rooms := make([]RoomInfo, 0, len(resp.GetRooms()))
+	for _, r := range resp.GetRooms() {
+		rooms = append(rooms, roomInfoFromProto(r))
+	}
+	return rooms, nil
+}
+
+// DeleteRoom deletes a room, disconnecting its participants. It needs the
+// roomCreate grant.
+func (s *RoomService) DeleteRoom(ctx context.Context, room string) error {
+	const method = "DeleteRoom"
+	if room == "" {
+		return invalidArg(method, "empty room name")
+	}
+	return s.call(ctx, method, Grants{RoomCreate: true}, &lkpb.DeleteRoomRequest{Room: room}, &lkpb.DeleteRoomResponse{})
+}
+
+// ListParticipants lists the participants of a room. It needs the roomAdmin
+// grant for the room.
+func (s *RoomService) ListParticipants(ctx context.Context, room string) ([]Participant, error) {
+	const method = "ListParticipants"
+	if room == "" {
+		return nil, invalidArg(method, "empty room name")
+	}
+	var resp lkpb.ListParticipantsResponse
+	if err := s.call(ctx, method, adminGrants(room), &lkpb.ListParticipantsRequest{Room: room}, &resp); err != nil {
+		return nil, err
+	}
+	ps := make([]Participant, 0, len(resp.GetParticipants()))
+	for _, pi := range resp.GetParticipants() {
+		ps = append(ps, participantFromInfo(pi))
+	}
+	return ps, nil
+}
+
+// GetParticipant returns one participant of a room; an error matching
+// ErrNotFound when there is no such participant. It needs the roomAdmin
+// grant for the room.
+func (s *RoomService) GetParticipant(ctx context.Context, room, identity string) (Participant, error) {
+	const method = "GetParticipant"
+	if err := checkRoomIdentity(method, room, identity); err != nil {
+		return Participant{}, err
+	}
+	var resp lkpb.ParticipantInfo
+	if err := s.call(ctx, method, adminGrants(room), &lkpb.RoomParticipantIdentity{Room: room, Identity: identity}, &resp); err != nil {
+		return Participant{}, err
+	}
+	return participantFromInfo(&resp), nil
+}
+
+// RemoveParticipant disconnects a participant from a room. It needs the
+// roomAdmin grant for the room.
+func (s *RoomService) RemoveParticipant(ctx context.Context, room, identity string) error {
+	const method = "RemoveParticipant"
+	if err := checkRoomIdentity(method, room, identity); err != nil {
+		return err
+	}
+	return s.call(ctx, method, adminGrants(room), &lkpb.RoomParticipantIdentity{Room: room, Identity: identity}, &lkpb.RemoveParticipantResponse{})
+}
+
+// UpdateParticipant changes a participant's metadata, name, attributes or
+// permissions, and returns the participant as updated. It needs the
+// roomAdmin grant for the room.
+func (s *RoomService) UpdateParticipant(ctx context.Context, room, identity string, u ParticipantUpdate) (Participant, error) {
+	const method = "UpdateParticipant"
+	if err := checkRoomIdentity(method, room, identity); err != nil {
+		return Participant{}, err
+	}
+	req := &lkpb.UpdateParticipantRequest{Room: room, Identity: identity, Attributes: u.Attributes}
+	if u.Metadata != nil {
+		req.Metadata = *u.Metadata
+	}
+	if u.Name != nil {
+		req.Name = *u.Name
+	}
+	if p := u.Permissions; p != nil {
+		req.Permission = &lkpb.ParticipantPermission{
+			CanSubscribe:      p.CanSubscribe,
+			CanPublish:        p.CanPublish,
+			CanPublishData:    p.CanPublishData,
+			CanUpdateMetadata: p.CanUpdateMetadata,
+			Hidden:            p.Hidden,
+		}
+	}
+	var resp lkpb.ParticipantInfo
+	if err := s.call(ctx, method, adminGrants(room), req, &resp); err != nil {
+		return Participant{}, err
+	}
+	return participantFromInfo(&resp), nil
+}
+
+// UpdateRoomMetadata sets a room's metadata, the raw form of its session
+// data, and returns the room as updated. Participants see the change as a
+// room update. It needs the roomAdmin grant for the room.
+func (s *RoomService) UpdateRoomMetadata(ctx context.Context, room, metadata string) (RoomInfo, error) {
+	const method = "UpdateRoomMetadata"
+	if room == "" {
+		return RoomInfo{}, invalidArg(method, "empty room name")
+	}
+	var resp lkpb.Room
+	if err := s.call(ctx, method, adminGrants(room), &lkpb.UpdateRoomMetadataRequest{Room: room, Metadata: metadata}, &resp); err != nil {
+		return RoomInfo{}, err
+	}
+	return roomInfoFromProto(&resp), nil
+}
+
+// SendData sends payload to the participants of a room as one data packet,
+// reliable by default, from no participant: receivers see an empty sender
+// identity. The options are those of Room.PublishData (WithKind, WithTopic,
+// To). It needs the roomAdmin grant for the room.
+//
+// The server sends the payload as a single packet, so it should fit one:
+// about 15 KiB for reliable data, about 1.3 KiB for lossy data. Topics
+// reserved by callstate are refused with ErrInvalidArgument.
+//
+// LiveKit accepts data for recipients that are not in the room, and answers
+// data for a room that does not exist, after a few seconds, with
+// "unavailable" (ErrServerUnreachable).
+func (s *RoomService) SendData(ctx context.Context, room string, payload []byte, opts ...DataOption) error {
+	const method = "SendData"
+	if room == "" {
+		return invalidArg(method, "empty room name")
+	}
+	var o dataOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if isReservedTopic(o.topic) {
+		return invalidArg(method, fmt.Sprintf("topic %q is reserved by callstate", o.topic))
+	}
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	req := &lkpb.SendDataRequest{
+		Room:                  room,
+		Data:                  payload,
+		Kind:                  lkpb.DataPacket_RELIABLE,
+		DestinationIdentities: o.to,
+		Nonce:                 nonce,
+	}
+	if o.kind == Lossy {
+		req.Kind = lkpb.DataPacket_LOSSY
+	}
+	if o.topic != "" {
+		req.Topic = &o.topic
+	}
+	return s.call(ctx, method, adminGrants(room), req, &lkpb.SendDataResponse{})
+}
+
+func adminGrants(room string) Grants { return Grants{Room: room, RoomAdmin: true} }
+
+func invalidArg(method, msg string) error {
+	return fmt.Errorf("%w: RoomService.%s: %s", ErrInvalidArgument, method, msg)
+}
+
+func checkRoomIdentity(method, room, identity string) error {
+	if room == "" {
+		return invalidArg(method, "empty room name")
+	}
+	if identity == "" {
+		return invalidArg(method, "empty identity")
+	}
+	return nil
+}
+
+// durationSeconds converts a timeout to whole seconds, rounding up.
+func durationSeconds(method, field string, d time.Duration) (uint32, error) {
+	if d < 0 {
+		return 0, invalidArg(method, fmt.Sprintf("negative %s %v", field, d))
+	}
+	secs := (d + time.Second - 1) / time.Second
+	if secs > math.MaxUint32 {
+		return 0, invalidArg(method, fmt.Sprintf("%s %v out of range", field, d))
+	}
+	return uint32(secs), nil
+}
+
+// call makes one Twirp call: it POSTs req in protobuf to the method's path
+// with a bearer token, and decodes the answer into resp or into a
+// *ServerError.
+func (s *RoomService) call(ctx context.Context, method string, grants Grants, req, resp proto.Message) error {
+	token := s.token
+	if token == "" {
+		var err error
+		token, err = NewToken(s.key, s.secret, Claims{Grants: grants, ValidFor: serviceTokenValidity})
+		if err != nil {
+			return err
+		}
+	}
+	body, err := proto.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("%w: RoomService.%s: %v", ErrInvalidArgument, method, err)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/twirp/livekit.RoomService/"+method, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: RoomService.%s: %v", ErrInvalidArgument, method, err)
+	}
+	hreq.Header.Set("Content-Type", "application/protobuf")
+	hreq.Header.Set("Accept", "application/protobuf")
+	hreq.Header.Set("Authorization", "Bearer "+token)
+	hresp, err := s.client.Do(hreq)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
+		}
+		return &ServerError{Method: method, Message: redactTokens(err.Error()), Err: err}
+	}
+	defer hresp.Body.Close()
+
+	if hresp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(hresp.Body, maxErrorBody))
+		return serverError(method, hresp.StatusCode, b)
+	}
+	b, err := io.ReadAll(io.LimitReader(hresp.Body, int64(s.maxBody)+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
+		}
+		return &ServerError{Method: method, Message: "reading the response: " + redactTokens(err.Error()), Err: err}
+	}
+	if len(b) > s.maxBody {
+		return &SizeError{What: "RoomService." + method + " response", Size: len(b), Limit: s.maxBody}
+	}
+	if err := proto.Unmarshal(b, resp); err != nil {
+		return &ServerError{Method: method, HTTPStatus: hresp.StatusCode,
+			Message: fmt.Sprintf("unreadable response (Content-Type %q): %v", hresp.Header.Get("Content-Type"), err)}
+	}
+	return nil
+}
+
+// ServerError is an error answered by the server API, or the failure to
+// reach it. It matches, with errors.Is, the sentinel for its Code:
+//
+//	not_found                          ErrNotFound
+//	permission_denied                  ErrNotPermitted
+//	unauthenticated                    ErrNotPermitted and ErrBadToken
+//	invalid_argument, malformed,
+//	out_of_range                       ErrInvalidArgument
+//	resource_exhausted                 ErrLimitExceeded
+//	unavailable, or no answer          ErrServerUnreachable
+//	anything else                      ErrRejected
+//
+// LiveKit answers unauthenticated both for a token it does not accept and
+// for a token that lacks a grant the call needs.
+type ServerError struct {
+	// Method is the server API method, for example "DeleteRoom".
+	Method string
+	// Code is the server's (Twirp) error code, for example "not_found";
+	// empty when the server could not be reached or its answer could not
+	// be read.
+	Code string
+	// Message is the server's explanation, or the transport error. Access
+	// tokens are removed from it.
+	Message string
+	// HTTPStatus is the HTTP status of the answer; 0 when the server could
+	// not be reached or the connection broke before the whole answer
+	// arrived.
+	HTTPStatus int
+	// Err is the transport error when the server could not be reached.
+	Err error
+}
+
+func (e *ServerError) Error() string {
+	var sb strings.Builder
+	sb.WriteString("callstate: RoomService.")
+	sb.WriteString(e.Method)
+	switch {
+	case e.HTTPStatus == 0:
+		sb.WriteString(": server unreachable")
+	case e.Code != "":
+		sb.WriteString(": ")
+		sb.WriteString(e.Code)
+	}
+	if e.Message != "" {
+		sb.WriteString(": ")
+		sb.WriteString(e.Message)
+	}
+	if e.HTTPStatus != 0 {
+		fmt.Fprintf(&sb, " (HTTP %d)", e.HTTPStatus)
+	}
+	return sb.String()
+}
+
+// Is reports whether target is the sentinel error matching e's Code.
+func (e *ServerError) Is(target error) bool {
+	if e.HTTPStatus == 0 {
+		return target == ErrServerUnreachable
+	}
+	switch e.Code {
+	case "not_found":
+		return target == ErrNotFound
+	case "permission_denied":
+		return target == ErrNotPermitted
+	case "unauthenticated":
+		return target == ErrNotPermitted || target == ErrBadToken
+	case "invalid_argument", "malformed", "out_of_range":
+		return target == ErrInvalidArgument
+	case "resource_exhausted":
+		return target == ErrLimitExceeded
+	case "unavailable":
+		return target == ErrServerUnreachable
+	}
+	return target == ErrRejected
+}
+
+// Unwrap returns the transport error, if any.
+func (e *ServerError) Unwrap() error { return e.Err }
+
+// twirpError is the JSON body of a Twirp error.
+type twirpError struct {
+	Code string `json:"code"`
+	Msg  string `json:"msg"`
+}
+
+// serverError builds the error for a non-200 answer. A body that is not a
+// Twirp error (LiveKit's authentication refusals are plain text, proxies
+// send HTML) is kept as the message, and the code is derived from the HTTP
+// status.
+func serverError(method string, status int, body []byte) *ServerError {
+	e := &ServerError{Method: method, HTTPStatus: status}
+	var te twirpError
+	if json.Unmarshal(body, &te) == nil && te.Code != "" {
+		e.Code = te.Code
+		// LiveKit's messages repeat a generic Twirp prefix.
+		e.Message = twirpPrefix.ReplaceAllString(te.Msg, "")
+	} else {
+		e.Code = codeForStatus(status)
+		e.Message = strings.TrimSpace(strings.ToValidUTF8(string(body), "\uFFFD"))
+		if len(e.Message) > 512 {
+			e.Message = strings.ToValidUTF8(e.Message[:512], "") + "..."
+		}
+	}
+	e.Message = redactTokens(e.Message)
+	return e
+}
+
+// codeForStatus maps an HTTP status to a Twirp code, as Twirp does.
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "invalid_argument"
+	case http.StatusUnauthorized:
+		return "unauthenticated"
+	case http.StatusForbidden:
+		return "permission_denied"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusRequestTimeout:
+		return "deadline_exceeded"
+	case http.StatusConflict:
+		return "aborted"
+	case http.StatusPreconditionFailed:
+		return "failed_precondition"
+	case http.StatusTooManyRequests:
+		return "resource_exhausted"
+	case http.StatusNotImplemented:
+		return "unimplemented"
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return "unavailable"
+	}
+	return "internal"
+}
+
+var twirpPrefix = regexp.MustCompile(`^twirp error [a-z_]+: `)
+
+// jwtPattern matches a JWT (three base64url segments, the first a JSON
+// object).
+var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
+
+// redactTokens removes access tokens from a message, so that errors can be
+// logged safely (LiveKit quotes the token it refuses).
+func redactTokens(s string) string {
+	return jwtPattern.ReplaceAllString(s, "<token>")
+}
