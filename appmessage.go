@@ -31,28 +31,9 @@ const AppMessageTopic = "callstate.app-message"
 // []byte is sent as is and must be valid JSON. Messages of any size up to the
 // Room's maximum message size are carried (Daily caps them at 4 KB).
 func (r *Room) SendAppMessage(ctx context.Context, data any, to ...string) error {
-	var b []byte
-	switch x := data.(type) {
-	case json.RawMessage:
-		b = x
-	case []byte:
-		b = x
-	default:
-		var err error
-		if b, err = json.Marshal(data); err != nil {
-			return fmt.Errorf("%w: app message: %v", ErrInvalidJSON, err)
-		}
-	}
-	if !json.Valid(b) {
-		return fmt.Errorf("%w: app message is not valid JSON", ErrInvalidJSON)
-	}
-	var dest []string
-	for _, id := range to {
-		if id == "*" {
-			dest = nil
-			break
-		}
-		dest = append(dest, id)
+	b, dest, err := appMessage(data, to)
+	if err != nil {
+		return err
 	}
 	return r.send(ctx, "SendAppMessage", chunk.Message{
 		Topic:        AppMessageTopic,
@@ -62,4 +43,45 @@ func (r *Room) SendAppMessage(ctx context.Context, data any, to ...string) error
 		Text:         true,
 		MimeType:     "application/json",
 	})
+}
+
+// SendAppMessage sends an app message from the server to everyone in room,
+// or only to the participants named in to ("*" or none means everyone).
+// Receivers get an AppMessage event with an empty sender. The message must
+// fit one reliable packet (about 15 KiB); data is encoded as by
+// Room.SendAppMessage.
+func (s *RoomService) SendAppMessage(ctx context.Context, room string, data any, to ...string) error {
+	b, dest, err := appMessage(data, to)
+	if err != nil {
+		return err
+	}
+	return s.sendData(ctx, room, b, dataOptions{topic: AppMessageTopic, to: dest})
+}
+
+// appMessage validates and encodes an app message and its recipients.
+func appMessage(data any, to []string) ([]byte, []string, error) {
+	var b []byte
+	switch x := data.(type) {
+	case json.RawMessage:
+		b = x
+	case []byte:
+		b = x
+	default:
+		var err error
+		if b, err = json.Marshal(data); err != nil {
+			return nil, nil, fmt.Errorf("%w: app message: %v", ErrInvalidJSON, err)
+		}
+	}
+	if !json.Valid(b) {
+		return nil, nil, fmt.Errorf("%w: app message is not valid JSON", ErrInvalidJSON)
+	}
+	var dest []string
+	for _, id := range to {
+		if id == "*" {
+			dest = nil
+			break
+		}
+		dest = append(dest, id)
+	}
+	return b, dest, nil
 }

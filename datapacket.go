@@ -174,6 +174,9 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	_, err := r.enc.Encode(m, r.nextSeq, func(pkt []byte) error {
+		if f := r.opts.sendFilter; f != nil && !f(m.Reliable, pkt) {
+			return nil
+		}
 		return r.tr.Send(ctx, m.Reliable, pkt)
 	})
 	if err == nil {

@@ -29,6 +29,9 @@ type options struct {
 	// rawHook, set by tests, sees every signalling frame ("signal") and
 	// data channel message ("data") before it is decoded.
 	rawHook func(source string, b []byte)
+	// sendFilter, set by tests, sees every data packet before it is sent
+	// and may drop it (fault injection).
+	sendFilter func(reliable bool, pkt []byte) (keep bool)
 }
 
 func (o *options) withDefaults() *options {

@@ -169,7 +169,6 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 	if o.streamTimeout > 0 {
 		cfg.StreamTimeout = o.streamTimeout
 	}
-	r.enc = chunk.NewEncoder(cfg)
 	r.asm = chunk.NewAssembler(cfg)
 	r.session = newSessionData()
 
@@ -211,6 +210,8 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		r.remotes[p.Identity] = p
 	}
 	r.info = roomInfoFromProto(jr.GetRoom())
+	cfg.MaxLossyPacket = maxLossyPacket(r.local.Identity, r.local.SID)
+	r.enc = chunk.NewEncoder(cfg)
 	r.session.observe(now, r.info.Metadata)
 
 	tr, err := rtc.New(rtc.Config{
@@ -241,12 +242,14 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 			return fail(err)
 		}
 	}
-	select {
-	case <-r.subReady:
-	case <-r.closing:
-		return fail(r.endError())
-	case <-ctx.Done():
-		return fail(ctx.Err())
+	for _, ready := range []<-chan struct{}{r.subReady, tr.SubscriberReady()} {
+		select {
+		case <-ready:
+		case <-r.closing:
+			return fail(r.endError())
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
 	}
 	if publish {
 		if err := tr.WaitReady(ctx); err != nil {
@@ -267,6 +270,20 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		}
 	}
 	return r, nil
+}
+
+// MaxLossyPacketSize is the largest lossy data packet, as an SCTP message,
+// that callstate lets travel: one network packet. Lossy messages larger
+// than one packet are split into fragments that each fit.
+const MaxLossyPacketSize = 1400
+
+// maxLossyPacket is the largest lossy packet the local participant may send
+// so that the packet is still within MaxLossyPacketSize after the server
+// has stamped the sender's identity and sid into it (DataPacket fields 4
+// and 17, and the legacy UserPacket fields 5 and 1).
+func maxLossyPacket(identity, sid string) int {
+	stamp := 2*(len(identity)+3) + 2*(len(sid)+3) + 8
+	return MaxLossyPacketSize - stamp
 }
 
 func checkJoinArgs(serverURL, token string) error {

@@ -329,4 +329,3 @@ func TestServerEndsTheRoom(t *testing.T) {
 	<-a.Done()
 	assert.Error(t, a.Err())
 }
-

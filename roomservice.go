@@ -342,6 +342,15 @@ func (s *RoomService) SendData(ctx context.Context, room string, payload []byte,
 	if isReservedTopic(o.topic) {
 		return invalidArg(method, fmt.Sprintf("topic %q is reserved by callstate", o.topic))
 	}
+	return s.sendData(ctx, room, payload, o)
+}
+
+// sendData sends a data packet; the topic is not checked.
+func (s *RoomService) sendData(ctx context.Context, room string, payload []byte, o dataOptions) error {
+	const method = "SendData"
+	if room == "" {
+		return invalidArg(method, "empty room name")
+	}
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce)
 	req := &lkpb.SendDataRequest{

@@ -1,7 +1,9 @@
 package callstate
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"time"
@@ -44,3 +46,29 @@ func (s *sessionData) observe(now time.Time, metadata string) (SessionDataUpdate
 func (s *sessionData) dataLocked() map[string]json.RawMessage { return maps.Clone(s.data) }
 
 func (s *sessionData) afterObserveLocked(*Room) {}
+
+// Strategy says how SetSessionData combines new data with the current
+// session data.
+type Strategy int
+
+const (
+	// Replace makes the given object the whole session data.
+	Replace Strategy = iota
+	// ShallowMerge sets the given top-level keys and keeps the others; a
+	// key set to null is deleted; nested objects are replaced, not merged.
+	ShallowMerge
+)
+
+// SessionData returns the session data (Daily's custom session data): the
+// JSON object in the room's metadata, without callstate's reserved key. It
+// is nil when the room metadata is not a JSON object.
+func (r *Room) SessionData() map[string]json.RawMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.session.dataLocked()
+}
+
+// SetSessionData is not yet implemented.
+func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) error {
+	return errors.New("not implemented")
+}

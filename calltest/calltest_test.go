@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/callstate/callstate"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -374,4 +377,53 @@ func TestConfigYAMLQuotes(t *testing.T) {
 	assert.Contains(t, y, `"k\"ey": "s: ecret"`)
 	assert.Regexp(t, regexp.MustCompile(`(?m)^port: 1$`), y)
 	assert.Contains(t, y, `stun_servers: ["127.0.0.1:3"]`)
+}
+
+func TestServerRoomService(t *testing.T) {
+	s := Shared(t)
+	rs := s.RoomService()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	room := s.RoomName(t)
+	info, err := rs.CreateRoom(ctx, callstate.CreateRoomOptions{Name: room})
+	require.NoError(t, err)
+	assert.Equal(t, room, info.Name)
+	require.NoError(t, rs.DeleteRoom(ctx, room))
+}
+
+func TestRunningServerHasNoGoroutines(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	s, err := Start(context.Background(), &Options{IgnoreEnv: true})
+	require.NoError(t, err)
+	// Leak checkers in tests that share a running server stay quiet.
+	assert.NoError(t, goleak.Find(opt))
+	require.NoError(t, s.Close())
+	assert.NoError(t, goleak.Find(opt))
+}
+
+// TestOrphanedServerDies runs a child test binary that starts a server and
+// exits without closing it: the server must not outlive it.
+func TestOrphanedServerDies(t *testing.T) {
+	if os.Getenv("CALLTEST_ORPHAN_CHILD") == "1" {
+		s, err := Start(context.Background(), &Options{IgnoreEnv: true})
+		if err != nil {
+			os.Exit(3)
+		}
+		os.Stdout.WriteString("pid=" + strconv.Itoa(s.cmd.Process.Pid) + " dir=" + s.dir + "\n")
+		os.Exit(0)
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the kernel stops orphaned servers on Linux only")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOrphanedServerDies$")
+	cmd.Env = append(os.Environ(), "CALLTEST_ORPHAN_CHILD=1")
+	out, err := cmd.Output()
+	require.NoError(t, err, string(out))
+	m := regexp.MustCompile(`pid=(\d+) dir=(\S+)`).FindStringSubmatch(string(out))
+	require.NotNil(t, m, string(out))
+	pid, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(m[2]) })
+	require.Eventually(t, func() bool { return processGone(pid) }, 5*time.Second, 10*time.Millisecond,
+		"the server (pid %d) outlived the test binary that started it", pid)
 }

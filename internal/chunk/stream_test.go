@@ -338,3 +338,24 @@ func TestZeroTotalLengthMeansUnknown(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, "some bytes", string(got[0].Payload))
 }
+
+func TestChunksOfALargerBufferAreCopied(t *testing.T) {
+	// Chunks that are small windows on one large buffer are charged for
+	// their length and copied, not charged for the whole buffer they pin.
+	a := NewAssembler(Config{MaxBufferedPerSender: 20000})
+	big := payload(100000, 9)
+	f := foreign{"web", "w"}
+	pkts := append([]*lkpb.DataPacket{f.header(&lkpb.DataStream_Header{TotalLength: proto.Uint64(10000)})}, f.chunked(big[:10000], 1000)...)
+	require.Empty(t, feed(a, t0, pkts))
+	st := a.Stats()
+	assert.Equal(t, 1, st.Partial)
+	assert.Less(t, st.Buffered, 20000)
+	a.mu.Lock()
+	for _, p := range a.senders["web"].streams["w"].parts {
+		assert.LessOrEqual(t, cap(p), len(p)+len(p)/4+partOverhead, "a copy, not a window on the large buffer")
+	}
+	a.mu.Unlock()
+	got := feed(a, t0, []*lkpb.DataPacket{f.trailer("", nil)})
+	require.Len(t, got, 1)
+	assert.Equal(t, big[:10000], got[0].Payload)
+}

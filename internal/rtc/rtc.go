@@ -67,6 +67,11 @@ type Transport struct {
 	sub *peer
 	pub *peer
 
+	subChannels chan struct{} // closed when the server's two channels are open
+	subOnce     sync.Once
+	subReliable bool
+	subLossy    bool
+
 	mu       sync.Mutex
 	offerID  uint32
 	reliable *channel
@@ -95,7 +100,7 @@ func New(cfg Config) (*Transport, error) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
-	t := &Transport{cfg: cfg, api: webrtc.NewAPI(webrtc.WithSettingEngine(se))}
+	t := &Transport{cfg: cfg, api: webrtc.NewAPI(webrtc.WithSettingEngine(se)), subChannels: make(chan struct{})}
 	sub, err := t.newPeer(lkpb.SignalTarget_SUBSCRIBER)
 	if err != nil {
 		return nil, err
@@ -109,6 +114,19 @@ func New(cfg Config) (*Transport, error) {
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			if cfg.OnMessage != nil {
 				cfg.OnMessage(reliable, m.Data)
+			}
+		})
+		dc.OnOpen(func() {
+			t.mu.Lock()
+			if reliable {
+				t.subReliable = true
+			} else {
+				t.subLossy = true
+			}
+			both := t.subReliable && t.subLossy
+			t.mu.Unlock()
+			if both {
+				t.subOnce.Do(func() { close(t.subChannels) })
 			}
 		})
 	})
@@ -291,6 +309,10 @@ func (t *Transport) WaitReady(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SubscriberReady returns a channel closed once the server's reliable and
+// lossy data channels to us are open: from then on, others' data reaches us.
+func (t *Transport) SubscriberReady() <-chan struct{} { return t.subChannels }
 
 // Publishing reports whether Publish was called.
 func (t *Transport) Publishing() bool {

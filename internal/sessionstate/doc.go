@@ -19,17 +19,19 @@
 // data never shows:
 //
 //	{"score":3,"topic":"x","__callstate":{"v":1,"h":"9c1a…","w":["alice","bob"],
-//	 "e":[0,0],"k":{"score":[7,0],"topic":[5,1],"old":[6,1]}}}
+//	 "e":[0,0],"k":{"old":[6,1],"score":[7,0],"topic":[5,1]}}}
 //
 // Every write carries a stamp [Lamport clock, writer identity], ordered by
 // clock and then by writer; w lists the writers and stamps name them by
 // index. k holds the stamp of the latest write of each key; a key in k but
 // not in the data was deleted (a tombstone), so a stale copy cannot bring it
-// back. e is the epoch, the stamp of the latest Replace: every key written
-// before it and not part of it is gone, so older tombstones are dropped. h is
-// a digest of the data; metadata whose data no longer matches it (edited by a
-// program unaware of the stamps) counts as unstamped. The encoding is
-// canonical: the same state gives the same string everywhere.
+// back. e is the epoch, the stamp of the latest Replace ([0,0] before any):
+// every key written before it and not part of it is gone, so older
+// tombstones are dropped. h is a digest of the data; metadata whose data no
+// longer matches it (edited by a program unaware of the stamps) counts as
+// unstamped. The encoding is canonical: data keys sorted, values compacted
+// but otherwise kept as written (numbers keep their text), the reserved key
+// last; the same state gives the same string everywhere.
 //
 // Each participant runs a Replica: it joins (per key, keeps the higher
 // stamp; keeps the higher epoch) every observed value and its own committed
@@ -41,10 +43,10 @@
 // Metadata without valid stamps (a plain JSON object set by a LiveKit app or
 // RoomService, or an object edited without updating the stamps) is an
 // authoritative Replace by the outside writer "" with epoch
-// [largest clock observed + 1, ""]: ordered after every write its observer
-// had seen. Metadata that is not a JSON object is such a Replace by an empty
-// object: the session data is then empty (the raw metadata is the caller's
-// to expose).
+// [largest clock observed in the room metadata + 1, ""]: ordered after every
+// write that had appeared in the room metadata. Metadata that is not a JSON
+// object is such a Replace by an empty object: the session data is then
+// empty (the raw metadata is the caller's to expose).
 //
 // # Repair
 //
@@ -52,25 +54,49 @@
 // its best known state. A difference means some write is missing from the
 // room metadata (or a deleted or replaced key reappeared), and is blamed on
 // the writer of the newer stamp (the epoch's writer for a key a Replace
-// removed). Only that writer repairs its own writes (Observation.Repair),
-// by sending its best known state; a value it had already seen being
-// overwritten is a certain loss (RepairNow), while its own write whose echo
-// has not been observed yet may merely be in flight (RepairLater: repair
-// after a grace period if still missing). For writers no longer present, and
-// for the outside writer, the caller picks a stand-in (RepairFor).
+// removed). Only that writer repairs its own writes (Need), by sending its
+// best known state; other writers' losses are reported (Lost) so that a
+// stand-in can repair for writers no longer present (RepairFor). A lost
+// write the replica had already seen in the room metadata is a certain loss
+// (RepairNow); its own write whose echo has not been observed yet may still
+// be in flight (RepairLater).
+//
+// # Use
+//
+// The caller (the Room) serialises calls to a Replica and:
+//   - observes the room metadata of the join response, then that of every
+//     room update, in order;
+//   - writes with Prepare, checks Update.Size against the server's room
+//     metadata limit, sends Update.Metadata with UpdateRoomMetadata, and on
+//     success calls Commit with the metadata of the server's answer; one
+//     write in flight at a time;
+//   - after every Observe and Commit, consults Need and Lost. RepairNow: wait
+//     until no new metadata has arrived for about one delivery delay (at
+//     most a few of them), plus rank times about one round trip, where rank
+//     is the writer's position among the present writers blamed (itself and
+//     Lost, sorted), then call Repair if Need still asks for it. RepairLater:
+//     call Repair if it is still reported after a grace period of a few round
+//     trips since it was first reported. Lost naming writers that are not
+//     present ("" included): the lowest present identity calls RepairFor on
+//     the RepairNow schedule.
+//
+// The delays let one repair that carries everything settle a burst of
+// concurrent writes, instead of each writer repairing with partial
+// knowledge and overwriting the others' repairs.
 //
 // # Guarantee
 //
 // Agreement: a participant's session data is always the session data of the
 // room metadata it last received, so all participants see the same values in
-// the same order (a participant that joins later sees a suffix). The values
-// seen between a lost update and its repair lack the lost keys, for everyone.
+// the same order (a participant that joins later sees a suffix). Between a
+// lost update and its repair, the values seen lack the lost keys, for
+// everyone.
 //
 // Convergence: once writes stop, and provided every write lost from the room
 // metadata is repaired (see below), the room metadata settles after finitely
 // many repairs on the join of all committed writes. That is, per key, the
-// write with the highest stamp decides (a merge sets or, with null, deletes
-// the key); a key is absent if its latest write is older than the latest
+// write with the highest stamp decides (a merge sets the key or, with null,
+// deletes it); a key is absent if its latest write is older than the latest
 // Replace and not part of it. In particular concurrent shallow merges of
 // distinct keys all survive, a deleted key stays deleted unless written with
 // a higher stamp, and a write made after its writer saw another write wins
@@ -78,23 +104,24 @@
 // server applied them.
 //
 // The repair proviso fails, and a lost write stays lost, when:
-//   - its writer left before repairing it and no other participant repairs on
-//     its behalf (RepairFor), or no participant still present observed the
-//     write (because it was overwritten before the server broadcast it);
+//   - its writer left before repairing it and no participant still present
+//     had observed it in the room metadata (the server overwrote it before
+//     broadcasting it), or no participant repairs on its behalf;
 //   - the repair cannot be written (the writer lost the permission to update
 //     room metadata, or the value exceeds the server's metadata limit);
 //   - a writer rejoined under the same identity: its new Replica knows only
 //     what it observes, so the previous session's unrepaired writes are gone;
 //   - an outside Replace was overwritten by a concurrent stale write before
-//     anyone observed it.
+//     any participant observed it.
 //
-// Participants agree on the order of a write that is concurrent with an
-// outside Replace only if they observed the same values before it (the
-// Replace's epoch depends on the largest clock observed); a participant that
-// joined in between may order it differently, which can leave its best known
-// state different from the others' until a later write. Agreement on the
-// visible session data is unaffected.
+// Participants agree on how a write concurrent with an outside Replace is
+// ordered only if they observed the same metadata before the Replace (its
+// epoch depends on the largest clock observed). A participant that joined
+// in between may order it differently, and so blame differently, until a
+// later write carries the epoch. Agreement on the session data shown is
+// unaffected.
 //
 // Tombstones of keys deleted by shallow merges accumulate until the next
-// Replace; the stamps cost roughly the key length plus ten bytes per key.
+// Replace; each stamp costs about the key's length plus ten bytes, and each
+// writer's identity appears once.
 package sessionstate

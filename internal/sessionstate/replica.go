@@ -47,9 +47,9 @@ const (
 	// RepairLater: the room metadata lacks a value this replica wrote, but
 	// the write's own echo has not been observed yet, so the metadata seen
 	// may simply predate it. Wait for more metadata; if Need still reports
-	// a repair after a grace period (longer than the usual delivery delay,
-	// for example one second), call Repair. The server may coalesce room
-	// updates, so the echo is not guaranteed to arrive.
+	// a repair after a grace period (a few round trips, comfortably longer
+	// than the usual delivery delay), call Repair. The server may coalesce
+	// room updates, so the echo is not guaranteed to arrive.
 	RepairLater
 )
 

@@ -1,0 +1,501 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/calltest"
+)
+
+// maxCommandLine is the longest command line accepted on standard input,
+// enough for a base64 payload of the largest message.
+const maxCommandLine = 32 << 20
+
+type joinConfig struct {
+	server         serverFlags
+	token          string
+	room, identity string
+	name           string
+	userData       string
+	attrs          kvFlag
+	hidden         bool
+	loopback       bool
+	receiveOnly    bool
+	joinTimeout    time.Duration
+	commandTimeout time.Duration
+	buffer         int
+	verbose        bool
+}
+
+func newJoinFlags(e *env) (*flag.FlagSet, *joinConfig) {
+	c := &joinConfig{attrs: kvFlag{}}
+	fs := newFlagSet(e, "join", "[flags]", `
+Join joins a room and acts as a participant scripted through JSON lines: it
+writes one JSON object per line on standard output for every event (first a
+"joined" line with the current state of the room), and reads one JSON
+command per line on standard input, answering each with a "result" or an
+"error" line. docs/cli.md describes the lines.
+
+Give either -url and -token, or -url, -api-key, -api-secret, -room and
+-identity to have a token minted (grants: join, publish data, update own
+metadata, room admin for session data writes).
+
+It leaves the room and exits 0 at the end of standard input, on a "leave"
+command, or on SIGINT or SIGTERM; it exits 1 if the join fails or the room
+ends for another reason (for example, the participant is removed).
+
+Example:
+
+	echo '{"id":1,"cmd":"app_message","data":{"text":"hi"}}' |
+		callstate join -room standup -identity bot`)
+	c.server.register(fs, e, "")
+	fs.StringVar(&c.token, "token", e.getenv(envToken), "access `token` to join with; default $"+envToken)
+	fs.StringVar(&c.room, "room", "", "`room` to join, for a minted token")
+	fs.StringVar(&c.identity, "identity", "", "participant `identity`, for a minted token")
+	fs.StringVar(&c.name, "name", "", "display `name`, for a minted token")
+	fs.StringVar(&c.userData, "user-data", "", "initial user data, as `JSON`")
+	fs.Var(c.attrs, "attr", "initial attribute `key=value` (repeatable)")
+	fs.BoolVar(&c.hidden, "hidden", false, "join hidden, for a minted token")
+	fs.BoolVar(&c.loopback, "loopback", false, "connect over the loopback interface only (default true when the URL's host is 127.0.0.1, ::1 or localhost)")
+	fs.BoolVar(&c.receiveOnly, "receive-only", false, "join without a publisher connection: receive only")
+	fs.DurationVar(&c.joinTimeout, "join-timeout", 30*time.Second, "how long the join may take")
+	fs.DurationVar(&c.commandTimeout, "command-timeout", 30*time.Second, "how long one command may take")
+	fs.IntVar(&c.buffer, "buffer", callstate.DefaultEventBuffer, "events buffered while standard output is slow; beyond, events are dropped and reported")
+	fs.BoolVar(&c.verbose, "v", false, "log the Room's diagnostics to standard error")
+	return fs, c
+}
+
+func joinFlags(e *env) *flag.FlagSet { fs, _ := newJoinFlags(e); return fs }
+
+func runJoin(ctx context.Context, args []string, e *env) int {
+	fs, c := newJoinFlags(e)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if c.server.url == "" {
+		return usageError(fs, "-url (or $%s) is required", envURL)
+	}
+	token := c.token
+	if token == "" {
+		if c.server.apiKey == "" || c.server.apiSecret == "" || c.room == "" || c.identity == "" {
+			return usageError(fs, "give -token, or -api-key, -api-secret, -room and -identity")
+		}
+		grants := calltest.DefaultGrants(c.room)
+		grants.Hidden = c.hidden
+		var err error
+		token, err = callstate.NewToken(c.server.apiKey, c.server.apiSecret, callstate.Claims{
+			Identity: c.identity, Name: c.name, Grants: grants,
+		})
+		if err != nil {
+			fmt.Fprintf(e.stderr, "callstate join: %v\n", err)
+			return exitUsage
+		}
+	}
+	var opts []callstate.Option
+	if c.loopback || (!isSet(fs, "loopback") && isLocalURL(c.server.url)) {
+		opts = append(opts, callstate.WithLoopbackICE())
+	}
+	if c.receiveOnly {
+		opts = append(opts, callstate.WithReceiveOnly())
+	}
+	if c.userData != "" {
+		if !json.Valid([]byte(c.userData)) {
+			return usageError(fs, "-user-data is not valid JSON")
+		}
+		opts = append(opts, callstate.WithUserData(json.RawMessage(c.userData)))
+	}
+	if len(c.attrs) > 0 {
+		opts = append(opts, callstate.WithAttributes(c.attrs))
+	}
+	if c.verbose {
+		opts = append(opts, callstate.WithLogger(slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	}
+
+	out := newLineWriter(e.stdout)
+	jctx, cancel := context.WithTimeout(ctx, c.joinTimeout)
+	room, err := callstate.Join(jctx, c.server.url, token, opts...)
+	cancel()
+	if err != nil {
+		out.write(errorLine(nil, errorCode(err), err))
+		fmt.Fprintf(e.stderr, "callstate join: %v\n", err)
+		return exitFailure
+	}
+	p := &participant{room: room, out: out, stderr: e.stderr, timeout: c.commandTimeout}
+	return p.run(ctx, e.stdin, c.buffer)
+}
+
+// lineWriter encodes output lines; only the participant's main loop uses it.
+type lineWriter struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+	err error
+}
+
+func newLineWriter(w io.Writer) *lineWriter {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	return &lineWriter{w: bw, enc: enc}
+}
+
+// write writes one line and flushes it. After a write error (standard
+// output closed), it writes nothing more.
+func (lw *lineWriter) write(l line) {
+	if lw.err != nil {
+		return
+	}
+	if err := lw.enc.Encode(l); err != nil {
+		lw.err = err
+		return
+	}
+	lw.err = lw.w.Flush()
+}
+
+// participant is a joined Room driven by JSON lines.
+type participant struct {
+	room    *callstate.Room
+	out     *lineWriter
+	stderr  io.Writer
+	timeout time.Duration
+}
+
+// input is one line read from standard input.
+type input struct {
+	text []byte
+	err  error // a read error; the last input
+}
+
+// run writes the joined line and then, from one goroutine, every event and
+// every command's answer in the order they happen, until the room ends.
+func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int {
+	st, sub := p.room.SubscribeWithState(callstate.WithBuffer(buffer))
+	p.out.write(line{Type: "joined", Time: time.Now().UTC(), State: stateLine(st)})
+
+	// The reader feeds the executor, which runs commands one at a time in
+	// their order and hands their answers to this goroutine.
+	inputs := make(chan input)
+	answers := make(chan line)
+	finished := make(chan struct{}) // the executor has run every command
+	stop := make(chan struct{})     // this loop has ended
+	defer close(stop)
+	go readInputs(stdin, inputs, stop)
+	go func() {
+		defer close(finished)
+		for in := range inputs {
+			if in.err != nil {
+				fmt.Fprintf(p.stderr, "callstate join: reading standard input: %v\n", in.err)
+				return
+			}
+			l, leave := p.execute(ctx, in.text)
+			select {
+			case answers <- l:
+			case <-stop:
+				return
+			}
+			if leave {
+				return
+			}
+		}
+	}()
+
+	leaving := false // we asked to leave: the room's end is a success
+	leave := func() {
+		if !leaving {
+			leaving = true
+			// Close returns once the Disconnected event is delivered;
+			// run it aside so that this loop keeps writing.
+			go p.room.Close()
+		}
+	}
+	done := ctx.Done()
+	for {
+		select {
+		case ev, ok := <-sub.Events():
+			if !ok {
+				// The room has ended; Close releases its resources.
+				_ = p.room.Close()
+				if leaving {
+					return exitOK
+				}
+				if err := p.room.Err(); err != nil {
+					fmt.Fprintf(p.stderr, "callstate join: %v\n", err)
+				}
+				return exitFailure
+			}
+			p.out.write(eventLine(ev))
+		case l := <-answers:
+			p.out.write(l)
+		case <-finished:
+			finished = nil
+			leave()
+		case <-done:
+			done = nil
+			leave()
+		}
+	}
+}
+
+// readInputs sends standard input's lines, skipping blank ones, until the
+// end of input (closing inputs) or a read error (sent as the last input).
+func readInputs(r io.Reader, inputs chan<- input, stop <-chan struct{}) {
+	defer close(inputs)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxCommandLine)
+	for sc.Scan() {
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		select {
+		case inputs <- input{text: bytes.Clone(b)}:
+		case <-stop:
+			return
+		}
+	}
+	if err := sc.Err(); err != nil {
+		select {
+		case inputs <- input{err: err}:
+		case <-stop:
+		}
+	}
+}
+
+// commandJSON is one command line. Fields not used by the command must be
+// absent.
+type commandJSON struct {
+	ID         json.RawMessage   `json:"id"`
+	Cmd        string            `json:"cmd"`
+	Payload    *string           `json:"payload"`
+	Text       *string           `json:"text"`
+	Kind       string            `json:"kind"`
+	Topic      string            `json:"topic"`
+	To         []string          `json:"to"`
+	Data       json.RawMessage   `json:"data"`
+	Metadata   *string           `json:"metadata"`
+	Name       *string           `json:"name"`
+	Attributes map[string]string `json:"attributes"`
+	Strategy   string            `json:"strategy"`
+}
+
+// fieldsOf lists which fields each command accepts, besides id and cmd.
+var fieldsOf = map[string][]string{
+	"publish":          {"payload", "text", "kind", "topic", "to"},
+	"app_message":      {"data", "to"},
+	"set_user_data":    {"data"},
+	"set_metadata":     {"metadata"},
+	"set_name":         {"name"},
+	"set_attributes":   {"attributes"},
+	"set_session_data": {"data", "strategy"},
+	"state":            nil,
+	"leave":            nil,
+}
+
+// commandError is a command refused before it reached the Room.
+type commandError struct {
+	code string
+	msg  string
+}
+
+func (e *commandError) Error() string { return e.msg }
+
+func badCommand(format string, args ...any) error {
+	return &commandError{code: "bad_command", msg: fmt.Sprintf(format, args...)}
+}
+
+func invalidArgument(format string, args ...any) error {
+	return &commandError{code: "invalid_argument", msg: fmt.Sprintf(format, args...)}
+}
+
+// parseCommand decodes and checks a command line.
+func parseCommand(text []byte) (*commandJSON, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(text, &fields); err != nil || fields == nil {
+		return nil, badCommand("a command must be a JSON object on one line: %s", jsonErrorText(err))
+	}
+	var c commandJSON
+	if raw, ok := fields["id"]; ok {
+		c.ID = raw
+	}
+	if err := json.Unmarshal(text, &c); err != nil {
+		return &c, badCommand("%s", jsonErrorText(err))
+	}
+	if c.Cmd == "" {
+		return &c, badCommand(`the command has no "cmd" field`)
+	}
+	allowed, ok := fieldsOf[c.Cmd]
+	if !ok {
+		return &c, &commandError{code: "unknown_command", msg: fmt.Sprintf("unknown command %q", c.Cmd)}
+	}
+	for k := range fields {
+		if k == "id" || k == "cmd" {
+			continue
+		}
+		if !contains(allowed, k) {
+			return &c, badCommand("the %s command has no field %q", c.Cmd, k)
+		}
+	}
+	return &c, nil
+}
+
+func jsonErrorText(err error) string {
+	if err == nil {
+		return "not an object"
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Sprintf("field %q must be a JSON %s", te.Field, jsonKind(te.Type.Kind().String()))
+	}
+	return err.Error()
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "slice":
+		return "array"
+	case "map", "struct":
+		return "object"
+	}
+	return goKind
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// execute runs one command line and returns its answer, and whether the
+// command was leave.
+func (p *participant) execute(ctx context.Context, text []byte) (line, bool) {
+	c, err := parseCommand(text)
+	var id json.RawMessage
+	if c != nil {
+		id = c.ID
+	}
+	if err != nil {
+		return p.fail(id, err), false
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	switch c.Cmd {
+	case "state":
+		l := resultLine(id)
+		l.State = stateLine(p.room.State())
+		return l, false
+	case "leave":
+		return resultLine(id), true
+	}
+	if err := p.apply(ctx, c); err != nil {
+		return p.fail(id, err), false
+	}
+	return resultLine(id), false
+}
+
+func (p *participant) fail(id json.RawMessage, err error) line {
+	code := errorCode(err)
+	var ce *commandError
+	if errors.As(err, &ce) {
+		code = ce.code
+	}
+	return errorLine(id, code, err)
+}
+
+// apply runs the commands that call the Room.
+func (p *participant) apply(ctx context.Context, c *commandJSON) error {
+	r := p.room
+	switch c.Cmd {
+	case "publish":
+		payload, err := c.payload()
+		if err != nil {
+			return err
+		}
+		var opts []callstate.DataOption
+		switch c.Kind {
+		case "", "reliable":
+		case "lossy":
+			opts = append(opts, callstate.WithKind(callstate.Lossy))
+		default:
+			return invalidArgument(`"kind" must be "reliable" or "lossy", not %q`, c.Kind)
+		}
+		if c.Topic != "" {
+			opts = append(opts, callstate.WithTopic(c.Topic))
+		}
+		if len(c.To) > 0 {
+			opts = append(opts, callstate.To(c.To...))
+		}
+		return r.PublishData(ctx, payload, opts...)
+	case "app_message":
+		if len(c.Data) == 0 {
+			return invalidArgument(`the app_message command needs a "data" field`)
+		}
+		return r.SendAppMessage(ctx, c.Data, c.To...)
+	case "set_user_data":
+		if len(c.Data) == 0 {
+			return invalidArgument(`the set_user_data command needs a "data" field (null clears the user data)`)
+		}
+		return r.SetUserData(ctx, c.Data)
+	case "set_metadata":
+		if c.Metadata == nil {
+			return invalidArgument(`the set_metadata command needs a "metadata" string`)
+		}
+		return r.SetMetadata(ctx, *c.Metadata)
+	case "set_name":
+		if c.Name == nil {
+			return invalidArgument(`the set_name command needs a "name" string`)
+		}
+		return r.SetName(ctx, *c.Name)
+	case "set_attributes":
+		if c.Attributes == nil {
+			return invalidArgument(`the set_attributes command needs an "attributes" object`)
+		}
+		return r.SetAttributes(ctx, c.Attributes)
+	case "set_session_data":
+		var data map[string]json.RawMessage
+		if err := json.Unmarshal(c.Data, &data); err != nil || data == nil {
+			return invalidArgument(`the set_session_data command needs a "data" object`)
+		}
+		strategy := callstate.Replace
+		switch strings.ToLower(c.Strategy) {
+		case "", "replace":
+		case "merge", "shallow-merge", "shallow_merge":
+			strategy = callstate.ShallowMerge
+		default:
+			return invalidArgument(`"strategy" must be "replace" or "merge", not %q`, c.Strategy)
+		}
+		return r.SetSessionData(ctx, data, strategy)
+	}
+	return &commandError{code: "unknown_command", msg: fmt.Sprintf("unknown command %q", c.Cmd)}
+}
+
+// payload returns the publish command's payload.
+func (c *commandJSON) payload() ([]byte, error) {
+	switch {
+	case c.Payload != nil && c.Text != nil:
+		return nil, invalidArgument(`give "payload" or "text", not both`)
+	case c.Text != nil:
+		return []byte(*c.Text), nil
+	case c.Payload != nil:
+		b, err := base64.StdEncoding.DecodeString(*c.Payload)
+		if err != nil {
+			return nil, invalidArgument(`"payload" is not standard base64: %v`, err)
+		}
+		return b, nil
+	}
+	return nil, invalidArgument(`the publish command needs a "payload" (base64) or a "text" field`)
+}

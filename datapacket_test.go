@@ -1,0 +1,151 @@
+package callstate_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/calltest"
+	"github.com/callstate/callstate/internal/lkpb"
+)
+
+func randomBytes(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// lossyWire records the largest lossy SCTP message sent and received.
+type lossyWire struct {
+	mu             sync.Mutex
+	maxSent, sent  int
+	maxRecv, recvd int
+}
+
+func (w *lossyWire) send(reliable bool, pkt []byte) bool {
+	if !reliable {
+		w.mu.Lock()
+		w.sent++
+		w.maxSent = max(w.maxSent, len(pkt))
+		w.mu.Unlock()
+	}
+	return true
+}
+
+func (w *lossyWire) recv(source string, b []byte) {
+	if source != "data" {
+		return
+	}
+	var pkt lkpb.DataPacket
+	if proto.Unmarshal(b, &pkt) == nil && pkt.GetKind() == lkpb.DataPacket_LOSSY {
+		w.mu.Lock()
+		w.recvd++
+		w.maxRecv = max(w.maxRecv, len(b))
+		w.mu.Unlock()
+	}
+}
+
+func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	var wire lossyWire
+	a := srv.Join(t, room, "a-sender-with-a-rather-long-identity-to-use-headroom",
+		callstate.WithSendFilter(wire.send))
+	b := srv.Join(t, room, "bob", callstate.WithRawHook(wire.recv))
+	sub := b.Subscribe()
+	ctx := ctxT(t)
+
+	for i, n := range []int{100, 1400, 10 << 10, 200 << 10} {
+		msg := randomBytes(n, uint64(i))
+		// Lossy delivery may lose a message (whole); a few attempts are
+		// allowed, but whatever arrives must be whole.
+		var got []byte
+		for attempt := 0; attempt < 3 && got == nil; attempt++ {
+			topic := fmt.Sprintf("size-%d-%d", n, attempt)
+			require.NoError(t, a.PublishData(ctx, msg, callstate.WithKind(callstate.Lossy), callstate.WithTopic(topic)))
+			e, err := calltest.AwaitEvent(ctx, sub, 5*time.Second, func(e callstate.DataReceived) bool { return e.Data.Topic == topic })
+			if err != nil {
+				t.Logf("lossy %d bytes, attempt %d: %v (receiver stats %+v)", n, attempt, err, b.Stats().Data)
+			}
+			if err == nil {
+				assert.Equal(t, callstate.Lossy, e.Data.Kind)
+				got = e.Data.Payload
+			}
+		}
+		require.NotNil(t, got, "lossy %d bytes never arrived", n)
+		require.True(t, bytes.Equal(msg, got), "lossy %d bytes arrived altered", n)
+	}
+	wire.mu.Lock()
+	defer wire.mu.Unlock()
+	assert.Greater(t, wire.sent, 150, "large lossy messages were fragmented")
+	assert.LessOrEqual(t, wire.maxSent, callstate.MaxLossyPacketSize)
+	assert.Greater(t, wire.recvd, 150)
+	assert.LessOrEqual(t, wire.maxRecv, callstate.MaxLossyPacketSize, "forwarded lossy packets, stamped by the server, still fit one packet")
+	assert.Greater(t, wire.maxRecv, 1300, "fragments use the room they have")
+	st := b.Stats().Data
+	assert.GreaterOrEqual(t, st.MessagesReassembled, uint64(2))
+}
+
+func TestReliablePayloadsArriveByteExact(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	a := srv.Join(t, room, "alice")
+	b := srv.Join(t, room, "bob")
+	sub := b.Subscribe()
+	ctx := ctxT(t)
+	for i, n := range []int{1 << 10, 15 << 10, 100 << 10, 8 << 20} {
+		msg := randomBytes(n, uint64(100+i))
+		require.NoError(t, a.PublishData(ctx, msg, callstate.WithTopic("bulk")))
+		e := calltest.Await(t, sub, fromIs("alice"))
+		require.Equal(t, len(msg), len(e.Data.Payload))
+		require.True(t, bytes.Equal(msg, e.Data.Payload), "reliable %d bytes", n)
+		assert.Equal(t, "bulk", e.Data.Topic)
+		assert.Equal(t, callstate.Reliable, e.Data.Kind)
+		if n >= 15<<10 {
+			require.NotNil(t, e.Data.Stream, "%d bytes travel as a data stream", n)
+		}
+	}
+	sa := a.Stats().Data
+	assert.EqualValues(t, 3, sa.StreamsSent)
+	assert.EqualValues(t, 3, b.Stats().Data.StreamsReceived)
+}
+
+func TestLostFragmentDropsTheWholeMessage(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	var lossy atomic.Int32
+	drop := func(reliable bool, pkt []byte) bool {
+		if reliable {
+			return true
+		}
+		// Drop the third lossy packet sent: a fragment of the first
+		// message.
+		return lossy.Add(1) != 3
+	}
+	a := srv.Join(t, room, "alice", callstate.WithSendFilter(drop))
+	b := srv.Join(t, room, "bob", callstate.WithReassemblyTimeouts(300*time.Millisecond, 0))
+	sub := b.Subscribe()
+	ctx := ctxT(t)
+
+	broken := randomBytes(20<<10, 1)
+	require.NoError(t, a.PublishData(ctx, broken, callstate.WithKind(callstate.Lossy), callstate.WithTopic("broken")))
+	require.NoError(t, a.PublishData(ctx, []byte("after"), callstate.WithTopic("after")))
+	e := calltest.Await(t, sub, fromIs("alice"))
+	assert.Equal(t, "after", e.Data.Topic, "the broken message is never delivered, not even in part")
+	assert.Eventually(t, func() bool { return b.Stats().Data.DroppedIncomplete == 1 }, 10*time.Second, 20*time.Millisecond,
+		"the incomplete message is dropped whole and counted")
+	assert.Zero(t, b.Stats().Data.MessagesReassembled)
+	assert.Zero(t, b.Stats().Data.Partial)
+}
