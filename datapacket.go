@@ -171,8 +171,14 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	}
 	// Sends are serialised: reliable sequence numbers must reach the
 	// server in order, and the encoder reuses its buffer.
-	r.sendMu.Lock()
-	defer r.sendMu.Unlock()
+	select {
+	case r.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
+	case <-r.closing:
+		return r.endError()
+	}
+	defer func() { <-r.sendSem }()
 	_, err := r.enc.Encode(m, r.nextSeq, func(pkt []byte) error {
 		if f := r.opts.sendFilter; f != nil && !f(m.Reliable, pkt) {
 			return nil
@@ -186,6 +192,9 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	switch {
 	case errors.As(err, &le):
 		return &SizeError{What: le.What, Size: le.Size, Limit: le.Limit}
+	case errors.Is(err, chunk.ErrReservedTopic), errors.Is(err, chunk.ErrInvalidString),
+		errors.Is(err, chunk.ErrLossyStream), errors.Is(err, chunk.ErrInvalidText):
+		return fmt.Errorf("%w: %s: %v", ErrInvalidArgument, op, err)
 	case errors.Is(err, rtc.ErrClosed):
 		return r.endError()
 	case ctx.Err() != nil:

@@ -15,7 +15,7 @@ func newTestRoom() *Room {
 	return &Room{
 		remotes: map[string]Participant{},
 		subs:    map[*Subscription]struct{}{},
-		session: newSessionData(),
+		session: newSessionData("test"),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}

@@ -23,6 +23,7 @@ type options struct {
 	hasUserData   bool
 	logger        *slog.Logger
 	httpClient    *http.Client
+	ownHTTP       bool
 	maxMessage    int
 	lossyTimeout  time.Duration
 	streamTimeout time.Duration
@@ -40,7 +41,10 @@ func (o *options) withDefaults() *options {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	if c.httpClient == nil {
-		c.httpClient = http.DefaultClient
+		// A client of the Room's own, whose idle connections Close
+		// releases.
+		c.httpClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		c.ownHTTP = true
 	}
 	if c.maxMessage <= 0 {
 		c.maxMessage = DefaultMaxMessageSize

@@ -53,7 +53,7 @@ type Room struct {
 	asm  *chunk.Assembler
 	seq  atomic.Uint32
 
-	sendMu sync.Mutex
+	sendSem chan struct{} // one send at a time; acquiring it honours ctx
 
 	mu       sync.Mutex
 	token    string
@@ -74,6 +74,8 @@ type Room struct {
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed when the Room starts ending
+	life      context.Context
+	endLife   context.CancelFunc // cancels life when the Room starts ending
 	done      chan struct{} // closed when the Room has ended
 	wg        sync.WaitGroup
 }
@@ -157,10 +159,12 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		subs:     map[*Subscription]struct{}{},
 		pending:  map[uint32]chan *lkpb.RequestResponse{},
 		subReady: make(chan struct{}),
+		sendSem:  make(chan struct{}, 1),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		state:    StateConnecting,
 	}
+	r.life, r.endLife = context.WithCancel(context.Background())
 	cfg := chunk.DefaultConfig()
 	cfg.MaxMessageSize = o.maxMessage
 	if o.lossyTimeout > 0 {
@@ -170,7 +174,6 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		cfg.StreamTimeout = o.streamTimeout
 	}
 	r.asm = chunk.NewAssembler(cfg)
-	r.session = newSessionData()
 
 	sigOpts := signal.Options{
 		URL:           serverURL,
@@ -210,6 +213,7 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		r.remotes[p.Identity] = p
 	}
 	r.info = roomInfoFromProto(jr.GetRoom())
+	r.session = newSessionData(r.local.Identity)
 	cfg.MaxLossyPacket = maxLossyPacket(r.local.Identity, r.local.SID)
 	r.enc = chunk.NewEncoder(cfg)
 	r.session.observe(now, r.info.Metadata)
@@ -227,9 +231,10 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
 	}
 	r.tr = tr
-	r.wg.Add(2)
+	r.wg.Add(3)
 	go r.readLoop()
 	go r.expireLoop()
+	go r.sessionLoop()
 
 	fail := func(err error) (*Room, error) {
 		r.shutdown(ReasonJoinFailure, err, true)
@@ -515,7 +520,6 @@ func (r *Room) applyRoom(pr *lkpb.Room) {
 	if ev, ok := r.session.observe(now, r.info.Metadata); ok {
 		r.emitLocked(ev)
 	}
-	r.session.afterObserveLocked(r)
 }
 
 // onData runs on pion's data channel goroutines.
@@ -562,6 +566,7 @@ func (r *Room) shutdown(reason DisconnectReason, err error, leave bool) {
 		r.state = StateDisconnected
 		r.mu.Unlock()
 		close(r.closing)
+		r.endLife()
 		go r.finish(leave)
 	})
 }
@@ -576,6 +581,12 @@ func (r *Room) finish(leave bool) {
 		_ = r.tr.Close()
 	}
 	r.wg.Wait()
+	// Session-data writes in progress use the HTTP client until they see
+	// closing; wait for them before releasing its connections.
+	r.session.sem <- struct{}{}
+	if r.opts.ownHTTP {
+		r.opts.httpClient.CloseIdleConnections()
+	}
 	r.mu.Lock()
 	for id, ch := range r.pending {
 		delete(r.pending, id)
@@ -731,6 +742,14 @@ func (r *Room) sigMalformed() uint64 {
 		return 0
 	}
 	return r.sig.Malformed()
+}
+
+// bound returns ctx, also cancelled when the Room starts ending, so that no
+// call outlives the Room.
+func (r *Room) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(r.life, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // checkOpen returns the error for calls on an ending Room.

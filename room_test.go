@@ -55,6 +55,16 @@ func TestJoinSeesRoomAndParticipants(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, "alice", p.Identity)
 	assert.Equal(t, callstate.StateConnected, b.ConnectionState())
+
+	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+	require.NoError(t, err)
+	list, err := svc.ListParticipants(ctxT(t), room)
+	require.NoError(t, err)
+	ids := []string{}
+	for _, p := range list {
+		ids = append(ids, p.Identity)
+	}
+	assert.ElementsMatch(t, []string{"alice", "bob"}, ids)
 }
 
 func TestJoinAndLeaveEvents(t *testing.T) {

@@ -4,71 +4,366 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/sessionstate"
 )
-
-// sessionData tracks the session data view of the room metadata.
-type sessionData struct {
-	data map[string]json.RawMessage
-}
-
-func newSessionData() *sessionData { return &sessionData{} }
-
-// observe takes a new room metadata value and returns the event to emit.
-func (s *sessionData) observe(now time.Time, metadata string) (SessionDataUpdated, bool) {
-	var m map[string]json.RawMessage
-	if metadata != "" {
-		if err := json.Unmarshal([]byte(metadata), &m); err != nil {
-			m = nil
-		}
-	}
-	var changed []string
-	for k, v := range m {
-		if old, ok := s.data[k]; !ok || string(old) != string(v) {
-			changed = append(changed, k)
-		}
-	}
-	for k := range s.data {
-		if _, ok := m[k]; !ok {
-			changed = append(changed, k)
-		}
-	}
-	s.data = m
-	if len(changed) == 0 {
-		return SessionDataUpdated{}, false
-	}
-	slices.Sort(changed)
-	return SessionDataUpdated{at: at{now}, Data: maps.Clone(m), Changed: changed}, true
-}
-
-func (s *sessionData) dataLocked() map[string]json.RawMessage { return maps.Clone(s.data) }
-
-func (s *sessionData) afterObserveLocked(*Room) {}
 
 // Strategy says how SetSessionData combines new data with the current
 // session data.
 type Strategy int
 
 const (
-	// Replace makes the given object the whole session data.
+	// Replace makes the given object the whole session data. It is Daily's
+	// default.
 	Replace Strategy = iota
 	// ShallowMerge sets the given top-level keys and keeps the others; a
 	// key set to null is deleted; nested objects are replaced, not merged.
 	ShallowMerge
 )
 
+// String returns "replace" or "shallow-merge".
+func (s Strategy) String() string {
+	if s == ShallowMerge {
+		return "shallow-merge"
+	}
+	return "replace"
+}
+
+// SessionDataKey is the key of the room metadata object that callstate
+// reserves for its merge bookkeeping (per-key version stamps). SessionData
+// never shows it, SetSessionData refuses it, and a LiveKit app that reads
+// the room metadata should ignore it. A LiveKit app (or RoomService) that
+// sets the room metadata to a plain JSON object without it replaces the
+// session data with that object.
+const SessionDataKey = sessionstate.ReservedKey
+
+// Timing of repairs of lost session-data writes (see SetSessionData): wait
+// until no new room metadata has arrived for sessionQuiet, plus
+// sessionStep for each participant ranked before us; a write of ours not
+// yet echoed is given sessionGrace.
+const (
+	sessionQuiet = 150 * time.Millisecond
+	sessionStep  = 100 * time.Millisecond
+	sessionGrace = 750 * time.Millisecond
+)
+
+// sessionData is the Room's session-data state; guarded by Room.mu.
+type sessionData struct {
+	rep    *sessionstate.Replica
+	data   map[string]json.RawMessage
+	kick   chan struct{} // wakes sessionLoop
+	sem    chan struct{} // one session-data write in flight
+	change chan struct{} // closed and replaced on every observed value
+}
+
+func newSessionData(identity string) *sessionData {
+	s := &sessionData{
+		kick:   make(chan struct{}, 1),
+		sem:    make(chan struct{}, 1),
+		change: make(chan struct{}),
+	}
+	if identity == "" {
+		identity = "?"
+	}
+	s.rep, _ = sessionstate.NewReplica(identity)
+	return s
+}
+
+// observe takes a new room metadata value, in the order received, and
+// returns the event to emit, if any; Room.mu held.
+func (s *sessionData) observe(now time.Time, metadata string) (SessionDataUpdated, bool) {
+	obs := s.rep.Observe(metadata)
+	s.data = obs.Data
+	close(s.change)
+	s.change = make(chan struct{})
+	s.poke()
+	if len(obs.Changed) == 0 {
+		return SessionDataUpdated{}, false
+	}
+	return SessionDataUpdated{at: at{now}, Data: maps.Clone(obs.Data), Changed: obs.Changed}, true
+}
+
+func (s *sessionData) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sessionData) dataLocked() map[string]json.RawMessage { return maps.Clone(s.data) }
+
 // SessionData returns the session data (Daily's custom session data): the
-// JSON object in the room's metadata, without callstate's reserved key. It
-// is nil when the room metadata is not a JSON object.
+// JSON object in the room's metadata, without callstate's reserved key
+// SessionDataKey. It is nil when the room metadata is not a JSON object (see
+// Metadata for the raw value). The map is a copy.
 func (r *Room) SessionData() map[string]json.RawMessage {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.session.dataLocked()
 }
 
-// SetSessionData is not yet implemented.
+// DecodeSessionData unmarshals the session data into v, which is left
+// untouched when there is none.
+func (r *Room) DecodeSessionData(v any) error {
+	data := r.SessionData()
+	if data == nil {
+		return nil
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("%w: session data: %v", ErrInvalidJSON, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: session data: %v", ErrInvalidJSON, err)
+	}
+	return nil
+}
+
+// SetSessionData writes the session data (Daily's custom session data): one
+// JSON object for the whole room, delivered to everyone present as a
+// SessionDataUpdated event and to later joiners when they join, and kept
+// when its writer leaves. data must encode to a JSON object: a Go map or
+// struct, a json.RawMessage or []byte of JSON text. With Replace it becomes
+// the whole session data; with ShallowMerge its top-level keys are set
+// (nested objects replaced whole) and keys set to null are deleted.
+//
+// SetSessionData returns once the server has applied the write and the
+// Room has received it back: SessionData then reflects it. ctx bounds the
+// whole call.
+//
+// The session data is stored in the room metadata, which only a
+// participant whose token has the roomAdmin grant for the room may write:
+// without it the error is a *PermissionError naming roomAdmin, and nothing
+// changes. The encoded value must fit MaxMetadataSize.
+//
+// Concurrent writers: LiveKit only replaces room metadata whole, so two
+// participants that merge at the same moment could each overwrite the
+// other's keys. callstate prevents this: every write carries per-key version
+// stamps (in the reserved key SessionDataKey), and a participant whose
+// write was overwritten by a concurrent one that did not know it writes it
+// again. The guarantee: every participant sees the same sequence of session
+// data; once writes stop, the session data converges, everywhere, on the
+// combination of all writes, in which for each key the latest write (by
+// version stamp) wins, a null merge deletes, and a Replace removes every
+// key written before it. In particular concurrent merges of different keys
+// all survive. A write can still be lost if its writer leaves before its
+// loss is noticed and no participant present had seen it.
 func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) error {
-	return errors.New("not implemented")
+	const op = "SetSessionData"
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
+	var strat sessionstate.Strategy
+	switch strategy {
+	case Replace:
+		strat = sessionstate.Replace
+	case ShallowMerge:
+		strat = sessionstate.ShallowMerge
+	default:
+		return fmt.Errorf("%w: unknown strategy %d", ErrInvalidArgument, strategy)
+	}
+	changes, err := sessionstate.ParseObject(data)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalidJSON, op, err)
+	}
+	if err := r.checkRoomAdmin(op); err != nil {
+		return err
+	}
+	s := r.session
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
+	case <-r.closing:
+		return r.endError()
+	}
+	u, err := r.writeSessionData(ctx, op, changes, strat)
+	<-s.sem // the wait below must not hold up repairs
+	if err != nil {
+		return err
+	}
+	// Read your writes: wait until the Room has received a room metadata
+	// value that includes this write.
+	for {
+		r.mu.Lock()
+		done := s.rep.Includes(u)
+		change := s.change
+		r.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-change:
+		case <-ctx.Done():
+			return fmt.Errorf("callstate: %s: the write was applied, but not yet received back: %w", op, ctx.Err())
+		case <-r.closing:
+			return r.endError()
+		}
+	}
+}
+
+// writeSessionData prepares, checks and sends one write; the caller holds
+// the session write semaphore.
+func (r *Room) writeSessionData(ctx context.Context, op string, changes map[string]json.RawMessage, strat sessionstate.Strategy) (*sessionstate.Update, error) {
+	r.mu.Lock()
+	u, err := r.session.rep.Prepare(changes, strat)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidJSON, op, err)
+	}
+	if u.Size() > MaxMetadataSize {
+		return nil, &SizeError{What: "session data (encoded)", Size: u.Size(), Limit: MaxMetadataSize}
+	}
+	return u, r.writeRoomMetadata(ctx, op, u)
+}
+
+// checkRoomAdmin refuses session-data writes that the server would refuse
+// for want of the roomAdmin grant, when the token says so.
+func (r *Room) checkRoomAdmin(op string) error {
+	r.mu.Lock()
+	tok := r.token
+	room := r.info.Name
+	r.mu.Unlock()
+	c, _, err := parseTokenUnverified(tok)
+	if err != nil {
+		return nil // not a token we can read: let the server decide
+	}
+	if !c.Grants.RoomAdmin || (c.Grants.Room != "" && c.Grants.Room != room) {
+		return &PermissionError{Op: op, Grant: "roomAdmin"}
+	}
+	return nil
+}
+
+// writeRoomMetadata sends u with UpdateRoomMetadata, using the
+// participant's own token, and commits it; the caller holds the session
+// write semaphore.
+func (r *Room) writeRoomMetadata(ctx context.Context, op string, u *sessionstate.Update) error {
+	r.mu.Lock()
+	tok := r.token
+	room := r.info.Name
+	r.mu.Unlock()
+	svc, err := NewRoomServiceWithToken(r.url, tok, WithRoomServiceHTTPClient(r.opts.httpClient))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
+	var resp lkpb.Room
+	err = svc.call(ctx, "UpdateRoomMetadata", Grants{}, &lkpb.UpdateRoomMetadataRequest{Room: room, Metadata: u.Metadata()}, &resp)
+	if err != nil {
+		var se *ServerError
+		if errors.As(err, &se) && errors.Is(err, ErrNotPermitted) {
+			return &PermissionError{Op: op, Grant: "roomAdmin", Message: se.Message}
+		}
+		if cerr := r.checkOpen(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("callstate: %s: %w", op, err)
+	}
+	r.mu.Lock()
+	r.session.rep.Commit(u, resp.GetMetadata())
+	r.session.poke()
+	r.mu.Unlock()
+	return nil
+}
+
+// sessionLoop repairs session-data writes lost to concurrent writers.
+func (r *Room) sessionLoop() {
+	defer r.wg.Done()
+	s := r.session
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-r.closing:
+			timer.Stop()
+			return
+		case <-s.kick:
+			if d, ok := r.repairPlan(); ok {
+				timer.Reset(d)
+			} else {
+				timer.Stop()
+			}
+		case <-timer.C:
+			r.repair()
+		}
+	}
+}
+
+// repairPlan says whether a repair is due, and after how long.
+func (r *Room) repairPlan() (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.session.rep
+	need := rep.Need()
+	switch need {
+	case sessionstate.RepairLater:
+		return sessionGrace, true
+	case sessionstate.RepairNow:
+		// Writers blamed for losses repair in the order of their identities,
+		// so that the first repair usually makes the others unnecessary.
+		blamed := []string{r.local.Identity}
+		for _, w := range rep.Lost() {
+			if _, ok := r.remotes[w]; ok {
+				blamed = append(blamed, w)
+			}
+		}
+		slices.Sort(blamed)
+		rank := slices.Index(blamed, r.local.Identity)
+		return sessionQuiet + time.Duration(rank)*sessionStep, true
+	}
+	if len(r.absentLostLocked()) == 0 {
+		return 0, false
+	}
+	// Writers who left (or wrote from outside callstate) are repaired by
+	// those present, in the order of their identities.
+	present := append([]string{r.local.Identity}, slices.Collect(maps.Keys(r.remotes))...)
+	slices.Sort(present)
+	rank := slices.Index(present, r.local.Identity)
+	return sessionQuiet + sessionGrace + time.Duration(rank)*sessionStep, true
+}
+
+// absentLostLocked returns the writers whose writes are lost and who are
+// not in the room; Room.mu held.
+func (r *Room) absentLostLocked() []string {
+	var absent []string
+	for _, w := range r.session.rep.Lost() {
+		if _, ok := r.remotes[w]; !ok && w != r.local.Identity {
+			absent = append(absent, w)
+		}
+	}
+	return absent
+}
+
+func (r *Room) repair() {
+	if r.checkRoomAdmin("repair") != nil {
+		return
+	}
+	s := r.session
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	select {
+	case s.sem <- struct{}{}:
+	case <-r.closing:
+		return
+	}
+	defer func() { <-s.sem }()
+	r.mu.Lock()
+	u, ok := s.rep.Repair()
+	if !ok {
+		u, ok = s.rep.RepairFor(r.absentLostLocked()...)
+	}
+	r.mu.Unlock()
+	if !ok || u.Size() > MaxMetadataSize {
+		return
+	}
+	if err := r.writeRoomMetadata(ctx, "repair", u); err != nil {
+		r.opts.logger.Warn("callstate: repairing session data", "err", err)
+		s.poke() // try again on the same schedule
+	}
 }

@@ -91,7 +91,7 @@ const (
 )
 
 const (
-	defaultStopGrace = 200 * time.Millisecond
+	defaultStopGrace = 100 * time.Millisecond
 	forceStopWait    = 5 * time.Second
 	readyTimeout     = 30 * time.Second
 	startAttempts    = 3
@@ -116,7 +116,7 @@ type Options struct {
 	APISecret string
 
 	// StopGrace is how long Close lets the server shut down gracefully
-	// after the first SIGTERM before forcing it. Zero means 200ms. A
+	// after the first SIGTERM before forcing it. Zero means 100ms. A
 	// server with connected participants waits for them during a graceful
 	// shutdown, so long grace periods mostly delay Close.
 	StopGrace time.Duration
@@ -208,7 +208,7 @@ func fromEnv(ctx context.Context) (*Server, bool, error) {
 	s := &Server{url: wsURL, httpURL: httpURL, key: k, secret: sec, external: true}
 	probeCtx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if err := s.probe(probeCtx); err != nil {
+	if err := s.probe(probeCtx, 10*time.Second); err != nil {
 		return nil, true, fmt.Errorf("calltest: the server at %s=%s does not answer: %w", EnvURL, u, err)
 	}
 	return s, true, nil
@@ -233,15 +233,15 @@ func serverURLs(u string) (wsURL, httpURL string, err error) {
 // startOnce makes one attempt at starting the server on fresh ports. retry
 // reports whether a failure may be a port collision worth another attempt.
 func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer) (s *Server, retry bool, err error) {
-	httpPort, err := freePort("tcp")
+	httpPort, err := pickPort("tcp")
 	if err != nil {
 		return nil, false, err
 	}
-	udpPort, err := freePort("udp")
+	udpPort, err := pickPort("udp")
 	if err != nil {
 		return nil, false, err
 	}
-	stunPort, err := freePort("udp")
+	stunPort, err := pickPort("udp")
 	if err != nil {
 		return nil, false, err
 	}
@@ -302,14 +302,14 @@ func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration
 		s.stopProcess()
 		logFile.Close()
 		tail := logTail(filepath.Join(dir, "server.log"))
-		msg := fmt.Sprintf("calltest: livekit-server (%s) did not start on %s: %v", bin, host, err)
 		if tail != "" {
-			msg += "\n--- end of the server log ---\n" + tail
+			tail = "\n--- end of the server log ---\n" + tail
 		}
 		// An early exit or a foreign server on our port is likely a port
 		// taken between picking it and binding it.
 		collided := exitedEarly || errors.Is(err, errForeignServer)
-		return nil, collided && ctx.Err() == nil, errors.New(msg)
+		return nil, collided && ctx.Err() == nil,
+			fmt.Errorf("calltest: livekit-server (%s) did not start on %s: %w%s", bin, host, err, tail)
 	}
 	return s, false, nil
 }
@@ -331,13 +331,15 @@ func (s *Server) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := s.probe(ctx)
-		if err == nil || errors.Is(err, errForeignServer) {
-			return err
-		}
 		if s.proc.exited() {
 			s.proc.wait()
 			return fmt.Errorf("the process exited: %s", s.cmd.ProcessState)
+		}
+		// A local server answers within milliseconds; a short timeout
+		// notices soon a port held by something else that does not answer.
+		err := s.probe(ctx, 500*time.Millisecond)
+		if err == nil || errors.Is(err, errForeignServer) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -348,7 +350,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 }
 
 // probe makes one authenticated ListRooms request.
-func (s *Server) probe(ctx context.Context) error {
+func (s *Server) probe(ctx context.Context, timeout time.Duration) error {
 	tok, err := callstate.NewToken(s.key, s.secret, callstate.Claims{
 		Grants:   callstate.Grants{RoomList: true},
 		ValidFor: time.Minute,
@@ -356,7 +358,7 @@ func (s *Server) probe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.httpURL+"/twirp/livekit.RoomService/ListRooms", strings.NewReader("{}"))
 	if err != nil {
@@ -417,6 +419,10 @@ func serverEnv() []string {
 	}
 	return env
 }
+
+// pickPort chooses the server's ports; tests replace it to provoke
+// collisions.
+var pickPort = freePort
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.
 func freePort(network string) (int, error) {

@@ -1,3 +1,5 @@
+//go:build unix
+
 package calltest
 
 import (
@@ -5,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -56,8 +60,24 @@ func roomListToken(t *testing.T, key, secret string) string {
 	return tok
 }
 
-// processGone reports whether no process has the pid any more.
+// processGone reports whether the process with the pid has ended: it no
+// longer exists, or it is a zombie that its parent has yet to reap (an
+// orphan's new parent may take its time).
 func processGone(pid int) bool {
+	if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	_, rest, ok := bytes.Cut(b, []byte(") "))
+	return ok && len(rest) > 0 && (rest[0] == 'Z' || rest[0] == 'X')
+}
+
+// processReaped reports whether no process, not even a zombie, has the pid:
+// the server was waited for.
+func processReaped(pid int) bool {
 	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
@@ -150,7 +170,7 @@ func TestCloseStopsTheProcess(t *testing.T) {
 	require.NoError(t, err)
 	pid := s.cmd.Process.Pid
 	dir := s.dir
-	require.False(t, processGone(pid))
+	require.False(t, processReaped(pid))
 	require.DirExists(t, dir)
 
 	start := time.Now()
@@ -161,7 +181,7 @@ func TestCloseStopsTheProcess(t *testing.T) {
 	wg.Wait()
 	t.Logf("Close took %v", time.Since(start))
 	assert.Less(t, time.Since(start), 3*time.Second)
-	assert.True(t, processGone(pid), "process %d still exists after Close", pid)
+	assert.True(t, processReaped(pid), "process %d still exists after Close", pid)
 	assert.NoDirExists(t, dir)
 	require.NoError(t, s.Close(), "Close must be idempotent")
 
@@ -217,7 +237,7 @@ func TestNewServer(t *testing.T) {
 		code, body := listRooms(t, s.HTTPURL(), roomListToken(t, "fixedkey", strings.Repeat("s", 40)))
 		assert.Equal(t, http.StatusOK, code, body)
 	})
-	assert.True(t, processGone(pid), "NewServer's cleanup must stop the server")
+	assert.True(t, processReaped(pid), "NewServer's cleanup must stop the server")
 }
 
 func TestExistingServerFromEnv(t *testing.T) {
@@ -297,12 +317,12 @@ func TestStartFailures(t *testing.T) {
 	defer cancel()
 	_, err = Start(ctx, &Options{IgnoreEnv: true, Binary: hang})
 	require.Error(t, err)
-	assert.ErrorContains(t, err, "context deadline exceeded")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	b, err := os.ReadFile(pidFile)
 	require.NoError(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	require.NoError(t, err)
-	assert.True(t, processGone(pid), "the abandoned process must be killed")
+	assert.True(t, processReaped(pid), "the abandoned process must be killed")
 }
 
 func TestFindBinary(t *testing.T) {
@@ -426,4 +446,39 @@ func TestOrphanedServerDies(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(m[2]) })
 	require.Eventually(t, func() bool { return processGone(pid) }, 5*time.Second, 10*time.Millisecond,
 		"the server (pid %d) outlived the test binary that started it", pid)
+}
+
+func TestStartRetriesOnPortCollision(t *testing.T) {
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			var taken int
+			if network == "tcp" {
+				l, err := net.Listen("tcp4", "127.0.0.1:0")
+				require.NoError(t, err)
+				defer l.Close()
+				taken = l.Addr().(*net.TCPAddr).Port
+			} else {
+				c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+				require.NoError(t, err)
+				defer c.Close()
+				taken = c.LocalAddr().(*net.UDPAddr).Port
+			}
+			var calls atomic.Int32
+			pickPort = func(n string) (int, error) {
+				if n == network && calls.Add(1) == 1 {
+					return taken, nil // the first pick collides
+				}
+				return freePort(n)
+			}
+			defer func() { pickPort = freePort }()
+
+			s, err := Start(context.Background(), &Options{IgnoreEnv: true})
+			require.NoError(t, err)
+			defer s.Close()
+			assert.GreaterOrEqual(t, calls.Load(), int32(2), "Start must have retried")
+			assert.NotContains(t, s.URL(), ":"+strconv.Itoa(taken))
+			code, body := listRooms(t, s.HTTPURL(), roomListToken(t, s.APIKey(), s.APISecret()))
+			assert.Equal(t, http.StatusOK, code, body)
+		})
+	}
 }

@@ -822,7 +822,14 @@ func compactJSON(b []byte) string {
 	return buf.String()
 }
 
-func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+// seconds formats a duration for the narration: milliseconds below a
+// second, seconds above.
+func seconds(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -218,30 +218,56 @@ func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int 
 			go p.room.Close()
 		}
 	}
+	// ended handles the end of the subscription: the room has ended.
+	ended := func() int {
+		// Close releases the Room's resources.
+		_ = p.room.Close()
+		if leaving {
+			return exitOK
+		}
+		if err := p.room.Err(); err != nil {
+			fmt.Fprintf(p.stderr, "callstate join: %v\n", err)
+		}
+		return exitFailure
+	}
 	done := ctx.Done()
 	for {
 		select {
 		case ev, ok := <-sub.Events():
 			if !ok {
-				// The room has ended; Close releases its resources.
-				_ = p.room.Close()
-				if leaving {
-					return exitOK
-				}
-				if err := p.room.Err(); err != nil {
-					fmt.Fprintf(p.stderr, "callstate join: %v\n", err)
-				}
-				return exitFailure
+				return ended()
 			}
 			p.out.write(eventLine(ev))
 		case l := <-answers:
+			// Events the command caused were delivered before it returned:
+			// write them first.
+			open := p.drain(sub)
 			p.out.write(l)
+			if !open {
+				return ended()
+			}
 		case <-finished:
 			finished = nil
 			leave()
 		case <-done:
 			done = nil
 			leave()
+		}
+	}
+}
+
+// drain writes the events already buffered in sub; it returns false if
+// the subscription has ended.
+func (p *participant) drain(sub *callstate.Subscription) bool {
+	for {
+		select {
+		case ev, ok := <-sub.Events():
+			if !ok {
+				return false
+			}
+			p.out.write(eventLine(ev))
+		default:
+			return true
 		}
 	}
 }

@@ -54,8 +54,11 @@
 //	...           the fragment's slice of the message payload
 //
 // The slices of fragments 0 to count-1, joined in index order, are the
-// message payload; each fragment but a message of length 0 carries at least
-// one byte. A receiver that does not know the version drops the fragment.
+// message payload. Every fragment carries at least one byte of it (so the
+// count is at most the total length), except the single fragment of an
+// empty payload. The topic must be valid UTF-8. Every fragment of a message
+// repeats the same message id, total length and count. A receiver drops a
+// fragment whose version it does not know, or that breaks these rules.
 //
 // # Receiving
 //

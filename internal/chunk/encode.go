@@ -15,7 +15,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Message is an application message to send.
+// Message is an application message to send. MimeType, Name and
+// Attributes travel only in data streams: a message that goes as one plain
+// packet or as fragments carries its topic and payload alone.
 type Message struct {
 	// Topic is the message topic; empty for none. It may not be
 	// FragmentTopic.
@@ -45,10 +47,6 @@ type Message struct {
 	// Attributes are the stream's attributes.
 	Attributes map[string]string
 }
-
-// MimeType, Name and Attributes travel only in data streams: a message that
-// goes as one plain packet or as fragments carries its topic and payload
-// alone.
 
 // Via says how a message travelled.
 type Via uint8

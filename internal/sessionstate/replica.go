@@ -137,6 +137,7 @@ type Replica struct {
 	lastRaw      string
 	lastData     map[string]json.RawMessage // nil when not an object
 	lastExternal bool
+	lastState    state // the stamped state of the last observed metadata
 
 	awaiting []*Update // committed writes whose echo is not yet observed
 	recent   [recentSize]uint64
@@ -209,6 +210,7 @@ func (r *Replica) Observe(metadata string) Observation {
 	r.lastRaw = metadata
 	r.lastData = d.data
 	r.lastExternal = !d.stamped
+	r.lastState = sv
 	return r.observation(changed)
 }
 
@@ -370,6 +372,20 @@ func (r *Replica) Commit(u *Update, current string) {
 		r.awaiting = r.awaiting[:maxAwaiting-1]
 	}
 	r.awaiting = append(r.awaiting, u)
+}
+
+// Includes reports whether the last observed metadata contains everything
+// u wrote, or supersedes it (a later write of the same keys, a later
+// Replace): once it does, every participant that received that metadata
+// sees u's effect.
+func (r *Replica) Includes(u *Update) bool {
+	if !r.observed {
+		return false
+	}
+	if r.lastRaw == u.metadata {
+		return true
+	}
+	return r.lastState.dominates(&u.full)
 }
 
 // Repair returns the metadata restoring this replica's lost writes (the

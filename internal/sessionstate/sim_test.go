@@ -13,12 +13,15 @@ import (
 )
 
 // The simulation models a LiveKit room: a server holding the room metadata
-// (last write wins), request and response delays on UpdateRoomMetadata, and
+// (last write wins) and answering UpdateRoomMetadata with the value as it
+// stands once the update is applied, request and response delays, and
 // per-participant in-order delivery of every value (or, with coalescing, of
-// the latest value at each broadcast). Participants behave as the Room is
-// meant to: one write in flight at a time, RepairNow answered at once,
+// the latest value at each broadcast, which may skip values). Participants
+// behave as the package documentation asks of the Room (see react): one
+// write in flight at a time, repairs delayed by a quiet period and a rank,
 // RepairLater after a grace period, and the lowest present participant
-// repairing on behalf of absent writers.
+// repairing on behalf of absent writers. Each run ends at quiescence and is
+// checked against an oracle computed from the applied writes.
 
 type simOp struct {
 	at         int64
@@ -158,7 +161,9 @@ func runSim(t testing.TB, cfg simConfig) simResult {
 		s.now = ev.at
 		ev.fn()
 		s.events++
-		require.Less(t, s.events, 5_000_000, "seed %d: no quiescence", cfg.seed)
+		if s.events >= 5_000_000 {
+			t.Fatalf("seed %d: no quiescence", cfg.seed)
+		}
 	}
 	return s.check()
 }
@@ -520,7 +525,7 @@ func (st *simStats) String() string {
 var simScale = flag.Int("simscale", 1, "multiply the number of seeds of each simulation test")
 
 func seeds(n int) int {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		return n / 10
 	}
 	return n * *simScale

@@ -1,0 +1,5 @@
+//go:build !race
+
+package sessionstate
+
+const raceEnabled = false

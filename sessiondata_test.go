@@ -1,0 +1,242 @@
+package callstate_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/calltest"
+)
+
+func canon(t *testing.T, m map[string]json.RawMessage) string {
+	t.Helper()
+	if m == nil {
+		return "null"
+	}
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// awaitSession waits until sub's room has session data equal to want (JSON).
+func awaitSession(t *testing.T, r *callstate.Room, sub *callstate.Subscription, want string) {
+	t.Helper()
+	for {
+		got, _ := json.Marshal(r.SessionData())
+		if jsonEqual(string(got), want) {
+			return
+		}
+		calltest.Await[callstate.SessionDataUpdated](t, sub, nil)
+	}
+}
+
+func jsonEqual(a, b string) bool {
+	var x, y any
+	if json.Unmarshal([]byte(a), &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
+		return false
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
+}
+
+func TestSessionDataReplaceAndMerge(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	checkLeaks(t)
+	a := srv.Join(t, room, "alice")
+	b := srv.Join(t, room, "bob")
+	sub := b.Subscribe()
+	ctx := ctxT(t)
+
+	steps := []struct {
+		data     string
+		strategy callstate.Strategy
+		want     string
+		changed  []string
+	}{
+		{`{"a":1,"nested":{"x":1,"y":2}}`, callstate.Replace, `{"a":1,"nested":{"x":1,"y":2}}`, []string{"a", "nested"}},
+		{`{"nested":{"x":3},"b":"two"}`, callstate.ShallowMerge, `{"a":1,"b":"two","nested":{"x":3}}`, []string{"b", "nested"}},
+		{`{"a":null,"missing":null}`, callstate.ShallowMerge, `{"b":"two","nested":{"x":3}}`, []string{"a"}},
+		{`{"c":[1,2,3]}`, callstate.Replace, `{"c":[1,2,3]}`, []string{"b", "c", "nested"}},
+	}
+	for _, st := range steps {
+		require.NoError(t, a.SetSessionData(ctx, json.RawMessage(st.data), st.strategy))
+		assert.JSONEq(t, st.want, canon(t, a.SessionData()), "the writer reads its write at once")
+		e := calltest.Await[callstate.SessionDataUpdated](t, sub, nil)
+		assert.JSONEq(t, st.want, canon(t, e.Data))
+		assert.Equal(t, st.changed, e.Changed)
+		assert.JSONEq(t, st.want, canon(t, b.SessionData()))
+	}
+	assert.Contains(t, a.Metadata(), callstate.SessionDataKey, "the raw metadata carries the stamps")
+	var v struct{ C []int }
+	require.NoError(t, b.DecodeSessionData(&v))
+	assert.Equal(t, []int{1, 2, 3}, v.C)
+
+	// Any JSON-object Go value works.
+	require.NoError(t, a.SetSessionData(ctx, map[string]any{"topic": "demo"}, callstate.ShallowMerge))
+	require.NoError(t, a.SetSessionData(ctx, struct {
+		Round int `json:"round"`
+	}{2}, callstate.ShallowMerge))
+	awaitSession(t, b, sub, `{"c":[1,2,3],"topic":"demo","round":2}`)
+}
+
+func TestSessionDataLateJoinerAndWriterLeaving(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	ctx := ctxT(t)
+	a := srv.Join(t, room, "alice")
+	b := srv.Join(t, room, "bob")
+	require.NoError(t, a.SetSessionData(ctx, map[string]string{"owner": "alice"}, callstate.Replace))
+	require.NoError(t, b.SetSessionData(ctx, map[string]string{"guest": "bob"}, callstate.ShallowMerge))
+	require.NoError(t, a.Close())
+
+	late := srv.Join(t, room, "late")
+	assert.JSONEq(t, `{"owner":"alice","guest":"bob"}`, canon(t, late.SessionData()), "a late joiner has the data when Join returns")
+	require.NoError(t, b.Close())
+	later := srv.Join(t, room, "later")
+	assert.JSONEq(t, `{"owner":"alice","guest":"bob"}`, canon(t, later.SessionData()), "the data outlives its writers")
+}
+
+func TestSessionDataRefusals(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	ctx := ctxT(t)
+	a := srv.Join(t, room, "alice")
+	require.NoError(t, a.SetSessionData(ctx, map[string]int{"x": 1}, callstate.Replace))
+	before := a.Metadata()
+	noAdmin := srv.JoinWith(t, callstate.Claims{Identity: "guest", Grants: callstate.Grants{Room: room, RoomJoin: true}})
+
+	err := noAdmin.SetSessionData(ctx, map[string]int{"x": 2}, callstate.ShallowMerge)
+	require.ErrorIs(t, err, callstate.ErrNotPermitted)
+	var pe *callstate.PermissionError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "roomAdmin", pe.Grant)
+	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+	require.NoError(t, err)
+	rooms, err := svc.ListRooms(ctx, room)
+	require.NoError(t, err)
+	require.Len(t, rooms, 1)
+	assert.Equal(t, before, rooms[0].Metadata, "nothing changed on the server")
+
+	for _, bad := range []any{nil, "a string", []int{1}, json.RawMessage(`[1]`), json.RawMessage(`{bad`), 42,
+		map[string]int{callstate.SessionDataKey: 1}} {
+		assert.ErrorIs(t, a.SetSessionData(ctx, bad, callstate.Replace), callstate.ErrInvalidJSON, "%v", bad)
+	}
+	assert.ErrorIs(t, a.SetSessionData(ctx, map[string]int{}, callstate.Strategy(7)), callstate.ErrInvalidArgument)
+	err = a.SetSessionData(ctx, map[string]string{"big": strings.Repeat("x", callstate.MaxMetadataSize)}, callstate.Replace)
+	assert.ErrorIs(t, err, callstate.ErrTooLarge)
+	assert.Equal(t, before, a.Metadata())
+}
+
+func TestSessionDataFromOutside(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	ctx := ctxT(t)
+	a := srv.Join(t, room, "alice")
+	sub := a.Subscribe()
+	require.NoError(t, a.SetSessionData(ctx, map[string]int{"x": 1}, callstate.Replace))
+	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+	require.NoError(t, err)
+
+	// A plain JSON object written by a LiveKit app replaces the data.
+	_, err = svc.UpdateRoomMetadata(ctx, room, `{"from":"outside"}`)
+	require.NoError(t, err)
+	e := calltest.Await(t, sub, func(e callstate.SessionDataUpdated) bool { return e.Data["from"] != nil })
+	assert.JSONEq(t, `{"from":"outside"}`, canon(t, e.Data))
+	// Merging on top of it keeps it.
+	require.NoError(t, a.SetSessionData(ctx, map[string]int{"y": 2}, callstate.ShallowMerge))
+	assert.JSONEq(t, `{"from":"outside","y":2}`, canon(t, a.SessionData()))
+
+	// Metadata that is not a JSON object: no session data, raw value kept.
+	_, err = svc.UpdateRoomMetadata(ctx, room, "just text")
+	require.NoError(t, err)
+	m := calltest.Await(t, sub, func(e callstate.RoomMetadataChanged) bool { return e.Metadata == "just text" })
+	assert.Contains(t, m.Previous, `"y":2`)
+	assert.Nil(t, a.SessionData())
+	assert.Equal(t, "just text", a.Metadata())
+}
+
+func TestSessionDataConcurrentMergesConverge(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	const n = 20
+	rooms := make([]*callstate.Room, n)
+	subs := make([]*callstate.Subscription, n)
+	for i := range n {
+		rooms[i] = srv.Join(t, room, fmt.Sprintf("p%02d", i), callstate.WithReceiveOnly())
+		subs[i] = rooms[i].Subscribe()
+	}
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i, r := range rooms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = r.SetSessionData(ctx, map[string]int{fmt.Sprintf("k%02d", i): i}, callstate.ShallowMerge)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	want := map[string]int{}
+	for i := range n {
+		require.NoError(t, errs[i])
+		want[fmt.Sprintf("k%02d", i)] = i
+	}
+	wantJSON, _ := json.Marshal(want)
+	for i, r := range rooms {
+		awaitSession(t, r, subs[i], string(wantJSON))
+	}
+}
+
+func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	a := srv.Join(t, room, "alice", callstate.WithReceiveOnly())
+	b := srv.Join(t, room, "bob", callstate.WithReceiveOnly())
+	obs := srv.Join(t, room, "observer", callstate.WithReceiveOnly())
+	ctx, cancel := context.WithTimeout(context.Background(), 120*1e9)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, w := range []*callstate.Room{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := w.LocalParticipant().Identity
+			for i := range 100 {
+				if err := w.SetSessionData(ctx, map[string]any{id: i, "shared": id + fmt.Sprint(i)}, callstate.ShallowMerge); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	// Everyone ends on the same object with both writers' last values.
+	final := canon(t, a.SessionData())
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(final), &got))
+	assert.EqualValues(t, 99, got["alice"])
+	assert.EqualValues(t, 99, got["bob"])
+	assert.Contains(t, []any{"alice99", "bob99"}, got["shared"])
+	for _, r := range []*callstate.Room{b, obs} {
+		sub := r.Subscribe()
+		awaitSession(t, r, sub, final)
+		sub.Close()
+	}
+}
