@@ -76,7 +76,7 @@ type Room struct {
 	closing   chan struct{} // closed when the Room starts ending
 	life      context.Context
 	endLife   context.CancelFunc // cancels life when the Room starts ending
-	done      chan struct{} // closed when the Room has ended
+	done      chan struct{}      // closed when the Room has ended
 	wg        sync.WaitGroup
 }
 
