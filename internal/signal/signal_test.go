@@ -1,0 +1,164 @@
+package signal
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/callstate/callstate/internal/lkpb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") }
+
+func frame(t *testing.T, m *lkpb.SignalResponse) []byte {
+	b, err := proto.Marshal(m)
+	require.NoError(t, err)
+	return b
+}
+
+func join(pingInterval, pingTimeout int32) *lkpb.SignalResponse {
+	return &lkpb.SignalResponse{Message: &lkpb.SignalResponse_Join{Join: &lkpb.JoinResponse{
+		Room: &lkpb.Room{Name: "r"}, PingInterval: pingInterval, PingTimeout: pingTimeout}}}
+}
+
+// fakeServer runs handle for each WebSocket connection.
+func fakeServer(t *testing.T, handle func(ctx context.Context, c *websocket.Conn, r *http.Request)) *httptest.Server {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		handle(r.Context(), c, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestJoinURL(t *testing.T) {
+	u, err := JoinURL(Options{URL: "https://example.com/base/", Token: "tok", SDKVersion: "1", Attributes: "e30"})
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(u, "wss://example.com/base/rtc?"), u)
+	for _, p := range []string{"access_token=tok", "protocol=15", "sdk=go", "auto_subscribe=0", "attributes=e30"} {
+		assert.Contains(t, u, p)
+	}
+	assert.NotContains(t, u, "reconnect")
+	u, err = JoinURL(Options{URL: "ws://h", Reconnect: true, SID: "PA_1"})
+	require.NoError(t, err)
+	assert.Contains(t, u, "reconnect=1")
+	assert.Contains(t, u, "sid=PA_1")
+	for _, bad := range []string{"ftp://h", "ws://", "%zz"} {
+		_, err := JoinURL(Options{URL: bad})
+		assert.Error(t, err, bad)
+	}
+}
+
+func TestRefusedHandshakeSurfacesTheBody(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "invalid token: signature is invalid", http.StatusUnauthorized)
+	}))
+	defer s.Close()
+	_, _, err := Dial(context.Background(), Options{URL: wsURL(s), Token: "x"})
+	var de *DialError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, http.StatusUnauthorized, de.StatusCode)
+	assert.Equal(t, "invalid token: signature is invalid", de.Body)
+}
+
+func TestFramesInOrderMalformedCountedPingsAnswered(t *testing.T) {
+	pings := make(chan *lkpb.Ping, 4)
+	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		_ = c.Write(ctx, websocket.MessageBinary, frame(t, join(1, 5)))
+		_ = c.Write(ctx, websocket.MessageBinary, []byte{0xff, 0xff, 0xff}) // malformed
+		_ = c.Write(ctx, websocket.MessageText, []byte("{}"))                // not binary
+		for i := range 3 {
+			_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_RefreshToken{RefreshToken: string(rune('a' + i))}}))
+		}
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			var req lkpb.SignalRequest
+			if proto.Unmarshal(b, &req) == nil && req.GetPingReq() != nil {
+				pings <- req.GetPingReq()
+				_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_PongResp{
+					PongResp: &lkpb.Pong{LastPingTimestamp: req.GetPingReq().GetTimestamp()}}}))
+			}
+		}
+	})
+	got := make(chan string, 8)
+	c, first, err := Dial(context.Background(), Options{URL: wsURL(s), Handler: func(m *lkpb.SignalResponse) {
+		if tok := m.GetRefreshToken(); tok != "" {
+			got <- tok
+		}
+	}})
+	require.NoError(t, err)
+	require.NotNil(t, first.GetJoin())
+	done := make(chan error, 1)
+	go func() { done <- c.Run() }()
+	for _, want := range []string{"a", "b", "c"} {
+		select {
+		case tok := <-got:
+			assert.Equal(t, want, tok)
+		case <-time.After(5 * time.Second):
+			t.Fatal("frame not delivered")
+		}
+	}
+	select {
+	case p := <-pings:
+		assert.NotZero(t, p.GetTimestamp())
+	case <-time.After(5 * time.Second):
+		t.Fatal("no ping within the server's interval")
+	}
+	assert.EqualValues(t, 1, c.Malformed())
+	c.Close(context.Background(), true)
+	assert.ErrorIs(t, <-done, ErrClosed)
+	assert.ErrorIs(t, c.Send(context.Background(), &lkpb.SignalRequest{}), ErrClosed)
+}
+
+func TestSilentServerTimesOut(t *testing.T) {
+	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		_ = c.Write(ctx, websocket.MessageBinary, frame(t, join(1, 2)))
+		// Read (and drop) pings, never answer.
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	})
+	c, _, err := Dial(context.Background(), Options{URL: wsURL(s)})
+	require.NoError(t, err)
+	err = c.Run()
+	assert.True(t, errors.Is(err, ErrTimeout), "got %v", err)
+	c.Close(context.Background(), false)
+}
+
+func TestDialBoundedByContext(t *testing.T) {
+	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		// Accept, then never send the join.
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err := Dial(ctx, Options{URL: wsURL(s)})
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 3*time.Second)
+}
