@@ -82,7 +82,7 @@ func TestFramesInOrderMalformedCountedPingsAnswered(t *testing.T) {
 	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
 		_ = c.Write(ctx, websocket.MessageBinary, frame(t, join(1, 5)))
 		_ = c.Write(ctx, websocket.MessageBinary, []byte{0xff, 0xff, 0xff}) // malformed
-		_ = c.Write(ctx, websocket.MessageText, []byte("{}"))                // not binary
+		_ = c.Write(ctx, websocket.MessageText, []byte("{}"))               // not binary
 		for i := range 3 {
 			_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_RefreshToken{RefreshToken: string(rune('a' + i))}}))
 		}
