@@ -99,7 +99,10 @@ func WithKind(k DataKind) DataOption { return func(o *dataOptions) { o.kind = k 
 func WithTopic(topic string) DataOption { return func(o *dataOptions) { o.topic = topic } }
 
 // To addresses the message to the participants with these identities only;
-// without it, everyone else in the room receives it.
+// without it, everyone else in the room receives it. The identities must be
+// in the room as the Room knows it (LiveKit may announce a participant who
+// joined a moment ago only a few seconds later); others are refused with
+// ErrUnknownParticipant.
 func To(identities ...string) DataOption {
 	return func(o *dataOptions) { o.to = append(o.to, identities...) }
 }

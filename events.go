@@ -205,8 +205,8 @@ func WithBuffer(n int) SubscribeOption {
 		if n < 1 {
 			n = 1
 		}
-		// EventsDropped needs a slot of its own.
-		s.c = make(chan Event, n+1)
+		// EventsDropped and Disconnected have slots of their own.
+		s.c = make(chan Event, n+2)
 	}
 }
 
@@ -246,20 +246,29 @@ func (s *Subscription) closeLocked() {
 }
 
 // deliverLocked offers e to the subscription without blocking; room.mu held.
+//
+// The channel has two slots beyond the subscription's buffer: one for an
+// EventsDropped notice, one for the final Disconnected event, so that both
+// always find room.
 func (s *Subscription) deliverLocked(e Event) {
 	if s.closed {
 		return
 	}
-	switch e.(type) {
-	case Disconnected:
-	default:
-		if s.filter != nil && !s.filter(e) {
-			return
+	_, final := e.(Disconnected)
+	if !final && s.filter != nil && !s.filter(e) {
+		return
+	}
+	room := cap(s.c) - 2 // the subscription's buffer
+	if final {
+		if s.pending > 0 && len(s.c) < cap(s.c)-1 {
+			s.c <- EventsDropped{at: at{e.When()}, Count: s.pending}
+			s.pending = 0
 		}
+		s.c <- e // the last slot is always free for it
+		return
 	}
 	if s.pending > 0 {
-		// The last slot is kept for the EventsDropped notice.
-		if len(s.c) >= cap(s.c)-1 {
+		if len(s.c) >= room {
 			s.pending++
 			s.dropped++
 			return
@@ -267,11 +276,7 @@ func (s *Subscription) deliverLocked(e Event) {
 		s.c <- EventsDropped{at: at{e.When()}, Count: s.pending}
 		s.pending = 0
 	}
-	if len(s.c) >= cap(s.c)-1 {
-		if _, last := e.(Disconnected); last && len(s.c) < cap(s.c) {
-			s.c <- e
-			return
-		}
+	if len(s.c) >= room {
 		s.pending++
 		s.dropped++
 		return

@@ -150,3 +150,22 @@ func TestDiffParticipants(t *testing.T) {
 	assert.Equal(t, []string{"k1"}, c.AttributesRemoved)
 	assert.False(t, diffParticipants(a, a).Any())
 }
+
+func TestDisconnectedAlwaysDelivered(t *testing.T) {
+	r := newTestRoom()
+	s := r.Subscribe(WithBuffer(2))
+	for i := range 5 {
+		r.emitTest(joined(string(rune('a' + i))))
+	}
+	r.emitTest(Disconnected{at: at{time.Now()}, Reason: ReasonRoomDeleted})
+	var got []Event
+	for len(s.Events()) > 0 {
+		got = append(got, <-s.Events())
+	}
+	require.Len(t, got, 4)
+	assert.IsType(t, ParticipantJoined{}, got[0])
+	assert.IsType(t, ParticipantJoined{}, got[1])
+	require.IsType(t, EventsDropped{}, got[2])
+	assert.EqualValues(t, 3, got[2].(EventsDropped).Count)
+	assert.Equal(t, ReasonRoomDeleted, got[3].(Disconnected).Reason)
+}

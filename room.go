@@ -593,8 +593,10 @@ func (r *Room) finish(leave bool) {
 		close(ch)
 	}
 	r.ended = true
-	ev := Disconnected{at: at{time.Now()}, Reason: r.reason, Err: r.endErr}
+	now := time.Now()
+	ev := Disconnected{at: at{now}, Reason: r.reason, Err: r.endErr}
 	for s := range r.subs {
+		s.deliverLocked(ConnectionStateChanged{at: at{now}, State: StateDisconnected})
 		s.deliverLocked(ev)
 		s.closeLocked()
 	}

@@ -280,7 +280,7 @@ func newTable(out io.Writer, header ...string) *table {
 }
 
 func (t *table) row(cells ...string) {
-	fmt.Fprint(t.tw, "  "+strings.Join(cells, "\t")+"\t\n")
+	fmt.Fprint(t.tw, "  "+strings.Join(cells, "\t")+"\n")
 }
 
 func (t *table) flush() { _ = t.tw.Flush() }
