@@ -64,7 +64,9 @@ func WithLoopbackICE() Option { return func(o *options) { o.loopback = true } }
 
 // WithSettingEngine sets the pion SettingEngine the Room's PeerConnections
 // are built from, for advanced network settings (interfaces, ports, NAT
-// mapping). WithLoopbackICE is applied on top of it.
+// mapping). It replaces callstate's own settings (a 100 ms DTLS
+// retransmission interval, pion's logs routed to WithLogger's logger);
+// WithLoopbackICE is applied on top of it.
 func WithSettingEngine(se *webrtc.SettingEngine) Option {
 	return func(o *options) { o.settingEngine = se }
 }
@@ -93,8 +95,8 @@ func WithUserData(v any) Option {
 	return func(o *options) { o.userData = v; o.hasUserData = true; o.metadata = nil }
 }
 
-// WithLogger sets the logger for the Room's diagnostics. The default
-// discards them.
+// WithLogger sets the logger for the Room's diagnostics, pion's WebRTC
+// logs included (at debug level). The default discards them.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithHTTPClient sets the HTTP client for the signalling handshake and for

@@ -19,6 +19,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo runs a whole scripted call")
 	}
+	t.Parallel()
 	srv := calltest.Shared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -41,6 +42,7 @@ func TestDemo(t *testing.T) {
 // TestDemoFailsWhenUnobserved runs the demo against a server that refuses
 // its tokens: every step fails and the exit status says so.
 func TestDemoFailsWhenUnobserved(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -54,6 +56,7 @@ func TestDemoFailsWhenUnobserved(t *testing.T) {
 // TestServe starts the development server in process, uses it, and stops
 // it by cancelling the context as SIGINT does.
 func TestServe(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()

@@ -195,11 +195,13 @@ func identityOf(m map[string]any) string {
 }
 
 func TestJoinCommand(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	bin := buildBinary(t)
 	creds := []string{"-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", srv.APISecret()}
 
 	t.Run("Conversation", func(t *testing.T) {
+		t.Parallel()
 		room := srv.RoomName(t)
 		alice := startJoin(t, bin, "alice", append(creds, "-room", room, "-identity", "alice", "-user-data", `{"role":"host"}`)...)
 		j := alice.await("joined", nil)
@@ -311,6 +313,7 @@ func TestJoinCommand(t *testing.T) {
 	})
 
 	t.Run("RemovedByServer", func(t *testing.T) {
+		t.Parallel()
 		room := srv.RoomName(t)
 		tok := srv.Token(room, "carol")
 		carol := startJoin(t, bin, "carol", "-url", srv.URL(), "-token", tok)
@@ -324,6 +327,7 @@ func TestJoinCommand(t *testing.T) {
 	})
 
 	t.Run("BadToken", func(t *testing.T) {
+		t.Parallel()
 		tok, err := callstate.NewToken(srv.APIKey(), "not-the-secret-of-this-server-0123456789", callstate.Claims{
 			Identity: "mallory", Grants: callstate.Grants{RoomJoin: true, Room: "r"},
 		})
@@ -335,6 +339,7 @@ func TestJoinCommand(t *testing.T) {
 	})
 
 	t.Run("ReceiveOnly", func(t *testing.T) {
+		t.Parallel()
 		room := srv.RoomName(t)
 		rec := startJoin(t, bin, "rec", append(creds, "-room", room, "-identity", "rec", "-receive-only")...)
 		rec.await("joined", nil)
@@ -350,6 +355,7 @@ func TestJoinCommand(t *testing.T) {
 // TestJoinInProcess drives the join command in process, so that its code
 // counts for coverage and runs under the race detector with the test.
 func TestJoinInProcess(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

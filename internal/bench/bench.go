@@ -112,9 +112,9 @@ func Run(ctx context.Context, out io.Writer, cfg Config) (err error) {
 	serverDesc := "existing server at " + cfg.URL
 	if needsServer(selected) && cfg.URL == "" {
 		r.logf("starting a local livekit-server")
-		srv, err := calltest.Start(ctx, &calltest.Options{IgnoreEnv: true})
-		if err != nil {
-			return fmt.Errorf("bench: starting a local server: %w", err)
+		srv, serr := calltest.Start(ctx, &calltest.Options{IgnoreEnv: true})
+		if serr != nil {
+			return fmt.Errorf("bench: starting a local server: %w", serr)
 		}
 		defer func() {
 			if cerr := srv.Close(); cerr != nil && err == nil {

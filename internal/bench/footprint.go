@@ -35,6 +35,15 @@ func measureUsage() usage {
 	return usage{goroutines: runtime.NumGoroutine(), heapInuse: ms.HeapInuse}
 }
 
+// awaitGoroutines waits, for at most d, until the process runs no more
+// than n goroutines: a closed Room's goroutines have all returned when
+// Close returns, but those of the HTTP transport may take a moment.
+func awaitGoroutines(n int, d time.Duration) {
+	for deadline := time.Now().Add(d); runtime.NumGoroutine() > n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // footprint measures the goroutines and heap that each joined participant
 // costs this process, receive-only and publishing, and their join times.
 func (r *runner) footprint(out io.Writer) error {
@@ -80,6 +89,7 @@ func (r *runner) footprint(out io.Writer) error {
 		prev = now
 	}
 	rs.closeAll()
+	awaitGoroutines(base.goroutines, 5*time.Second)
 	after := measureUsage()
 
 	fmt.Fprintf(out, "%d receive-only, then %d publishing participants joined one at a time into one room, in this process;\n", n, n)

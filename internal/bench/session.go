@@ -104,7 +104,8 @@ func (r *runner) session(out io.Writer) error {
 	}
 
 	fmt.Fprintf(out, "%d participants (1 writer, %d receive-only); %d SetSessionData ShallowMerge writes one after another;\n", n, n-1, writes)
-	fmt.Fprintf(out, "visible = the reader's Room observed the write (SessionDataUpdated.When); %d (write, reader) pairs\n", len(afterReturn))
+	fmt.Fprintf(out, "visible = the reader's Room observed the write (SessionDataUpdated.When); %d (write, reader) pairs;\n", len(afterReturn))
+	fmt.Fprintln(out, "SetSessionData returns once the writer's own Room has received the write back, so readers may see it first (< 0)")
 	t := newTable(out, "", "samples", "p50", "p99", "max")
 	for _, row := range []struct {
 		name    string

@@ -15,8 +15,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
@@ -37,6 +39,10 @@ const (
 	LowWater    = 256 << 10
 )
 
+// DTLSRetransmission is the DTLS retransmission interval used unless the
+// caller supplies its own SettingEngine.
+const DTLSRetransmission = 100 * time.Millisecond
+
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("rtc: transport closed")
 
@@ -50,6 +56,8 @@ type Config struct {
 	// SettingEngine, when non-nil, is used as the base for both
 	// PeerConnections (the Loopback settings are applied on a copy).
 	SettingEngine *webrtc.SettingEngine
+	// Logger receives pion's logs, at debug level; nil discards them.
+	Logger *slog.Logger
 	// SendSignal sends a request to the server. It may block briefly.
 	SendSignal func(*lkpb.SignalRequest) error
 	// OnMessage receives every message of the server's data channels on
@@ -93,6 +101,15 @@ func New(cfg Config) (*Transport, error) {
 	se := webrtc.SettingEngine{}
 	if cfg.SettingEngine != nil {
 		se = *cfg.SettingEngine
+	} else {
+		// pion's default of 1 s makes a DTLS handshake message lost before
+		// ICE settles cost a second of join time.
+		se.SetDTLSRetransmissionInterval(DTLSRetransmission)
+		logger := cfg.Logger
+		if logger == nil {
+			logger = slog.New(slog.DiscardHandler)
+		}
+		se.LoggerFactory = slogFactory{l: logger}
 	}
 	if cfg.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
