@@ -33,7 +33,8 @@ var (
 	// ErrServerUnreachable is returned when the server cannot be reached.
 	ErrServerUnreachable = errors.New("callstate: server unreachable")
 	// ErrJoinRefused is returned when the server refuses the join for a
-	// reason other than the token (for example the room is full).
+	// reason other than the token: for example the room is full (LiveKit
+	// then answers the handshake with HTTP 500 and a terse message).
 	ErrJoinRefused = errors.New("callstate: join refused")
 	// ErrUnknownParticipant is returned when a message is addressed to an
 	// identity that is not in the room.

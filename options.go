@@ -19,6 +19,7 @@ type options struct {
 	autoSubscribe bool
 	attributes    map[string]string
 	metadata      *string
+	name          string
 	userData      any
 	hasUserData   bool
 	logger        *slog.Logger
@@ -88,6 +89,10 @@ func WithAttributes(attrs map[string]string) Option {
 func WithMetadata(metadata string) Option {
 	return func(o *options) { o.metadata = &metadata; o.hasUserData = false }
 }
+
+// WithName sets the participant's name as part of Join, like WithMetadata
+// (a name in the token needs no grant).
+func WithName(name string) Option { return func(o *options) { o.name = name } }
 
 // WithUserData sets the participant's user data as part of Join, like
 // WithMetadata with the JSON encoding of v.

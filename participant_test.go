@@ -78,7 +78,8 @@ func TestLateJoinerSeesParticipantState(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
-	a := srv.JoinWith(t, callstate.Claims{Identity: "alice", Name: "Alice", Grants: calltest.DefaultGrants(room)},
+	a := srv.JoinWith(t, callstate.Claims{Identity: "alice", Name: "Al", Grants: calltest.DefaultGrants(room)},
+		callstate.WithName("Alice"),
 		callstate.WithUserData(map[string]string{"from": "join option"}),
 		callstate.WithAttributes(map[string]string{"lang": "en"}))
 	b := srv.JoinWith(t, callstate.Claims{Identity: "bob", Name: "Bob", Metadata: `{"from":"token"}`,

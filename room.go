@@ -150,6 +150,10 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial metadata", Err: err}
 		}
 	}
+	if len(o.name) > MaxNameSize {
+		return nil, &JoinError{Kind: ErrInvalidArgument, Message: "name",
+			Err: &SizeError{What: "name", Size: len(o.name), Limit: MaxNameSize}}
+	}
 
 	r := &Room{
 		opts:     o,
@@ -268,8 +272,12 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 	r.mu.Lock()
 	r.state = StateConnected
 	r.mu.Unlock()
-	if initial != nil {
-		if err := r.updateSelf(ctx, "Join", &lkpb.UpdateParticipantMetadata{Metadata: *initial}); err != nil {
+	if initial != nil || o.name != "" {
+		upd := &lkpb.UpdateParticipantMetadata{Name: o.name}
+		if initial != nil {
+			upd.Metadata = *initial
+		}
+		if err := r.updateSelf(ctx, "Join", upd); err != nil {
 			r.shutdown(ReasonJoinFailure, err, true)
 			<-r.done
 			return nil, err

@@ -192,6 +192,20 @@ func TestJoinErrors(t *testing.T) {
 		_, err = callstate.Join(ctx, srv.URL(), tok, callstate.WithLoopbackICE())
 		assert.ErrorIs(t, err, callstate.ErrBadToken)
 	})
+	t.Run("room full", func(t *testing.T) {
+		full := srv.RoomName(t)
+		svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+		require.NoError(t, err)
+		_, err = svc.CreateRoom(ctx, callstate.CreateRoomOptions{Name: full, MaxParticipants: 1})
+		require.NoError(t, err)
+		srv.Join(t, full, "first")
+		_, err = callstate.Join(ctx, srv.URL(), srv.Token(full, "second"), callstate.WithLoopbackICE())
+		require.ErrorIs(t, err, callstate.ErrJoinRefused)
+		var je *callstate.JoinError
+		require.ErrorAs(t, err, &je)
+		assert.NotEmpty(t, je.Message)
+		t.Log(err)
+	})
 	t.Run("server unreachable", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
