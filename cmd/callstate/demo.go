@@ -129,6 +129,7 @@ type demo struct {
 type stepResult struct {
 	feature string
 	ok      bool
+	skipped bool // not run: the call was stopped
 }
 
 // The features the script checks, in order: each is one step and one line
@@ -179,15 +180,20 @@ func (d *demo) script(ctx context.Context) {
 	d.step(ctx, featRemove, d.stepRemove)
 }
 
-// step runs one step with its own deadline and prints its line.
+// step runs one step with its own deadline and prints its line. Once the
+// call is stopped (interrupted, or out of time), the remaining steps are
+// not run.
 func (d *demo) step(ctx context.Context, feature string, f func(ctx context.Context) (string, error)) {
+	if ctx.Err() != nil {
+		d.results = append(d.results, stepResult{feature: feature, skipped: true})
+		return
+	}
 	at := time.Since(d.start)
-	var text string
-	err := ctx.Err()
-	if err == nil {
-		sctx, cancel := context.WithTimeout(ctx, d.stepTimeout)
-		text, err = f(sctx)
-		cancel()
+	sctx, cancel := context.WithTimeout(ctx, d.stepTimeout)
+	text, err := f(sctx)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("stopped: %v", context.Cause(ctx))
 	}
 	mark := "✓"
 	if err != nil {
@@ -205,12 +211,15 @@ func (d *demo) report(ctx context.Context, elapsed time.Duration) int {
 	fmt.Fprintf(d.out, "\nChecklist:\n")
 	passed := 0
 	for _, r := range d.results {
-		mark := "✗"
-		if r.ok {
+		mark, note := "✗", ""
+		switch {
+		case r.ok:
 			mark = "✓"
 			passed++
+		case r.skipped:
+			note = " (not run)"
 		}
-		fmt.Fprintf(d.out, "  %s %s\n", mark, r.feature)
+		fmt.Fprintf(d.out, "  %s %s%s\n", mark, r.feature, note)
 	}
 	fmt.Fprintf(d.out, "\n%d of %d features observed by their receivers in %s.\n", passed, len(d.results), seconds(elapsed))
 	if ctx.Err() != nil && passed < len(d.results) {

@@ -60,7 +60,7 @@ Example:
 	echo '{"id":1,"cmd":"app_message","data":{"text":"hi"}}' |
 		callstate join -room standup -identity bot`)
 	c.server.register(fs, e, "")
-	fs.StringVar(&c.token, "token", e.getenv(envToken), "access `token` to join with; default $"+envToken)
+	envStringVar(fs, e, &c.token, "token", envToken, "access `token` to join with")
 	fs.StringVar(&c.room, "room", "", "`room` to join, for a minted token")
 	fs.StringVar(&c.identity, "identity", "", "participant `identity`, for a minted token")
 	fs.StringVar(&c.name, "name", "", "display `name`, for a minted token")

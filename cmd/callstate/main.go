@@ -209,9 +209,9 @@ type serverFlags struct {
 }
 
 func (s *serverFlags) register(fs *flag.FlagSet, e *env, what string) {
-	fs.StringVar(&s.url, "url", e.getenv(envURL), "`URL` of the LiveKit server (ws://, wss://, http:// or https://)"+what+"; default $"+envURL)
-	fs.StringVar(&s.apiKey, "api-key", e.getenv(envAPIKey), "API `key` of the server; default $"+envAPIKey)
-	fs.StringVar(&s.apiSecret, "api-secret", e.getenv(envAPISecret), "API `secret` of the server; default $"+envAPISecret)
+	envStringVar(fs, e, &s.url, "url", envURL, "`URL` of the LiveKit server (ws://, wss://, http:// or https://)"+what)
+	envStringVar(fs, e, &s.apiKey, "api-key", envAPIKey, "API `key` of the server")
+	envStringVar(fs, e, &s.apiSecret, "api-secret", envAPISecret, "API `secret` of the server")
 }
 
 // complete reports whether all three are set, and an error when only some
@@ -240,6 +240,22 @@ func isLocalURL(s string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// envStringVar defines a string flag whose default is the value of the
+// environment variable env. The usage text names the variable but never
+// shows its value, which may be a secret.
+func envStringVar(fs *flag.FlagSet, e *env, p *string, name, env, usage string) {
+	*p = e.getenv(env)
+	fs.Var(envValue{p}, name, usage+"; default $"+env)
+}
+
+// envValue is the flag.Value of envStringVar.
+type envValue struct{ p *string }
+
+// String returns "" so that usage texts show no default.
+func (envValue) String() string { return "" }
+
+func (v envValue) Set(s string) error { *v.p = s; return nil }
 
 // kvFlag is a repeatable key=value flag.
 type kvFlag map[string]string

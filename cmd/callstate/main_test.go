@@ -76,9 +76,15 @@ func TestUsage(t *testing.T) {
 	assert.Contains(t, r.stdout, "Usage: callstate join")
 	assert.Contains(t, r.stdout, "-receive-only")
 
-	r = runCmd(ctx, nil, nil, "token", "-h")
+	secrets := map[string]string{envAPISecret: "s3cr3t-value", envToken: "t0ken-value"}
+	r = runCmd(ctx, nil, secrets, "token", "-h")
 	assert.Equal(t, exitOK, r.code)
 	assert.Contains(t, r.stderr, "-can-publish-data")
+	assert.Contains(t, r.stderr, "$"+envAPISecret)
+	assert.NotContains(t, r.stderr, "s3cr3t-value", "usage never shows secrets from the environment")
+	r = runCmd(ctx, nil, secrets, "help", "join")
+	assert.NotContains(t, r.stdout, "s3cr3t-value")
+	assert.NotContains(t, r.stdout, "t0ken-value")
 
 	r = runCmd(ctx, nil, nil, "frobnicate")
 	assert.Equal(t, exitUsage, r.code)

@@ -38,8 +38,8 @@ treats as true when they are absent from the token.
 Example:
 
 	callstate token -identity alice -room standup -can-update-metadata -admin`)
-	fs.StringVar(&c.apiKey, "api-key", e.getenv(envAPIKey), "API `key` that issues the token; default $"+envAPIKey)
-	fs.StringVar(&c.apiSecret, "api-secret", e.getenv(envAPISecret), "API `secret` that signs the token; default $"+envAPISecret)
+	envStringVar(fs, e, &c.apiKey, "api-key", envAPIKey, "API `key` that issues the token")
+	envStringVar(fs, e, &c.apiSecret, "api-secret", envAPISecret, "API `secret` that signs the token")
 	fs.StringVar(&c.identity, "identity", "", "participant `identity`")
 	fs.StringVar(&c.room, "room", "", "`room` the grants apply to")
 	fs.StringVar(&c.name, "name", "", "participant's initial display `name`")

@@ -21,7 +21,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -58,7 +57,7 @@ func quickstart(ctx context.Context, serverURL, apiKey, apiSecret string) error 
 	ud, _ := p.UserData()
 	fmt.Printf("bob joined and sees alice with user data %s\n", ud)
 
-	// Alice changes the shared state and sends messages...
+	// Alice changes the shared state and sends messages, in this order...
 	if err := errors.Join(
 		alice.SetSessionData(ctx, map[string]any{"topic": "quickstart"}, callstate.Replace),
 		alice.SendAppMessage(ctx, map[string]string{"text": "hello bob"}),
@@ -86,8 +85,9 @@ func quickstart(ctx context.Context, serverURL, apiKey, apiSecret string) error 
 				fmt.Printf("bob: data from %s on topic %q: %s\n", e.Data.From, e.Data.Topic, e.Data.Payload)
 				seen++
 			case callstate.ParticipantUpdated:
-				if ud, _ := e.Participant.UserData(); strings.Contains(string(ud), "green") {
-					fmt.Printf("bob: %s's user data is now %s\n", e.Participant.Identity, ud)
+				var ud struct{ Color string }
+				if e.Participant.DecodeUserData(&ud) == nil && ud.Color == "green" {
+					fmt.Printf("bob: %s's user data is now %s\n", e.Participant.Identity, e.Participant.Metadata)
 					seen++
 				}
 			}
