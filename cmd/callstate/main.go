@@ -12,6 +12,7 @@
 //	token   mint an access token
 //	join    join a room as a participant scripted with JSON lines on
 //	        standard input and output
+//	bench   measure callstate against a LiveKit server and print the figures
 //	help    show the help of a command
 //
 // Run "callstate help <command>" or "callstate <command> -h" for the flags of
@@ -89,6 +90,7 @@ func commands() []command {
 		{name: "serve", summary: "run a local LiveKit server for development", flags: serveFlags, run: runServe},
 		{name: "token", summary: "mint an access token", flags: tokenFlags, run: runToken},
 		{name: "join", summary: "join a room as a participant scripted with JSON lines", flags: joinFlags, run: runJoin},
+		{name: "bench", summary: "measure callstate against a LiveKit server and print the figures", flags: benchFlags, run: runBench},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,4 +122,17 @@ func TestIsLocalURL(t *testing.T) {
 	} {
 		assert.Equal(t, want, isLocalURL(u), u)
 	}
+}
+
+func TestBenchQuickOnly(t *testing.T) {
+	srv := calltest.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := runCmd(ctx, nil, nil, "bench", "-quick", "-only", "join,lossy", "-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", srv.APISecret())
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "== join")
+	assert.Contains(t, r.stdout, "== lossy")
+	assert.NotContains(t, r.stdout, "== session")
+	r = runCmd(ctx, nil, nil, "bench", "-only", "nope")
+	assert.NotEqual(t, exitOK, r.code)
 }
