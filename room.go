@@ -459,6 +459,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 			if known && old.SID == pi.GetSid() {
 				delete(r.remotes, old.Identity)
 				r.asm.Forget(old.Identity)
+				r.session.poke() // its lost session-data writes are ours to repair now
 				r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: DisconnectReason(pi.GetDisconnectReason())})
 			}
 			continue
@@ -629,6 +630,7 @@ func (r *Room) endError() error {
 // idempotent and safe to call concurrently; it waits at most a few seconds
 // for the server to acknowledge the leave.
 func (r *Room) Close() error {
+	r.flushSessionData(time.Second)
 	r.shutdown(ReasonClientInitiated, nil, true)
 	<-r.done
 	return nil

@@ -141,6 +141,13 @@ func (r *Room) DecodeSessionData(v any) error {
 // without it the error is a *PermissionError naming roomAdmin, and nothing
 // changes. The encoded value must fit MaxMetadataSize.
 //
+// Writes include every write the Room has received. When the token also
+// has the roomList grant, SetSessionData first reads the room metadata from
+// the server, so that a write also includes every write applied before it
+// whose room update has not arrived yet: writes made one after another, by
+// any participants, then build on each other. Without it, such a write is
+// merged back by a repair moments later (see below).
+//
 // Concurrent writers: LiveKit only replaces room metadata whole, so two
 // participants that merge at the same moment could each overwrite the
 // other's keys. callstate prevents this: every write carries per-key version
@@ -210,6 +217,7 @@ func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) 
 // writeSessionData prepares, checks and sends one write; the caller holds
 // the session write semaphore.
 func (r *Room) writeSessionData(ctx context.Context, op string, changes map[string]json.RawMessage, strat sessionstate.Strategy) (*sessionstate.Update, error) {
+	r.readSessionData(ctx)
 	r.mu.Lock()
 	u, err := r.session.rep.Prepare(changes, strat)
 	r.mu.Unlock()
@@ -220,6 +228,38 @@ func (r *Room) writeSessionData(ctx context.Context, op string, changes map[stri
 		return nil, &SizeError{What: "session data (encoded)", Size: u.Size(), Limit: MaxMetadataSize}
 	}
 	return u, r.writeRoomMetadata(ctx, op, u)
+}
+
+// readSessionData reads the room metadata from the server, when the token
+// allows it (the roomList grant), so that a write includes every write
+// applied before it, even one whose room update has not arrived yet.
+// Failures are ignored: the write then includes what the Room has received,
+// and repairs take care of the rest.
+func (r *Room) readSessionData(ctx context.Context) {
+	r.mu.Lock()
+	tok := r.token
+	room := r.info.Name
+	r.mu.Unlock()
+	if c, _, err := parseTokenUnverified(tok); err != nil || !c.Grants.RoomList {
+		return
+	}
+	svc, err := NewRoomServiceWithToken(r.url, tok, WithRoomServiceHTTPClient(r.opts.httpClient))
+	if err != nil {
+		return
+	}
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
+	var resp lkpb.ListRoomsResponse
+	if svc.call(ctx, "ListRooms", Grants{}, &lkpb.ListRoomsRequest{Names: []string{room}}, &resp) != nil {
+		return
+	}
+	for _, rm := range resp.GetRooms() {
+		if rm.GetName() == room {
+			r.mu.Lock()
+			r.session.rep.Learn(rm.GetMetadata())
+			r.mu.Unlock()
+		}
+	}
 }
 
 // checkRoomAdmin refuses session-data writes that the server would refuse
@@ -320,12 +360,12 @@ func (r *Room) repairPlan() (time.Duration, bool) {
 	if len(r.absentLostLocked()) == 0 {
 		return 0, false
 	}
-	// Writers who left (or wrote from outside callstate) are repaired by
-	// those present, in the order of their identities.
+	// Writers who left (or wrote from outside callstate) cannot repair
+	// their writes: those present do, in the order of their identities.
 	present := append([]string{r.local.Identity}, slices.Collect(maps.Keys(r.remotes))...)
 	slices.Sort(present)
 	rank := slices.Index(present, r.local.Identity)
-	return sessionQuiet + sessionGrace + time.Duration(rank)*sessionStep, true
+	return sessionQuiet + time.Duration(rank)*sessionStep, true
 }
 
 // absentLostLocked returns the writers whose writes are lost and who are
@@ -365,5 +405,37 @@ func (r *Room) repair() {
 	if err := r.writeRoomMetadata(ctx, "repair", u); err != nil {
 		r.opts.logger.Warn("callstate: repairing session data", "err", err)
 		s.poke() // try again on the same schedule
+	}
+}
+
+// flushSessionData gives this participant's session-data writes that were
+// lost to concurrent writes, or are not yet confirmed, up to d to be
+// repaired before the Room leaves: once it has left, nobody may be left who
+// knows them.
+func (r *Room) flushSessionData(d time.Duration) {
+	if r.checkOpen() != nil || r.session == nil {
+		return
+	}
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		need := r.session.rep.Need()
+		change := r.session.change
+		r.mu.Unlock()
+		switch need {
+		case sessionstate.RepairNone:
+			return
+		case sessionstate.RepairNow:
+			r.repair()
+		}
+		select {
+		case <-change:
+		case <-deadline.C:
+			r.repair()
+			return
+		case <-r.closing:
+			return
+		}
 	}
 }

@@ -240,3 +240,28 @@ func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
 		sub.Close()
 	}
 }
+
+// Without the roomList grant a write does not read the current value first:
+// a merge made right after another participant's write may miss it, and a
+// repair merges it back, even when its writer has left.
+func TestSessionDataRepairWithoutRoomList(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	ctx := ctxT(t)
+	grants := calltest.DefaultGrants(room)
+	grants.RoomList = false
+	join := func(id string) *callstate.Room {
+		return srv.JoinWith(t, callstate.Claims{Identity: id, Grants: grants}, callstate.WithReceiveOnly())
+	}
+	for i := range 5 {
+		a := join(fmt.Sprintf("a%d", i))
+		b := join(fmt.Sprintf("b%d", i))
+		sub := b.Subscribe()
+		require.NoError(t, a.SetSessionData(ctx, map[string]int{"a": i}, callstate.Replace))
+		require.NoError(t, b.SetSessionData(ctx, map[string]int{"b": i}, callstate.ShallowMerge))
+		require.NoError(t, a.Close())
+		awaitSession(t, b, sub, fmt.Sprintf(`{"a":%d,"b":%d}`, i, i))
+		sub.Close()
+		require.NoError(t, b.Close())
+	}
+}

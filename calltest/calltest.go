@@ -481,13 +481,15 @@ func (s *Server) APISecret() string { return s.secret }
 
 // DefaultGrants returns the grants of the tokens that Server.Token mints:
 // join room, publish and subscribe (the server defaults), send data, update
-// one's own metadata, and administer room, so that the participant can also
-// write the room's metadata (session data) through the server API.
+// one's own metadata, administer room, so that the participant can also
+// write the room's metadata (session data) through the server API, and list
+// rooms, so that session-data writes read the current value first.
 func DefaultGrants(room string) callstate.Grants {
 	return callstate.Grants{
 		Room:                 room,
 		RoomJoin:             true,
 		RoomAdmin:            true,
+		RoomList:             true,
 		CanPublishData:       callstate.Bool(true),
 		CanUpdateOwnMetadata: true,
 	}

@@ -58,6 +58,7 @@ func Await[E callstate.Event](tb testing.TB, sub *callstate.Subscription, match 
 // instead of failing a test.
 func AwaitEvent[E callstate.Event](ctx context.Context, sub *callstate.Subscription, timeout time.Duration, match func(E) bool) (E, error) {
 	var zero E
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -73,7 +74,10 @@ func AwaitEvent[E callstate.Event](ctx context.Context, sub *callstate.Subscript
 				return zero, fmt.Errorf("calltest: the room ended (%s: %v) while waiting for %T", d.Reason, d.Err, zero)
 			}
 		case <-ctx.Done():
-			return zero, fmt.Errorf("calltest: no %T within %v", zero, timeout)
+			if err := parent.Err(); err != nil {
+				return zero, fmt.Errorf("calltest: waiting for %T: %w", zero, err)
+			}
+			return zero, fmt.Errorf("calltest: no %T within %v: %w", zero, timeout, ctx.Err())
 		}
 	}
 }

@@ -374,6 +374,22 @@ func (r *Replica) Commit(u *Update, current string) {
 	r.awaiting = append(r.awaiting, u)
 }
 
+// Learn merges room metadata read from the server outside the ordered
+// stream of values that Observe takes (for example with RoomService
+// ListRooms just before a write) into what the replica knows, so that its
+// next write includes it. It changes neither the observed session data nor
+// the repair assessment's view of what was observed. Metadata without valid
+// stamps is ignored: an outside Replace takes effect only through Observe.
+func (r *Replica) Learn(metadata string) {
+	d := decode(metadata)
+	if !d.stamped {
+		return
+	}
+	r.maxObs = max(r.maxObs, d.st.maxClock())
+	r.clock = max(r.clock, r.maxObs)
+	r.best.join(&d.st)
+}
+
 // Includes reports whether the last observed metadata contains everything
 // u wrote, or supersedes it (a later write of the same keys, a later
 // Replace): once it does, every participant that received that metadata

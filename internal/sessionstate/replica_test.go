@@ -546,3 +546,22 @@ func TestCommitAnswerOutsideReplaceSupersedes(t *testing.T) {
 	a2.Commit(ua2, "")
 	assert.Equal(t, RepairLater, a2.Observe(`{"app":1}`).Repair)
 }
+
+func TestLearnMakesTheNextWriteIncludeIt(t *testing.T) {
+	a, err := NewReplica("alice")
+	require.NoError(t, err)
+	b, err := NewReplica("bob")
+	require.NoError(t, err)
+	ua, err := a.Prepare(map[string]json.RawMessage{"owner": json.RawMessage(`"alice"`)}, Replace)
+	require.NoError(t, err)
+	a.Commit(ua, ua.Metadata())
+	// bob has not received alice's write through the ordered stream, but
+	// read it from the server before writing.
+	b.Learn(ua.Metadata())
+	assert.Empty(t, b.Data(), "Learn does not change the observed data")
+	ub, err := b.Prepare(map[string]json.RawMessage{"guest": json.RawMessage(`"bob"`)}, ShallowMerge)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]json.RawMessage{"owner": json.RawMessage(`"alice"`), "guest": json.RawMessage(`"bob"`)}, ub.Data())
+	b.Learn("not json")
+	b.Learn(`{"plain":"object"}`)
+}
