@@ -1,7 +1,6 @@
 package callstate
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -20,23 +19,11 @@ import (
 // WebRTC transport and no signalling connection, for feeding it input as if
 // it came from the network.
 func newOfflineRoom(tb testing.TB) *Room {
-	o := (&options{}).withDefaults()
-	r := &Room{
-		opts:     o,
-		url:      "ws://127.0.0.1:1",
-		remotes:  map[string]Participant{},
-		subs:     map[*Subscription]struct{}{},
-		pending:  map[uint32]chan *lkpb.RequestResponse{},
-		subReady: make(chan struct{}),
-		sendSem:  make(chan struct{}, 1),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
-		state:    StateConnected,
-		local:    Participant{Identity: "me", SID: "PA_me", Permissions: Permissions{CanPublishData: true, CanUpdateMetadata: true}},
-		info:     RoomInfo{Name: "room", SID: "RM_room"},
-	}
-	r.life, r.endLife = context.WithCancel(context.Background())
-	cfg := chunk.DefaultConfig()
+	r := newRoom((&options{}).withDefaults(), "ws://127.0.0.1:1", "")
+	r.state = StateConnected
+	r.local = Participant{Identity: "me", SID: "PA_me", Permissions: Permissions{CanPublishData: true, CanUpdateMetadata: true}}
+	r.info = RoomInfo{Name: "room", SID: "RM_room"}
+	cfg := r.chunkConfig()
 	r.asm = chunk.NewAssembler(cfg)
 	r.enc = chunk.NewEncoder(cfg)
 	r.session = newSessionData("me")

@@ -155,28 +155,8 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 			Err: &SizeError{What: "name", Size: len(o.name), Limit: MaxNameSize}}
 	}
 
-	r := &Room{
-		opts:     o,
-		url:      serverURL,
-		token:    token,
-		remotes:  map[string]Participant{},
-		subs:     map[*Subscription]struct{}{},
-		pending:  map[uint32]chan *lkpb.RequestResponse{},
-		subReady: make(chan struct{}),
-		sendSem:  make(chan struct{}, 1),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
-		state:    StateConnecting,
-	}
-	r.life, r.endLife = context.WithCancel(context.Background())
-	cfg := chunk.DefaultConfig()
-	cfg.MaxMessageSize = o.maxMessage
-	if o.lossyTimeout > 0 {
-		cfg.LossyTimeout = o.lossyTimeout
-	}
-	if o.streamTimeout > 0 {
-		cfg.StreamTimeout = o.streamTimeout
-	}
+	r := newRoom(o, serverURL, token)
+	cfg := r.chunkConfig()
 	r.asm = chunk.NewAssembler(cfg)
 
 	sigOpts := signal.Options{
@@ -298,6 +278,38 @@ const MaxLossyPacketSize = 1400
 func maxLossyPacket(identity, sid string) int {
 	stamp := 2*(len(identity)+3) + 2*(len(sid)+3) + 8
 	return MaxLossyPacketSize - stamp
+}
+
+// newRoom returns a Room before its connection: state, no transport.
+func newRoom(o *options, serverURL, token string) *Room {
+	r := &Room{
+		opts:     o,
+		url:      serverURL,
+		token:    token,
+		remotes:  map[string]Participant{},
+		subs:     map[*Subscription]struct{}{},
+		pending:  map[uint32]chan *lkpb.RequestResponse{},
+		subReady: make(chan struct{}),
+		sendSem:  make(chan struct{}, 1),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		state:    StateConnecting,
+	}
+	r.life, r.endLife = context.WithCancel(context.Background())
+	return r
+}
+
+// chunkConfig returns the packetization limits the options ask for.
+func (r *Room) chunkConfig() chunk.Config {
+	cfg := chunk.DefaultConfig()
+	cfg.MaxMessageSize = r.opts.maxMessage
+	if r.opts.lossyTimeout > 0 {
+		cfg.LossyTimeout = r.opts.lossyTimeout
+	}
+	if r.opts.streamTimeout > 0 {
+		cfg.StreamTimeout = r.opts.streamTimeout
+	}
+	return cfg
 }
 
 func checkJoinArgs(serverURL, token string) error {
