@@ -243,6 +243,22 @@ func (r *runner) joinRoom(room, identity string, opts ...callstate.Option) (*cal
 }
 
 // rooms is a set of joined Rooms that are closed together.
+// pair joins a sender and a receive-only receiver into room, adding both
+// to rs.
+func (r *runner) pair(room string, rs *rooms) (sender, receiver *callstate.Room, err error) {
+	sender, _, err = r.joinRoom(room, "sender")
+	if err != nil {
+		return nil, nil, err
+	}
+	rs.add(sender)
+	receiver, _, err = r.joinRoom(room, "receiver", callstate.WithReceiveOnly())
+	if err != nil {
+		return nil, nil, err
+	}
+	rs.add(receiver)
+	return sender, receiver, nil
+}
+
 type rooms struct {
 	mu   sync.Mutex
 	list []*callstate.Room

@@ -24,16 +24,10 @@ func (r *runner) throughput(out io.Writer) error {
 	room := roomName("throughput")
 	var rs rooms
 	defer rs.closeAll()
-	sender, _, err := r.joinRoom(room, "sender")
+	sender, receiver, err := r.pair(room, &rs)
 	if err != nil {
 		return err
 	}
-	rs.add(sender)
-	receiver, _, err := r.joinRoom(room, "receiver", callstate.WithReceiveOnly())
-	if err != nil {
-		return err
-	}
-	rs.add(receiver)
 
 	fmt.Fprintln(out, "from the first PublishData to the last DataReceived; every message arrives, in order")
 	t := newTable(out, "size", "messages", "packets/msg", "time", "msgs/s", "throughput")

@@ -21,16 +21,10 @@ func (r *runner) transfer(out io.Writer) error {
 	room := roomName("transfer")
 	var rs rooms
 	defer rs.closeAll()
-	sender, _, err := r.joinRoom(room, "sender")
+	sender, receiver, err := r.pair(room, &rs)
 	if err != nil {
 		return err
 	}
-	rs.add(sender)
-	receiver, _, err := r.joinRoom(room, "receiver", callstate.WithReceiveOnly())
-	if err != nil {
-		return err
-	}
-	rs.add(receiver)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	payload := make([]byte, transferSize)
