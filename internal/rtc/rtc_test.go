@@ -149,8 +149,7 @@ func (f *fakeSFU) connect(ctx context.Context) {
 
 func TestTransportCarriesDataBothWays(t *testing.T) {
 	got := make(chan string, 4)
-	var f *fakeSFU
-	f = newFakeSFU(t, func(reliable bool, b []byte) {
+	f := newFakeSFU(t, func(reliable bool, b []byte) {
 		if reliable {
 			got <- string(b)
 		}
