@@ -131,3 +131,27 @@ func TestMalformedInputIsCountedNotFatal(t *testing.T) {
 		t.Fatal("no event")
 	}
 }
+
+func TestRepeatedReliablePacketsAreDroppedOnce(t *testing.T) {
+	r := newOfflineRoom(t)
+	sub := r.Subscribe()
+	packet := func(seq uint32, sid, body string, kind lkpb.DataPacket_Kind) []byte {
+		b, err := proto.Marshal(&lkpb.DataPacket{Kind: kind, ParticipantIdentity: "x", ParticipantSid: sid, Sequence: seq,
+			Value: &lkpb.DataPacket_User{User: &lkpb.UserPacket{Payload: []byte(body)}}})
+		require.NoError(t, err)
+		return b
+	}
+	r.onData(true, packet(1, "PA_x", "one", lkpb.DataPacket_RELIABLE))
+	r.onData(true, packet(2, "PA_x", "two", lkpb.DataPacket_RELIABLE))
+	r.onData(true, packet(2, "PA_x", "two again", lkpb.DataPacket_RELIABLE))
+	r.onData(true, packet(1, "PA_x", "one again", lkpb.DataPacket_RELIABLE))
+	r.onData(true, packet(1, "PA_y", "another sender", lkpb.DataPacket_RELIABLE))
+	r.onData(true, packet(0, "", "server API", lkpb.DataPacket_RELIABLE))
+	r.onData(false, packet(0, "PA_x", "lossy", lkpb.DataPacket_LOSSY))
+	var got []string
+	for len(sub.Events()) > 0 {
+		got = append(got, string((<-sub.Events()).(DataReceived).Data.Payload))
+	}
+	assert.Equal(t, []string{"one", "two", "another sender", "server API", "lossy"}, got)
+	assert.EqualValues(t, 2, r.Stats().Repeated)
+}

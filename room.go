@@ -69,6 +69,8 @@ type Room struct {
 	reqID    uint32
 	pending  map[uint32]chan *lkpb.RequestResponse
 	malform  uint64
+	lastSeq  map[string]uint32 // by sender sid: the last reliable sequence number received
+	dupes    uint64
 	subReady chan struct{}
 	subOnce  sync.Once
 
@@ -287,6 +289,7 @@ func newRoom(o *options, serverURL, token string) *Room {
 		url:      serverURL,
 		token:    token,
 		remotes:  map[string]Participant{},
+		lastSeq:  map[string]uint32{},
 		subs:     map[*Subscription]struct{}{},
 		pending:  map[uint32]chan *lkpb.RequestResponse{},
 		subReady: make(chan struct{}),
@@ -470,6 +473,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED {
 			if known && old.SID == pi.GetSid() {
 				delete(r.remotes, old.Identity)
+				delete(r.lastSeq, old.SID)
 				r.asm.Forget(old.Identity)
 				r.session.poke() // its lost session-data writes are ours to repair now
 				r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: DisconnectReason(pi.GetDisconnectReason())})
@@ -484,6 +488,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		case old.SID != p.SID:
 			// The identity joined again; the old session is gone.
 			r.remotes[p.Identity] = p
+			delete(r.lastSeq, old.SID)
 			r.asm.Forget(old.Identity)
 			r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: ReasonDuplicateIdentity})
 			r.emitLocked(ParticipantJoined{at: at{now}, Participant: p})
@@ -556,6 +561,9 @@ func (r *Room) onData(reliable bool, b []byte) {
 		r.mu.Unlock()
 		return
 	}
+	if !r.firstDelivery(pkt) {
+		return
+	}
 	msg, ok := r.asm.Accept(time.Now(), pkt)
 	if !ok {
 		return
@@ -575,6 +583,26 @@ func (r *Room) onData(reliable bool, b []byte) {
 		return
 	}
 	r.emitLocked(DataReceived{at: at{now}, Data: dataFromReceived(msg)})
+}
+
+// firstDelivery reports whether pkt is not a repeat of a reliable packet
+// already received: senders number their reliable packets, and a packet
+// whose number is not above the last one seen from its sender (as a session
+// resumed after a network cut may send again) is dropped and counted.
+// Packets without a number (the server API's, lossy ones) always pass.
+func (r *Room) firstDelivery(pkt *lkpb.DataPacket) bool {
+	seq, sid := pkt.GetSequence(), pkt.GetParticipantSid()
+	if seq == 0 || sid == "" || pkt.GetKind() != lkpb.DataPacket_RELIABLE {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq <= r.lastSeq[sid] {
+		r.dupes++
+		return false
+	}
+	r.lastSeq[sid] = seq
+	return true
 }
 
 // shutdown starts ending the Room once; the work is done by finish on its
@@ -750,6 +778,9 @@ type Stats struct {
 	// Malformed counts packets and frames from the network that could not
 	// be decoded and were discarded.
 	Malformed uint64
+	// Repeated counts reliable packets received again (by their sender's
+	// sequence number) and discarded.
+	Repeated uint64
 	// Data are the packetization engine's counters.
 	Data DataStats
 }
@@ -757,9 +788,9 @@ type Stats struct {
 // Stats returns the Room's counters.
 func (r *Room) Stats() Stats {
 	r.mu.Lock()
-	m := r.malform
+	m, d := r.malform, r.dupes
 	r.mu.Unlock()
-	return Stats{Malformed: m + r.sigMalformed(), Data: dataStatsFrom(r.enc.Stats().Add(r.asm.Stats()))}
+	return Stats{Malformed: m + r.sigMalformed(), Repeated: d, Data: dataStatsFrom(r.enc.Stats().Add(r.asm.Stats()))}
 }
 
 func (r *Room) sigMalformed() uint64 {
