@@ -121,6 +121,11 @@ type Options struct {
 	// shutdown, so long grace periods mostly delay Close.
 	StopGrace time.Duration
 
+	// Port is the HTTP and WebSocket port of the server on 127.0.0.1. Zero
+	// picks a free one (and retries on a collision); a fixed port is not
+	// retried. The WebRTC UDP port is always picked free.
+	Port int
+
 	// IgnoreEnv makes Start launch a local server even when CALLSTATE_URL
 	// names an existing one. Tests that stop or disturb their server need
 	// it.
@@ -180,7 +185,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 	}
 	var lastErr error
 	for range startAttempts {
-		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput)
+		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput, o.Port)
 		if err == nil {
 			return s, nil
 		}
@@ -232,11 +237,18 @@ func serverURLs(u string) (wsURL, httpURL string, err error) {
 
 // startOnce makes one attempt at starting the server on fresh ports. retry
 // reports whether a failure may be a port collision worth another attempt.
-func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer) (s *Server, retry bool, err error) {
-	httpPort, err := pickPort("tcp")
-	if err != nil {
-		return nil, false, err
+func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer, fixedPort int) (s *Server, retry bool, err error) {
+	httpPort := fixedPort
+	if httpPort == 0 {
+		if httpPort, err = pickPort("tcp"); err != nil {
+			return nil, false, err
+		}
 	}
+	defer func() {
+		if fixedPort != 0 {
+			retry = false
+		}
+	}()
 	udpPort, err := pickPort("udp")
 	if err != nil {
 		return nil, false, err

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -483,4 +484,22 @@ func TestStartRetriesOnPortCollision(t *testing.T) {
 			assert.Equal(t, http.StatusOK, code, body)
 		})
 	}
+}
+
+func TestFixedPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	s := NewServer(t, &Options{Port: port, IgnoreEnv: true})
+	assert.Equal(t, fmt.Sprintf("ws://127.0.0.1:%d", port), s.URL())
+	code, body := listRooms(t, s.HTTPURL(), roomListToken(t, s.APIKey(), s.APISecret()))
+	assert.Equal(t, http.StatusOK, code, body)
+
+	// The port is taken now: a second server on it fails, without retrying
+	// elsewhere.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = Start(ctx, &Options{Port: port, IgnoreEnv: true})
+	assert.Error(t, err)
 }

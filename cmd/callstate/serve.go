@@ -18,6 +18,7 @@ const serverStartTimeout = 15 * time.Minute
 type serveConfig struct {
 	apiKey, apiSecret string
 	room, identity    string
+	port              int
 	verbose           bool
 }
 
@@ -25,7 +26,7 @@ func newServeFlags(e *env) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
 	fs := newFlagSet(e, "serve", "[flags]", `
 Serve starts a LiveKit server for development on the loopback interface
-(127.0.0.1, free ports), prints its URL, API key and secret, an example
+(127.0.0.1, free ports unless -port is given), prints its URL, API key and secret, an example
 token and the commands to use it, and runs until interrupted (Ctrl-C or
 SIGTERM), when it stops the server.
 
@@ -33,6 +34,7 @@ The first run installs livekit-server with "go install" into the user's
 cache directory, which takes a few minutes (see package calltest).`)
 	fs.StringVar(&c.apiKey, "api-key", "", "API `key` the server accepts (default random)")
 	fs.StringVar(&c.apiSecret, "api-secret", "", "API `secret` of the key, at least 32 characters (default random)")
+	fs.IntVar(&c.port, "port", 0, "HTTP and WebSocket `port` on 127.0.0.1 (default a free one)")
 	fs.StringVar(&c.room, "room", "dev", "`room` of the example token")
 	fs.StringVar(&c.identity, "identity", "alice", "`identity` of the example token")
 	fs.BoolVar(&c.verbose, "v", false, "copy the server's log to standard error")
@@ -49,11 +51,14 @@ func runServe(ctx context.Context, args []string, e *env) int {
 	if (c.apiKey == "") != (c.apiSecret == "") {
 		return usageError(fs, "-api-key and -api-secret must be given together")
 	}
+	if c.port < 0 || c.port > 65535 {
+		return usageError(fs, "-port must be between 1 and 65535")
+	}
 	if c.room == "" || c.identity == "" {
 		return usageError(fs, "-room and -identity must not be empty")
 	}
 	fmt.Fprintln(e.stderr, "callstate serve: starting a local LiveKit server...")
-	srv, err := startLocalServer(ctx, e, c.verbose, &calltest.Options{APIKey: c.apiKey, APISecret: c.apiSecret})
+	srv, err := startLocalServer(ctx, e, c.verbose, &calltest.Options{APIKey: c.apiKey, APISecret: c.apiSecret, Port: c.port})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "callstate serve: %v\n", err)
 		return exitFailure
