@@ -2,6 +2,7 @@ package callstate_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -65,17 +66,20 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 		callstate.WithSendFilter(wire.send))
 	b := srv.Join(t, room, "bob", callstate.WithRawHook(wire.recv))
 	sub := b.Subscribe()
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
 
 	for i, n := range []int{100, 1400, 10 << 10, 200 << 10} {
 		msg := randomBytes(n, uint64(i))
-		// Lossy delivery may lose a message (whole); a few attempts are
-		// allowed, but whatever arrives must be whole.
+		// Lossy delivery may lose a message (whole), and LiveKit drops
+		// lossy packets it cannot forward in time, which a loaded machine
+		// provokes: several attempts are allowed, but whatever arrives
+		// must be whole.
 		var got []byte
-		for attempt := 0; attempt < 3 && got == nil; attempt++ {
+		for attempt := 0; attempt < 8 && got == nil; attempt++ {
 			topic := fmt.Sprintf("size-%d-%d", n, attempt)
 			require.NoError(t, a.PublishData(ctx, msg, callstate.WithKind(callstate.Lossy), callstate.WithTopic(topic)))
-			e, err := calltest.AwaitEvent(ctx, sub, 5*time.Second, func(e callstate.DataReceived) bool { return e.Data.Topic == topic })
+			e, err := calltest.AwaitEvent(ctx, sub, 3*time.Second, func(e callstate.DataReceived) bool { return e.Data.Topic == topic })
 			if err != nil {
 				t.Logf("lossy %d bytes, attempt %d: %v (receiver stats %+v)", n, attempt, err, b.Stats().Data)
 			}

@@ -227,18 +227,25 @@ func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	// Everyone ends on the same object with both writers' last values.
-	final := canon(t, a.SessionData())
-	var got map[string]any
-	require.NoError(t, json.Unmarshal([]byte(final), &got))
-	assert.EqualValues(t, 99, got["alice"])
-	assert.EqualValues(t, 99, got["bob"])
-	assert.Contains(t, []any{"alice99", "bob99"}, got["shared"])
-	for _, r := range []*callstate.Room{b, obs} {
+	// Everyone ends on the same object with both writers' last values (a
+	// participant may still be receiving the last writes: wait for them).
+	var finals []string
+	for _, r := range []*callstate.Room{a, b, obs} {
 		sub := r.Subscribe()
-		awaitSession(t, r, sub, final)
+		for {
+			var got map[string]any
+			require.NoError(t, r.DecodeSessionData(&got))
+			if got["alice"] == float64(99) && got["bob"] == float64(99) {
+				assert.Contains(t, []any{"alice99", "bob99"}, got["shared"])
+				break
+			}
+			calltest.Await[callstate.SessionDataUpdated](t, sub, nil)
+		}
 		sub.Close()
+		finals = append(finals, canon(t, r.SessionData()))
 	}
+	assert.Equal(t, finals[0], finals[1])
+	assert.Equal(t, finals[0], finals[2])
 }
 
 // Without the roomList grant a write does not read the current value first:

@@ -32,11 +32,17 @@ const (
 	LossyLabel    = "_lossy"
 )
 
-// MaxBuffered is how many bytes may wait in a data channel's send buffer
-// before Send blocks until the buffer drains below LowWater.
+// MaxBuffered is how many bytes may wait in the reliable data channel's
+// send buffer before Send blocks until the buffer drains below LowWater.
+// The lossy channel keeps much less waiting (LossyMaxBuffered,
+// LossyLowWater): LiveKit drops lossy packets it cannot forward within a
+// target latency, so a burst (a large fragmented lossy message) is paced
+// at the pace the connection drains rather than queued.
 const (
-	MaxBuffered = 1 << 20
-	LowWater    = 256 << 10
+	MaxBuffered      = 1 << 20
+	LowWater         = 256 << 10
+	LossyMaxBuffered = 64 << 10
+	LossyLowWater    = 16 << 10
 )
 
 // DTLSRetransmission is the DTLS retransmission interval used unless the
@@ -289,8 +295,8 @@ func (t *Transport) Publish() error {
 	if err != nil {
 		return fmt.Errorf("rtc: creating %s: %w", LossyLabel, err)
 	}
-	t.reliable = newChannel(rel)
-	t.lossy = newChannel(lossy)
+	t.reliable = newChannel(rel, MaxBuffered, LowWater)
+	t.lossy = newChannel(lossy, LossyMaxBuffered, LossyLowWater)
 	offer, err := p.pc.CreateOffer(nil)
 	if err != nil {
 		return fmt.Errorf("rtc: creating the publisher offer: %w", err)
@@ -339,8 +345,8 @@ func (t *Transport) Publishing() bool {
 }
 
 // Send writes one message on the reliable or lossy publisher channel. It
-// blocks while more than MaxBuffered bytes wait to be sent, until the buffer
-// drains, ctx is done or the transport closes. pion copies data before Send
+// blocks while more than MaxBuffered (LossyMaxBuffered) bytes wait to be
+// sent, until the buffer drains, ctx is done or the transport closes. pion copies data before Send
 // returns, so the caller may reuse it.
 func (t *Transport) Send(ctx context.Context, reliable bool, data []byte) error {
 	t.mu.Lock()
@@ -379,20 +385,21 @@ func (t *Transport) Close() error {
 
 // channel is a publisher data channel with send-side flow control.
 type channel struct {
-	dc   *webrtc.DataChannel
-	open chan struct{}
-	gone chan struct{}
+	dc          *webrtc.DataChannel
+	maxBuffered uint64
+	open        chan struct{}
+	gone        chan struct{}
 
 	mu  sync.Mutex
 	low chan struct{} // closed and replaced when the buffer drains
 }
 
-func newChannel(dc *webrtc.DataChannel) *channel {
-	c := &channel{dc: dc, open: make(chan struct{}), gone: make(chan struct{}), low: make(chan struct{})}
+func newChannel(dc *webrtc.DataChannel, maxBuffered, lowWater uint64) *channel {
+	c := &channel{dc: dc, maxBuffered: maxBuffered, open: make(chan struct{}), gone: make(chan struct{}), low: make(chan struct{})}
 	var openOnce, goneOnce sync.Once
 	dc.OnOpen(func() { openOnce.Do(func() { close(c.open) }) })
 	dc.OnClose(func() { goneOnce.Do(func() { close(c.gone) }) })
-	dc.SetBufferedAmountLowThreshold(LowWater)
+	dc.SetBufferedAmountLowThreshold(lowWater)
 	dc.OnBufferedAmountLow(func() {
 		c.mu.Lock()
 		close(c.low)
@@ -414,7 +421,7 @@ func (c *channel) send(ctx context.Context, data []byte) error {
 		c.mu.Lock()
 		low := c.low
 		c.mu.Unlock()
-		if c.dc.BufferedAmount() <= MaxBuffered {
+		if c.dc.BufferedAmount() <= c.maxBuffered {
 			break
 		}
 		select {

@@ -198,9 +198,18 @@ func TestSendBlocksOnAFullBufferUntilCancelledOrClosed(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded, "Send blocked until its deadline (after %d bytes)", sent)
 	assert.Less(t, sent, 32<<20, "the buffer is bounded")
 
-	// A blocked Send is released by Close.
+	// A blocked Send is released by Close: keep sending until Send blocks
+	// on the full buffer, then close.
 	errc := make(chan error, 1)
-	go func() { errc <- f.tr.Send(ctx, true, chunk) }()
+	go func() {
+		for {
+			if err := f.tr.Send(ctx, true, chunk); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	require.Eventually(t, func() bool { return f.tr.reliable.dc.BufferedAmount() > MaxBuffered }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, f.tr.Close())
 	select {
 	case err := <-errc:
