@@ -211,10 +211,9 @@ func TestJoinErrors(t *testing.T) {
 		require.NoError(t, err)
 		addr := l.Addr().String()
 		require.NoError(t, l.Close())
-		start := time.Now()
 		_, err = callstate.Join(ctx, "ws://"+addr, srv.Token(room, "x"))
 		assert.ErrorIs(t, err, callstate.ErrServerUnreachable)
-		assert.Less(t, time.Since(start), 10*time.Second)
+		assert.NotErrorIs(t, err, context.DeadlineExceeded, "refused at once, not after the join deadline")
 	})
 	t.Run("server silent", func(t *testing.T) {
 		// A listener that accepts and never answers: the join deadline

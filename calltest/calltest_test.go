@@ -183,7 +183,6 @@ func TestCloseStopsTheProcess(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("Close took %v", time.Since(start))
-	assert.Less(t, time.Since(start), 3*time.Second)
 	assert.True(t, processReaped(pid), "process %d still exists after Close", pid)
 	assert.NoDirExists(t, dir)
 	require.NoError(t, s.Close(), "Close must be idempotent")
@@ -305,10 +304,8 @@ func TestStartFailures(t *testing.T) {
 	// A "server" that prints a line and exits: the error carries its log.
 	fake := filepath.Join(t.TempDir(), "fake-server")
 	require.NoError(t, os.WriteFile(fake, []byte("#!/bin/sh\necho fake server cannot start >&2\nexit 3\n"), 0o755))
-	start := time.Now()
 	_, err = Start(context.Background(), &Options{IgnoreEnv: true, Binary: fake})
 	require.Error(t, err)
-	assert.Less(t, time.Since(start), 10*time.Second)
 	assert.Contains(t, err.Error(), "exit status 3")
 	assert.Contains(t, err.Error(), "fake server cannot start")
 
