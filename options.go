@@ -20,6 +20,7 @@ type options struct {
 	attributes    map[string]string
 	metadata      *string
 	name          string
+	resumeWindow  time.Duration // < 0: no resume
 	userData      any
 	hasUserData   bool
 	logger        *slog.Logger
@@ -49,6 +50,9 @@ func (o *options) withDefaults() *options {
 	}
 	if c.maxMessage <= 0 {
 		c.maxMessage = DefaultMaxMessageSize
+	}
+	if c.resumeWindow == 0 {
+		c.resumeWindow = DefaultResumeWindow
 	}
 	c.attributes = maps.Clone(c.attributes)
 	return &c
@@ -119,6 +123,21 @@ func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage =
 // last chunk). Zero keeps a default.
 func WithReassemblyTimeouts(lossy, stream time.Duration) Option {
 	return func(o *options) { o.lossyTimeout, o.streamTimeout = lossy, stream }
+}
+
+// WithResume sets how long the Room tries to resume its session after its
+// signalling connection to the server is cut (a network failure): during
+// that time it reports StateReconnecting, and if the server takes it back,
+// StateConnected again, with no leave or join seen by others. The default
+// is 15 seconds; 0 or less disables resuming: the Room then ends at once
+// when the connection fails.
+func WithResume(window time.Duration) Option {
+	return func(o *options) {
+		if window <= 0 {
+			window = -1
+		}
+		o.resumeWindow = window
+	}
 }
 
 // WithAutoSubscribe asks the server to subscribe the participant to

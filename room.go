@@ -39,40 +39,46 @@ const Version = "0.1.0"
 // it abandons the call, never the connection.
 //
 // Failure: a Room ends when Close is called, when the server removes the
-// participant or closes the room, or when the connection is lost. Every
+// participant or closes the room, or when the connection is lost and cannot
+// be resumed (see WithResume: a Room whose signalling connection is cut
+// reports StateReconnecting and takes its session back when it can). Every
 // subscription then receives a Disconnected event and its channel is
 // closed; every call in progress or made later returns an error matching
 // ErrClosed. Close must still be called to release resources; it is
 // idempotent and returns once every goroutine of the Room has ended.
 type Room struct {
-	opts *options
-	url  string
-	sig  *signal.Client
-	tr   *rtc.Transport
-	enc  *chunk.Encoder
-	asm  *chunk.Assembler
-	seq  atomic.Uint32
+	opts  *options
+	url   string
+	sigMu sync.Mutex
+	sig   *signal.Client // the current signalling connection; replaced by a resume
+	tr    *rtc.Transport
+	enc   *chunk.Encoder
+	asm   *chunk.Assembler
+	seq   atomic.Uint32
 
 	sendSem chan struct{} // one send at a time; acquiring it honours ctx
 
-	mu       sync.Mutex
-	token    string
-	local    Participant
-	remotes  map[string]Participant // by identity
-	info     RoomInfo
-	session  *sessionData
-	subs     map[*Subscription]struct{}
-	state    ConnectionState
-	ended    bool // subscriptions closed
-	reason   DisconnectReason
-	endErr   error
-	reqID    uint32
-	pending  map[uint32]chan *lkpb.RequestResponse
-	malform  uint64
-	lastSeq  map[string]uint32 // by sender sid: the last reliable sequence number received
-	dupes    uint64
-	subReady chan struct{}
-	subOnce  sync.Once
+	mu      sync.Mutex
+	token   string
+	local   Participant
+	remotes map[string]Participant // by identity
+	info    RoomInfo
+	session *sessionData
+	subs    map[*Subscription]struct{}
+	state   ConnectionState
+	ended   bool // subscriptions closed
+	reason  DisconnectReason
+	endErr  error
+	reqID   uint32
+	pending map[uint32]chan *lkpb.RequestResponse
+	malform uint64
+	// sigMalformedTotal counts malformed frames of replaced signalling
+	// connections; guarded by sigMu.
+	sigMalformedTotal uint64
+	lastSeq           map[string]uint32 // by sender sid: the last reliable sequence number received
+	dupes             uint64
+	subReady          chan struct{}
+	subOnce           sync.Once
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed when the Room starts ending
@@ -169,9 +175,7 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		HTTPClient:    o.httpClient,
 		Handler:       r.handleSignal,
 	}
-	if o.rawHook != nil {
-		sigOpts.Raw = func(b []byte) { o.rawHook("signal", b) }
-	}
+	sigOpts.Raw = r.rawSignalHook()
 	if len(o.attributes) > 0 {
 		b, _ := json.Marshal(o.attributes)
 		sigOpts.Attributes = base64.URLEncoding.EncodeToString(b)
@@ -368,20 +372,34 @@ func iceServers(in []*lkpb.ICEServer) []webrtc.ICEServer {
 func (r *Room) sendSignal(req *lkpb.SignalRequest) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return r.sig.Send(ctx, req)
+	return r.signal().Send(ctx, req)
+}
+
+// signal returns the current signalling connection.
+func (r *Room) signal() *signal.Client {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
+	return r.sig
 }
 
 func (r *Room) readLoop() {
 	defer r.wg.Done()
-	err := r.sig.Run()
-	reason := ReasonSignalClose
-	if errors.Is(err, signal.ErrTimeout) {
-		reason = ReasonConnectionTimeout
+	for {
+		err := r.signal().Run()
+		if errors.Is(err, signal.ErrClosed) {
+			r.shutdown(ReasonSignalClose, nil, false)
+			return
+		}
+		if r.checkOpen() == nil && r.resume(err) {
+			continue
+		}
+		reason := ReasonSignalClose
+		if errors.Is(err, signal.ErrTimeout) {
+			reason = ReasonConnectionTimeout
+		}
+		r.shutdown(reason, err, false)
+		return
 	}
-	if errors.Is(err, signal.ErrClosed) {
-		err = nil
-	}
-	r.shutdown(reason, err, false)
 }
 
 func (r *Room) expireLoop() {
@@ -624,8 +642,8 @@ func (r *Room) shutdown(reason DisconnectReason, err error, leave bool) {
 func (r *Room) finish(leave bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if r.sig != nil {
-		r.sig.Close(ctx, leave)
+	if sig := r.signal(); sig != nil {
+		sig.Close(ctx, leave)
 	}
 	if r.tr != nil {
 		_ = r.tr.Close()
@@ -794,10 +812,13 @@ func (r *Room) Stats() Stats {
 }
 
 func (r *Room) sigMalformed() uint64 {
-	if r.sig == nil {
-		return 0
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
+	n := r.sigMalformedTotal
+	if r.sig != nil {
+		n += r.sig.Malformed()
 	}
-	return r.sig.Malformed()
+	return n
 }
 
 // bound returns ctx, also cancelled when the Room starts ending, so that no
@@ -840,7 +861,7 @@ func (r *Room) updateSelf(ctx context.Context, op string, upd *lkpb.UpdatePartic
 		delete(r.pending, id)
 		r.mu.Unlock()
 	}
-	err := r.sig.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_UpdateMetadata{UpdateMetadata: upd}})
+	err := r.signal().Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_UpdateMetadata{UpdateMetadata: upd}})
 	if err != nil {
 		drop()
 		if cerr := r.checkOpen(); cerr != nil {

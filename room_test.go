@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,16 @@ func ctxT(t *testing.T) context.Context {
 func checkLeaks(t *testing.T) {
 	opt := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// service returns a server API client with an HTTP client of its own, whose
+// idle connections are closed when the test ends (before checkLeaks looks).
+func service(t *testing.T, srv *calltest.Server) *callstate.RoomService {
+	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(hc.CloseIdleConnections)
+	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret(), callstate.WithRoomServiceHTTPClient(hc))
+	require.NoError(t, err)
+	return svc
 }
 
 func fromIs(id string) func(callstate.DataReceived) bool {

@@ -86,11 +86,13 @@ type Transport struct {
 	subReliable bool
 	subLossy    bool
 
-	mu       sync.Mutex
-	offerID  uint32
-	reliable *channel
-	lossy    *channel
-	closed   bool
+	mu          sync.Mutex
+	offerID     uint32
+	lastOfferID uint32                // of the server's last subscriber offer
+	subDCs      []*webrtc.DataChannel // the server's channels to us
+	reliable    *channel
+	lossy       *channel
+	closed      bool
 }
 
 type peer struct {
@@ -134,6 +136,9 @@ func New(cfg Config) (*Transport, error) {
 		if !reliable && dc.Label() != LossyLabel {
 			return // other server channels (data tracks) are not used
 		}
+		t.mu.Lock()
+		t.subDCs = append(t.subDCs, dc)
+		t.mu.Unlock()
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			if cfg.OnMessage != nil {
 				cfg.OnMessage(reliable, m.Data)
@@ -188,6 +193,9 @@ func (t *Transport) newPeer(target lkpb.SignalTarget) (*peer, error) {
 
 // HandleOffer answers the server's offer for the subscriber PeerConnection.
 func (t *Transport) HandleOffer(sd *lkpb.SessionDescription) error {
+	t.mu.Lock()
+	t.lastOfferID = sd.GetId()
+	t.mu.Unlock()
 	p := t.sub
 	if err := p.setRemote(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		return err
@@ -331,6 +339,34 @@ func (t *Transport) WaitReady(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// SyncState describes the transport to a server the session resumes with:
+// the subscriber's last offer and answer, and the data channels.
+func (t *Transport) SyncState() *lkpb.SyncState {
+	st := &lkpb.SyncState{}
+	if ld := t.sub.pc.LocalDescription(); ld != nil {
+		st.Answer = &lkpb.SessionDescription{Type: ld.Type.String(), Sdp: ld.SDP}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rd := t.sub.pc.RemoteDescription(); rd != nil {
+		st.Offer = &lkpb.SessionDescription{Type: rd.Type.String(), Sdp: rd.SDP, Id: t.lastOfferID}
+	}
+	info := func(dc *webrtc.DataChannel, target lkpb.SignalTarget) {
+		if id := dc.ID(); id != nil {
+			st.DataChannels = append(st.DataChannels, &lkpb.DataChannelInfo{Label: dc.Label(), Id: uint32(*id), Target: target})
+		}
+	}
+	for _, c := range []*channel{t.reliable, t.lossy} {
+		if c != nil {
+			info(c.dc, lkpb.SignalTarget_PUBLISHER)
+		}
+	}
+	for _, dc := range t.subDCs {
+		info(dc, lkpb.SignalTarget_SUBSCRIBER)
+	}
+	return st
 }
 
 // SubscriberReady returns a channel closed once the server's reliable and
