@@ -14,6 +14,3 @@ func WithSendFilter(f func(reliable bool, pkt []byte) (keep bool)) Option {
 
 // MaxLossyPacket returns the largest lossy packet the Room's encoder sends.
 func (r *Room) MaxLossyPacket() int { return maxLossyPacket(r.local.Identity, r.local.SID) }
-
-// CutSignal drops the Room's signalling connection as a network cut would.
-func (r *Room) CutSignal() { r.signal().Abort() }

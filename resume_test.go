@@ -1,9 +1,8 @@
 package callstate_test
 
 import (
-	"time"
-
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -16,13 +15,31 @@ func stateIs(s callstate.ConnectionState) func(callstate.ConnectionStateChanged)
 	return func(e callstate.ConnectionStateChanged) bool { return e.State == s }
 }
 
-// A cut of the signalling connection is survived: the Room resumes its
-// session, others see no leave, and state and data keep flowing.
-func TestResumeAfterSignallingCut(t *testing.T) {
+// joinVia joins through a fault-injecting proxy in front of srv.
+func joinVia(t *testing.T, p *calltest.Proxy, srv *calltest.Server, room, identity string, opts ...callstate.Option) *callstate.Room {
+	t.Helper()
+	r, err := callstate.Join(ctxT(t), p.URL(), srv.Token(room, identity), append([]callstate.Option{callstate.WithLoopbackICE()}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func startProxy(t *testing.T, srv *calltest.Server) *calltest.Proxy {
+	p, err := srv.StartProxy()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// Network cuts of the signalling connection are survived: the Room resumes
+// its session, others see no leave, and state and data keep flowing,
+// exactly once.
+func TestResumeAfterNetworkCuts(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
+	proxy := startProxy(t, srv)
+	a := joinVia(t, proxy, srv, room, "alice")
 	b := srv.Join(t, room, "bob")
 	subA, subB := a.Subscribe(), b.Subscribe()
 	presence := b.Subscribe(callstate.WithFilter(func(e callstate.Event) bool {
@@ -38,20 +55,28 @@ func TestResumeAfterSignallingCut(t *testing.T) {
 	require.Equal(t, "before", string(e.Data.Payload))
 	sid := a.LocalParticipant().SID
 
-	for cut := range 2 {
-		a.CutSignal()
+	check := func(round int) {
+		t.Helper()
 		calltest.Await(t, subA, stateIs(callstate.StateReconnecting))
 		calltest.Await(t, subA, stateIs(callstate.StateConnected))
 		assert.Equal(t, callstate.StateConnected, a.ConnectionState())
 		assert.Equal(t, sid, a.LocalParticipant().SID, "the same session")
-
 		// Requests go over the new connection and are answered.
-		require.NoError(t, a.SetUserData(ctx, map[string]int{"cut": cut}))
-		calltest.Await(t, subB, updatedBy("alice", func(e callstate.ParticipantUpdated) bool {
-			ud, _ := e.Participant.UserData()
-			return string(ud) == `{"cut":`+string(rune('0'+cut))+`}`
-		}))
+		want := `{"round":` + string(rune('0'+round)) + `}`
+		require.NoError(t, a.SetUserData(ctx, map[string]int{"round": round}))
+		calltest.Await(t, subB, updatedBy("alice", func(e callstate.ParticipantUpdated) bool { return e.Participant.Metadata == want }))
 	}
+	// A cut.
+	proxy.Cut()
+	check(0)
+	// A cut, and the server unreachable for a while.
+	proxy.SetDown(true)
+	calltest.Await(t, subA, stateIs(callstate.StateReconnecting))
+	proxy.SetDown(false)
+	calltest.Await(t, subA, stateIs(callstate.StateConnected))
+	proxy.Cut()
+	check(1)
+
 	// Data flows, exactly once: bob's next message from alice is "after".
 	require.NoError(t, a.PublishData(ctx, []byte("after")))
 	e = calltest.Await(t, subB, fromIs("alice"))
@@ -59,6 +84,8 @@ func TestResumeAfterSignallingCut(t *testing.T) {
 	require.NoError(t, b.PublishData(ctx, []byte("back")))
 	e = calltest.Await(t, subA, fromIs("bob"))
 	assert.Equal(t, "back", string(e.Data.Payload))
+	// Session data writes (HTTP, through the proxy too) work.
+	require.NoError(t, a.SetSessionData(ctx, map[string]string{"after": "cuts"}, callstate.ShallowMerge))
 
 	// The server kept alice's session, and bob never saw her leave: the
 	// first presence event he gets is her leaving at Close.
@@ -72,8 +99,38 @@ func TestResumeAfterSignallingCut(t *testing.T) {
 	assert.Equal(t, sid, l.Participant.SID)
 }
 
-// When the server is gone for good, the Room ends once its resume window
-// has passed, with an error.
+// When the server stays unreachable past the resume window, the Room ends
+// with an error.
+func TestRoomEndsWhenTheServerStaysUnreachable(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	checkLeaks(t)
+	proxy := startProxy(t, srv)
+	a := joinVia(t, proxy, srv, room, "alice", callstate.WithResume(500*time.Millisecond))
+	sub := a.Subscribe()
+	proxy.SetDown(true)
+	calltest.Await(t, sub, stateIs(callstate.StateReconnecting))
+	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
+	assert.Equal(t, callstate.ReasonSignalClose, d.Reason)
+	assert.Error(t, d.Err)
+	<-a.Done()
+	assert.Error(t, a.Err())
+	assert.ErrorIs(t, a.PublishData(ctxT(t), []byte("x")), callstate.ErrClosed)
+}
+
+// Without resume, a cut ends the Room at once.
+func TestResumeDisabled(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	proxy := startProxy(t, srv)
+	a := joinVia(t, proxy, srv, room, "alice", callstate.WithResume(0))
+	sub := a.Subscribe()
+	proxy.Cut()
+	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
+	assert.Error(t, d.Err)
+}
+
+// When the server itself goes away, the Room ends.
 func TestRoomEndsWhenTheServerIsGone(t *testing.T) {
 	srv := calltest.NewServer(t, &calltest.Options{IgnoreEnv: true})
 	room := srv.RoomName(t)
@@ -84,5 +141,4 @@ func TestRoomEndsWhenTheServerIsGone(t *testing.T) {
 	assert.Error(t, d.Err)
 	<-a.Done()
 	assert.Error(t, a.Err())
-	assert.ErrorIs(t, a.PublishData(ctxT(t), []byte("x")), callstate.ErrClosed)
 }

@@ -46,6 +46,14 @@
 // Close removes, and to Options.LogOutput when set. Setting the environment
 // variable CALLSTATE_SERVER_LOG=1 copies it to standard error as well. When
 // the server fails to start, the error includes the end of its log.
+//
+// # Scenarios and faults
+//
+// Server.Join and Server.JoinWith join participants for a test (closing them
+// when it ends), and Await waits for an event with a deadline. A Proxy
+// (Server.StartProxy) relays the server's signalling port so that a test can
+// cut the connections of the participants that joined through it, or make
+// the server unreachable for a while, and check how the call recovers.
 package calltest
 
 import (

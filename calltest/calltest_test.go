@@ -500,3 +500,40 @@ func TestFixedPort(t *testing.T) {
 	_, err = Start(ctx, &Options{Port: port, IgnoreEnv: true})
 	assert.Error(t, err)
 }
+
+func TestProxy(t *testing.T) {
+	s := Shared(t)
+	p, err := s.StartProxy()
+	require.NoError(t, err)
+	defer p.Close()
+	httpURL := "http://" + strings.TrimPrefix(p.URL(), "ws://")
+	tok := roomListToken(t, s.APIKey(), s.APISecret())
+	code, body := listRooms(t, httpURL, tok)
+	require.Equal(t, http.StatusOK, code, body)
+
+	// A connection held open is cut.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL(), "ws://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	require.NoError(t, err)
+	buf := make([]byte, 1)
+	_, err = conn.Read(buf) // the relay works
+	require.NoError(t, err)
+	p.Cut()
+	_, err = io.ReadAll(conn)
+	require.NoError(t, err, "the cut connection ends (EOF)")
+
+	// Down: connections are refused until up again.
+	p.SetDown(true)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	req, err := http.NewRequest(http.MethodGet, httpURL, nil)
+	require.NoError(t, err)
+	_, err = c.Do(req)
+	assert.Error(t, err)
+	p.SetDown(false)
+	code, body = listRooms(t, httpURL, tok)
+	assert.Equal(t, http.StatusOK, code, body)
+	require.NoError(t, p.Close())
+	require.NoError(t, p.Close(), "Close is idempotent")
+}

@@ -316,11 +316,6 @@ func (c *Client) Send(ctx context.Context, req *lkpb.SignalRequest) error {
 	return nil
 }
 
-// Abort drops the connection at once, without a close handshake and
-// without marking the client closed: Run returns an error as if the network
-// had failed. It exists to test recovery from network cuts.
-func (c *Client) Abort() { c.conn.CloseNow() }
-
 // Close closes the WebSocket. If leave is true it first tells the server
 // that the participant is leaving (bounded by ctx). Close is idempotent.
 func (c *Client) Close(ctx context.Context, leave bool) {
