@@ -1,8 +1,10 @@
 package callstate
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/callstate/callstate/internal/lkpb"
@@ -109,6 +111,22 @@ func (r *Room) resumeOnce() (ok, final bool) {
 	old.Close(context.Background(), false)
 	if err := sig.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_SyncState{SyncState: r.syncState()}}); err != nil {
 		r.opts.logger.Warn("callstate: sending sync state after resume", "err", err)
+	}
+	// Requests sent on the lost connection may not have reached the server:
+	// send them again (they are idempotent updates).
+	r.mu.Lock()
+	var again []*lkpb.SignalRequest
+	for _, p := range r.pending {
+		again = append(again, p.req)
+	}
+	r.mu.Unlock()
+	slices.SortFunc(again, func(a, b *lkpb.SignalRequest) int {
+		return cmp.Compare(a.GetUpdateMetadata().GetRequestId(), b.GetUpdateMetadata().GetRequestId())
+	})
+	for _, req := range again {
+		if err := sig.Send(ctx, req); err != nil {
+			r.opts.logger.Warn("callstate: sending a request again after resume", "err", err)
+		}
 	}
 	return true, false
 }

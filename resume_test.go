@@ -69,11 +69,18 @@ func TestResumeAfterNetworkCuts(t *testing.T) {
 	// A cut.
 	proxy.Cut()
 	check(0)
-	// A cut, and the server unreachable for a while.
+	// A cut, and the server unreachable for a while; an update made
+	// meanwhile is delivered once the session is back.
 	proxy.SetDown(true)
 	calltest.Await(t, subA, stateIs(callstate.StateReconnecting))
+	updated := make(chan error, 1)
+	go func() { updated <- a.SetName(ctx, "Alice (offline edit)") }()
 	proxy.SetDown(false)
 	calltest.Await(t, subA, stateIs(callstate.StateConnected))
+	require.NoError(t, <-updated)
+	calltest.Await(t, subB, updatedBy("alice", func(e callstate.ParticipantUpdated) bool {
+		return e.Participant.Name == "Alice (offline edit)"
+	}))
 	proxy.Cut()
 	check(1)
 

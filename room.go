@@ -70,7 +70,7 @@ type Room struct {
 	reason  DisconnectReason
 	endErr  error
 	reqID   uint32
-	pending map[uint32]chan *lkpb.RequestResponse
+	pending map[uint32]pendingRequest
 	malform uint64
 	// sigMalformedTotal counts malformed frames of replaced signalling
 	// connections; guarded by sigMu.
@@ -86,6 +86,13 @@ type Room struct {
 	endLife   context.CancelFunc // cancels life when the Room starts ending
 	done      chan struct{}      // closed when the Room has ended
 	wg        sync.WaitGroup
+}
+
+// pendingRequest is a request waiting for the server's answer; a resumed
+// connection sends it again (the server's answer to a repeat is ignored).
+type pendingRequest struct {
+	answer chan *lkpb.RequestResponse
+	req    *lkpb.SignalRequest
 }
 
 // State is a consistent snapshot of a Room.
@@ -124,7 +131,7 @@ const (
 // String returns the reason's name, for example "PARTICIPANT_REMOVED".
 func (r DisconnectReason) String() string { return lkpb.DisconnectReason(r).String() }
 
-// Join joins the room that token grants, on the LiveKit server at url
+// Join joins the room that token grants, on the LiveKit server at serverURL
 // (ws://, wss://, http:// or https://). ctx bounds the join only; the Room
 // lives until Close or until the server ends it.
 //
@@ -295,7 +302,7 @@ func newRoom(o *options, serverURL, token string) *Room {
 		remotes:  map[string]Participant{},
 		lastSeq:  map[string]uint32{},
 		subs:     map[*Subscription]struct{}{},
-		pending:  map[uint32]chan *lkpb.RequestResponse{},
+		pending:  map[uint32]pendingRequest{},
 		subReady: make(chan struct{}),
 		sendSem:  make(chan struct{}, 1),
 		closing:  make(chan struct{}),
@@ -443,11 +450,11 @@ func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 		r.mu.Unlock()
 	case *lkpb.SignalResponse_RequestResponse:
 		r.mu.Lock()
-		ch := r.pending[m.RequestResponse.GetRequestId()]
+		p, ok := r.pending[m.RequestResponse.GetRequestId()]
 		delete(r.pending, m.RequestResponse.GetRequestId())
 		r.mu.Unlock()
-		if ch != nil {
-			ch <- m.RequestResponse
+		if ok {
+			p.answer <- m.RequestResponse
 		}
 	case *lkpb.SignalResponse_Leave:
 		reason := DisconnectReason(m.Leave.GetReason())
@@ -656,9 +663,9 @@ func (r *Room) finish(leave bool) {
 		r.opts.httpClient.CloseIdleConnections()
 	}
 	r.mu.Lock()
-	for id, ch := range r.pending {
+	for id, p := range r.pending {
 		delete(r.pending, id)
-		close(ch)
+		close(p.answer)
 	}
 	r.ended = true
 	now := time.Now()
@@ -853,16 +860,19 @@ func (r *Room) updateSelf(ctx context.Context, op string, upd *lkpb.UpdatePartic
 	r.reqID++
 	id := r.reqID
 	ch := make(chan *lkpb.RequestResponse, 1)
-	r.pending[id] = ch
-	r.mu.Unlock()
 	upd.RequestId = id
+	req := &lkpb.SignalRequest{Message: &lkpb.SignalRequest_UpdateMetadata{UpdateMetadata: upd}}
+	r.pending[id] = pendingRequest{answer: ch, req: req}
+	r.mu.Unlock()
 	drop := func() {
 		r.mu.Lock()
 		delete(r.pending, id)
 		r.mu.Unlock()
 	}
-	err := r.signal().Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_UpdateMetadata{UpdateMetadata: upd}})
-	if err != nil {
+	err := r.signal().Send(ctx, req)
+	// A failed send on a connection that is being resumed is sent again by
+	// the resume; the answer is awaited either way.
+	if err != nil && (r.opts.resumeWindow < 0 || ctx.Err() != nil) {
 		drop()
 		if cerr := r.checkOpen(); cerr != nil {
 			return cerr
