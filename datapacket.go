@@ -101,8 +101,8 @@ func WithTopic(topic string) DataOption { return func(o *dataOptions) { o.topic 
 // To addresses the message to the participants with these identities only;
 // without it, everyone else in the room receives it. The identities must be
 // in the room as the Room knows it (LiveKit may announce a participant who
-// joined a moment ago only a few seconds later); others are refused with
-// ErrUnknownParticipant.
+// joined a moment ago only a few seconds later: see WaitForParticipant);
+// others are refused with ErrUnknownParticipant.
 func To(identities ...string) DataOption {
 	return func(o *dataOptions) { o.to = append(o.to, identities...) }
 }

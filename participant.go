@@ -271,3 +271,42 @@ func (r *Room) SetAttributes(ctx context.Context, attrs map[string]string) error
 	}
 	return r.updateSelf(ctx, "SetAttributes", &lkpb.UpdateParticipantMetadata{Attributes: maps.Clone(attrs)})
 }
+
+// WaitForParticipant returns the remote participant with the given
+// identity as soon as the Room knows it: at once if it is in the room,
+// otherwise when it joins (LiveKit may announce a participant that does
+// not publish media a few seconds after it joined). It returns ctx's error
+// if that does not happen before ctx ends, and ErrClosed if the Room ends.
+// Addressing a message To a participant that just joined needs this.
+func (r *Room) WaitForParticipant(ctx context.Context, identity string) (Participant, error) {
+	st, sub := r.SubscribeWithState(WithBuffer(16), WithFilter(func(e Event) bool {
+		j, ok := e.(ParticipantJoined)
+		return ok && j.Participant.Identity == identity
+	}))
+	defer sub.Close()
+	for _, p := range st.Remote {
+		if p.Identity == identity {
+			return p, nil
+		}
+	}
+	for {
+		select {
+		case e, ok := <-sub.Events():
+			if !ok {
+				return Participant{}, r.endError()
+			}
+			switch e := e.(type) {
+			case ParticipantJoined:
+				return e.Participant, nil
+			case Disconnected:
+				return Participant{}, r.endError()
+			case EventsDropped:
+				if p, ok := r.Participant(identity); ok && p.Identity != r.LocalParticipant().Identity {
+					return p, nil
+				}
+			}
+		case <-ctx.Done():
+			return Participant{}, fmt.Errorf("callstate: waiting for participant %q: %w", identity, ctx.Err())
+		}
+	}
+}

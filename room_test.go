@@ -363,3 +363,33 @@ func TestServerEndsTheRoom(t *testing.T) {
 	<-a.Done()
 	assert.Error(t, a.Err())
 }
+
+func TestWaitForParticipant(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	checkLeaks(t)
+	a := srv.Join(t, room, "alice")
+	ctx := ctxT(t)
+	got := make(chan callstate.Participant, 1)
+	go func() {
+		p, err := a.WaitForParticipant(ctx, "bob")
+		assert.NoError(t, err)
+		got <- p
+	}()
+	b := srv.Join(t, room, "bob")
+	p := <-got
+	assert.Equal(t, b.LocalParticipant().SID, p.SID)
+	// Known now: at once, and addressing works.
+	p, err := a.WaitForParticipant(ctx, "bob")
+	require.NoError(t, err)
+	assert.Equal(t, "bob", p.Identity)
+	require.NoError(t, a.SendAppMessage(ctx, map[string]int{"hi": 1}, "bob"))
+
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = a.WaitForParticipant(short, "nobody")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, a.Close())
+	_, err = a.WaitForParticipant(ctx, "nobody")
+	assert.ErrorIs(t, err, callstate.ErrClosed)
+}
