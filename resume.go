@@ -108,7 +108,10 @@ func (r *Room) resumeOnce() (ok, final bool) {
 	r.sigMalformedTotal += old.Malformed()
 	r.sig = sig
 	r.sigMu.Unlock()
-	old.Close(context.Background(), false)
+	// The old connection is dead: drop it without a close handshake.
+	gone, drop := context.WithCancel(context.Background())
+	drop()
+	old.Close(gone, false)
 	if err := sig.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_SyncState{SyncState: r.syncState()}}); err != nil {
 		r.opts.logger.Warn("callstate: sending sync state after resume", "err", err)
 	}
