@@ -70,7 +70,8 @@ func WithLoopbackICE() Option { return func(o *options) { o.loopback = true } }
 // WithSettingEngine sets the pion SettingEngine the Room's PeerConnections
 // are built from, for advanced network settings (interfaces, ports, NAT
 // mapping). It replaces callstate's own settings (a 100 ms DTLS
-// retransmission interval, pion's logs routed to WithLogger's logger);
+// retransmission interval, SCTP retransmissions at most 3 s apart, pion's
+// logs routed to WithLogger's logger);
 // WithLoopbackICE is applied on top of it.
 func WithSettingEngine(se *webrtc.SettingEngine) Option {
 	return func(o *options) { o.settingEngine = se }

@@ -49,6 +49,10 @@ const (
 // caller supplies its own SettingEngine.
 const DTLSRetransmission = 100 * time.Millisecond
 
+// SCTPRTOMax caps the SCTP retransmission timeout unless the caller
+// supplies its own SettingEngine.
+const SCTPRTOMax = 3 * time.Second
+
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("rtc: transport closed")
 
@@ -113,6 +117,10 @@ func New(cfg Config) (*Transport, error) {
 		// pion's default of 1 s makes a DTLS handshake message lost before
 		// ICE settles cost a second of join time.
 		se.SetDTLSRetransmissionInterval(DTLSRetransmission)
+		// pion's SCTP backs its retransmission timer off up to 60 s: after
+		// a stall (a loaded machine, a brief outage) a reliable message
+		// could wait that long. Real-time data wants it retried sooner.
+		se.SetSCTPRTOMax(SCTPRTOMax)
 		logger := cfg.Logger
 		if logger == nil {
 			logger = slog.New(slog.DiscardHandler)
