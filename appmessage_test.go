@@ -90,8 +90,7 @@ func TestAppMessageWireFormAndServerData(t *testing.T) {
 	a := srv.Join(t, room, "alice")
 	sub := a.Subscribe()
 	ctx := ctxT(t)
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 
 	require.NoError(t, svc.SendAppMessage(ctx, room, json.RawMessage(`{"from":"server"}`)))
 	assert.ErrorIs(t, svc.SendData(ctx, room, []byte("{}"), callstate.WithTopic(callstate.AppMessageTopic)), callstate.ErrInvalidArgument)

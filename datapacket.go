@@ -174,12 +174,8 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	}
 	// Sends are serialised: reliable sequence numbers must reach the
 	// server in order, and the encoder reuses its buffer.
-	select {
-	case r.sendSem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
-	case <-r.closing:
-		return r.endError()
+	if err := r.acquire(ctx, op, r.sendSem); err != nil {
+		return err
 	}
 	defer func() { <-r.sendSem }()
 	_, err := r.enc.Encode(m, r.nextSeq, func(pkt []byte) error {

@@ -96,9 +96,8 @@ func TestCaptureGolden(t *testing.T) {
 	srv := calltest.NewServer(t, &calltest.Options{IgnoreEnv: true})
 	const room = "golden-room"
 	ctx := ctxT(t)
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
-	_, err = svc.CreateRoom(ctx, callstate.CreateRoomOptions{Name: room, Metadata: `{"topic":"golden"}`})
+	svc := service(t, srv)
+	_, err := svc.CreateRoom(ctx, callstate.CreateRoomOptions{Name: room, Metadata: `{"topic":"golden"}`})
 	require.NoError(t, err)
 
 	var mu sync.Mutex

@@ -148,8 +148,7 @@ func TestParticipantUpdateRefusals(t *testing.T) {
 		require.ErrorAs(t, err, &pe, name)
 		assert.Equal(t, "canUpdateOwnMetadata", pe.Grant)
 	}
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 	p, err := svc.GetParticipant(ctx, room, "readonly")
 	require.NoError(t, err)
 	assert.Equal(t, "before", p.Metadata, "nothing changed on the server")
@@ -240,11 +239,10 @@ func TestServerSideParticipantUpdate(t *testing.T) {
 	b := srv.Join(t, room, "bob")
 	subA, subB := a.Subscribe(), b.Subscribe()
 	ctx := ctxT(t)
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 	md := `{"set":"by the server"}`
 	name := "Alice (admin)"
-	_, err = svc.UpdateParticipant(ctx, room, "alice", callstate.ParticipantUpdate{
+	_, err := svc.UpdateParticipant(ctx, room, "alice", callstate.ParticipantUpdate{
 		Metadata: &md, Name: &name, Attributes: map[string]string{"role": "speaker"}})
 	require.NoError(t, err)
 	match := func(e callstate.ParticipantUpdated) bool {

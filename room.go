@@ -836,6 +836,19 @@ func (r *Room) bound(ctx context.Context) (context.Context, context.CancelFunc) 
 	return ctx, func() { stop(); cancel() }
 }
 
+// acquire takes the one-slot semaphore sem, honouring ctx and the Room's
+// end; release it with <-sem.
+func (r *Room) acquire(ctx context.Context, op string, sem chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
+	case <-r.closing:
+		return r.endError()
+	}
+}
+
 // checkOpen returns the error for calls on an ending Room.
 func (r *Room) checkOpen() error {
 	select {

@@ -1,7 +1,6 @@
 package callstate_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -67,8 +66,7 @@ func TestJoinSeesRoomAndParticipants(t *testing.T) {
 	assert.Equal(t, "alice", p.Identity)
 	assert.Equal(t, callstate.StateConnected, b.ConnectionState())
 
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 	list, err := svc.ListParticipants(ctxT(t), room)
 	require.NoError(t, err)
 	ids := []string{}
@@ -205,9 +203,8 @@ func TestJoinErrors(t *testing.T) {
 	})
 	t.Run("room full", func(t *testing.T) {
 		full := srv.RoomName(t)
-		svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-		require.NoError(t, err)
-		_, err = svc.CreateRoom(ctx, callstate.CreateRoomOptions{Name: full, MaxParticipants: 1})
+		svc := service(t, srv)
+		_, err := svc.CreateRoom(ctx, callstate.CreateRoomOptions{Name: full, MaxParticipants: 1})
 		require.NoError(t, err)
 		srv.Join(t, full, "first")
 		_, err = callstate.Join(ctx, srv.URL(), srv.Token(full, "second"), callstate.WithLoopbackICE())
@@ -334,28 +331,12 @@ func TestCloseReleasesBlockedCalls(t *testing.T) {
 	}
 }
 
-func TestLargeReliableAndLossyMessages(t *testing.T) {
-	srv := calltest.Shared(t)
-	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	sub := b.Subscribe()
-	ctx := ctxT(t)
-	for _, n := range []int{1 << 10, 15 << 10, 100 << 10} {
-		msg := bytes.Repeat([]byte{byte(n)}, n)
-		msg[n-1] = 0xEE
-		require.NoError(t, a.PublishData(ctx, msg))
-		got := calltest.Await(t, sub, fromIs("alice"))
-		require.True(t, bytes.Equal(msg, got.Data.Payload), "reliable %d bytes", n)
-	}
-}
 func TestServerEndsTheRoom(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice")
 	sub := a.Subscribe()
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 	require.NoError(t, svc.RemoveParticipant(ctxT(t), room, "alice"))
 	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
 	assert.Equal(t, callstate.ReasonParticipantRemoved, d.Reason)

@@ -182,12 +182,8 @@ func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) 
 		return err
 	}
 	s := r.session
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
-	case <-r.closing:
-		return r.endError()
+	if err := r.acquire(ctx, op, s.sem); err != nil {
+		return err
 	}
 	u, err := r.writeSessionData(ctx, op, changes, strat)
 	<-s.sem // the wait below must not hold up repairs
@@ -230,20 +226,30 @@ func (r *Room) writeSessionData(ctx context.Context, op string, changes map[stri
 	return u, r.writeRoomMetadata(ctx, op, u)
 }
 
+// ownToken returns the participant's newest token and the room's name.
+func (r *Room) ownToken() (token, room string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.token, r.info.Name
+}
+
+// ownService returns a server API client that uses the participant's
+// own token.
+func (r *Room) ownService(token string) (*RoomService, error) {
+	return NewRoomServiceWithToken(r.url, token, WithRoomServiceHTTPClient(r.opts.httpClient))
+}
+
 // readSessionData reads the room metadata from the server, when the token
 // allows it (the roomList grant), so that a write includes every write
 // applied before it, even one whose room update has not arrived yet.
 // Failures are ignored: the write then includes what the Room has received,
 // and repairs take care of the rest.
 func (r *Room) readSessionData(ctx context.Context) {
-	r.mu.Lock()
-	tok := r.token
-	room := r.info.Name
-	r.mu.Unlock()
+	tok, room := r.ownToken()
 	if c, _, err := parseTokenUnverified(tok); err != nil || !c.Grants.RoomList {
 		return
 	}
-	svc, err := NewRoomServiceWithToken(r.url, tok, WithRoomServiceHTTPClient(r.opts.httpClient))
+	svc, err := r.ownService(tok)
 	if err != nil {
 		return
 	}
@@ -265,10 +271,7 @@ func (r *Room) readSessionData(ctx context.Context) {
 // checkRoomAdmin refuses session-data writes that the server would refuse
 // for want of the roomAdmin grant, when the token says so.
 func (r *Room) checkRoomAdmin(op string) error {
-	r.mu.Lock()
-	tok := r.token
-	room := r.info.Name
-	r.mu.Unlock()
+	tok, room := r.ownToken()
 	c, _, err := parseTokenUnverified(tok)
 	if err != nil {
 		return nil // not a token we can read: let the server decide
@@ -283,11 +286,8 @@ func (r *Room) checkRoomAdmin(op string) error {
 // participant's own token, and commits it; the caller holds the session
 // write semaphore.
 func (r *Room) writeRoomMetadata(ctx context.Context, op string, u *sessionstate.Update) error {
-	r.mu.Lock()
-	tok := r.token
-	room := r.info.Name
-	r.mu.Unlock()
-	svc, err := NewRoomServiceWithToken(r.url, tok, WithRoomServiceHTTPClient(r.opts.httpClient))
+	tok, room := r.ownToken()
+	svc, err := r.ownService(tok)
 	if err != nil {
 		return err
 	}
@@ -387,9 +387,7 @@ func (r *Room) repair() {
 	s := r.session
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	select {
-	case s.sem <- struct{}{}:
-	case <-r.closing:
+	if r.acquire(r.life, "repair", s.sem) != nil { // waits until the Room ends at most
 		return
 	}
 	defer func() { <-s.sem }()

@@ -119,8 +119,7 @@ func TestSessionDataRefusals(t *testing.T) {
 	var pe *callstate.PermissionError
 	require.ErrorAs(t, err, &pe)
 	assert.Equal(t, "roomAdmin", pe.Grant)
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 	rooms, err := svc.ListRooms(ctx, room)
 	require.NoError(t, err)
 	require.Len(t, rooms, 1)
@@ -143,11 +142,10 @@ func TestSessionDataFromOutside(t *testing.T) {
 	a := srv.Join(t, room, "alice")
 	sub := a.Subscribe()
 	require.NoError(t, a.SetSessionData(ctx, map[string]int{"x": 1}, callstate.Replace))
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
-	require.NoError(t, err)
+	svc := service(t, srv)
 
 	// A plain JSON object written by a LiveKit app replaces the data.
-	_, err = svc.UpdateRoomMetadata(ctx, room, `{"from":"outside"}`)
+	_, err := svc.UpdateRoomMetadata(ctx, room, `{"from":"outside"}`)
 	require.NoError(t, err)
 	e := calltest.Await(t, sub, func(e callstate.SessionDataUpdated) bool { return e.Data["from"] != nil })
 	assert.JSONEq(t, `{"from":"outside"}`, canon(t, e.Data))
