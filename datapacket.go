@@ -2,13 +2,17 @@ package callstate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/callstate/callstate/internal/chunk"
+	"github.com/callstate/callstate/internal/lkpb"
 	"github.com/callstate/callstate/internal/rtc"
+	"google.golang.org/protobuf/proto"
 )
 
 // DataKind is the delivery kind of a data packet.
@@ -258,4 +262,88 @@ func dataStatsFrom(s chunk.Stats) DataStats {
 		Partial:             s.Partial,
 		Buffered:            s.Buffered,
 	}
+}
+
+// MaxLossyPacketSize is the largest lossy data packet, as an SCTP message,
+// that callstate lets travel: one network packet. Lossy messages larger
+// than one packet are split into fragments that each fit.
+const MaxLossyPacketSize = 1400
+
+// maxLossyPacket is the largest lossy packet the local participant may send
+// so that the packet is still within MaxLossyPacketSize after the server
+// has stamped the sender's identity and sid into it (DataPacket fields 4
+// and 17, and the legacy UserPacket fields 5 and 1).
+func maxLossyPacket(identity, sid string) int {
+	stamp := 2*(len(identity)+3) + 2*(len(sid)+3) + 8
+	return MaxLossyPacketSize - stamp
+}
+
+func (r *Room) expireLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.closing:
+			return
+		case now := <-t.C:
+			r.asm.Expire(now)
+		}
+	}
+}
+
+// onData runs on pion's data channel goroutines.
+func (r *Room) onData(reliable bool, b []byte) {
+	if r.opts.rawHook != nil {
+		r.opts.rawHook("data", b)
+	}
+	pkt := &lkpb.DataPacket{}
+	if err := proto.Unmarshal(b, pkt); err != nil {
+		r.mu.Lock()
+		r.malform++
+		r.mu.Unlock()
+		return
+	}
+	if !r.firstDelivery(pkt) {
+		return
+	}
+	msg, ok := r.asm.Accept(time.Now(), pkt)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return
+	}
+	if msg.Topic == AppMessageTopic {
+		if !json.Valid(msg.Payload) {
+			r.malform++
+			return
+		}
+		r.emitLocked(AppMessage{at: at{now}, From: msg.SenderIdentity, Data: json.RawMessage(msg.Payload)})
+		return
+	}
+	r.emitLocked(DataReceived{at: at{now}, Data: dataFromReceived(msg)})
+}
+
+// firstDelivery reports whether pkt is not a repeat of a reliable packet
+// already received: senders number their reliable packets, and a packet
+// whose number is not above the last one seen from its sender (as a session
+// resumed after a network cut may send again) is dropped and counted.
+// Packets without a number (the server API's, lossy ones) always pass.
+func (r *Room) firstDelivery(pkt *lkpb.DataPacket) bool {
+	seq, sid := pkt.GetSequence(), pkt.GetParticipantSid()
+	if seq == 0 || sid == "" || pkt.GetKind() != lkpb.DataPacket_RELIABLE {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq <= r.lastSeq[sid] {
+		r.dupes++
+		return false
+	}
+	r.lastSeq[sid] = seq
+	return true
 }

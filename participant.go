@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"sort"
 	"time"
 
 	"github.com/callstate/callstate/internal/lkpb"
@@ -309,4 +310,85 @@ func (r *Room) WaitForParticipant(ctx context.Context, identity string) (Partici
 			return Participant{}, fmt.Errorf("callstate: waiting for participant %q: %w", identity, ctx.Err())
 		}
 	}
+}
+
+// applyParticipantsLocked merges participant infos from the server and
+// emits the resulting events; r.mu held.
+func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantInfo) {
+	for _, pi := range infos {
+		if pi.GetIdentity() == r.local.Identity {
+			if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED || pi.GetSid() != r.local.SID {
+				continue
+			}
+			if pi.GetVersion() <= r.local.Version {
+				continue
+			}
+			p := participantFromInfo(pi)
+			prev := r.local
+			r.local = p
+			if c := diffParticipants(prev, p); c.Any() {
+				r.emitLocked(ParticipantUpdated{at: at{now}, Participant: p, Previous: prev, Changes: c, Local: true})
+			}
+			continue
+		}
+		old, known := r.remotes[pi.GetIdentity()]
+		if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED {
+			if known && old.SID == pi.GetSid() {
+				delete(r.remotes, old.Identity)
+				delete(r.lastSeq, old.SID)
+				r.asm.Forget(old.Identity)
+				r.session.poke() // its lost session-data writes are ours to repair now
+				r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: DisconnectReason(pi.GetDisconnectReason())})
+			}
+			continue
+		}
+		p := participantFromInfo(pi)
+		switch {
+		case !known:
+			r.remotes[p.Identity] = p
+			r.emitLocked(ParticipantJoined{at: at{now}, Participant: p})
+		case old.SID != p.SID:
+			// The identity joined again; the old session is gone.
+			r.remotes[p.Identity] = p
+			delete(r.lastSeq, old.SID)
+			r.asm.Forget(old.Identity)
+			r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: ReasonDuplicateIdentity})
+			r.emitLocked(ParticipantJoined{at: at{now}, Participant: p})
+		case p.Version > old.Version:
+			r.remotes[p.Identity] = p
+			if c := diffParticipants(old, p); c.Any() {
+				r.emitLocked(ParticipantUpdated{at: at{now}, Participant: p, Previous: old, Changes: c})
+			}
+		}
+	}
+}
+
+func diffParticipants(a, b Participant) Changes {
+	var c Changes
+	c.Metadata = a.Metadata != b.Metadata
+	if c.Metadata {
+		_, oka := a.UserData()
+		_, okb := b.UserData()
+		c.UserData = oka || okb
+	}
+	c.Name = a.Name != b.Name
+	c.Permissions = a.Permissions != b.Permissions
+	for k, v := range b.Attributes {
+		old, ok := a.Attributes[k]
+		switch {
+		case !ok:
+			c.AttributesAdded = append(c.AttributesAdded, k)
+		case old != v:
+			c.AttributesChanged = append(c.AttributesChanged, k)
+		}
+	}
+	for k := range a.Attributes {
+		if _, ok := b.Attributes[k]; !ok {
+			c.AttributesRemoved = append(c.AttributesRemoved, k)
+		}
+	}
+	sort.Strings(c.AttributesAdded)
+	sort.Strings(c.AttributesChanged)
+	sort.Strings(c.AttributesRemoved)
+	return c
 }

@@ -46,3 +46,21 @@ func roomInfoFromProto(r *lkpb.Room) RoomInfo {
 	}
 	return info
 }
+
+func (r *Room) applyRoom(pr *lkpb.Room) {
+	if pr == nil {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev := r.info
+	r.info = roomInfoFromProto(pr)
+	if prev.Metadata == r.info.Metadata {
+		return
+	}
+	r.emitLocked(RoomMetadataChanged{at: at{now}, Metadata: r.info.Metadata, Previous: prev.Metadata})
+	if ev, ok := r.session.observe(now, r.info.Metadata); ok {
+		r.emitLocked(ev)
+	}
+}

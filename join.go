@@ -1,0 +1,229 @@
+package callstate
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/callstate/callstate/internal/chunk"
+	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/rtc"
+	"github.com/callstate/callstate/internal/signal"
+	"github.com/pion/webrtc/v4"
+)
+
+// Join joins the room that token grants, on the LiveKit server at serverURL
+// (ws://, wss://, http:// or https://). ctx bounds the join only; the Room
+// lives until Close or until the server ends it.
+//
+// Join returns once the participant is connected: the state of the room is
+// known (participants, metadata, session data), events flow, and, unless
+// the participant is receive-only, data can be sent. Errors are *JoinError
+// values matching ErrInvalidArgument, ErrBadToken, ErrServerUnreachable or
+// ErrJoinRefused.
+func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, error) {
+	o := &options{}
+	for _, opt := range opts {
+		opt(o)
+	}
+	o = o.withDefaults()
+	if err := checkJoinArgs(serverURL, token); err != nil {
+		return nil, err
+	}
+	var initial *string
+	switch {
+	case o.hasUserData:
+		s, err := marshalUserData(o.userData)
+		if err != nil {
+			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial user data", Err: err}
+		}
+		initial = &s
+	case o.metadata != nil:
+		initial = o.metadata
+	}
+	if initial != nil {
+		if err := checkMetadata(*initial); err != nil {
+			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial metadata", Err: err}
+		}
+	}
+	if len(o.name) > MaxNameSize {
+		return nil, &JoinError{Kind: ErrInvalidArgument, Message: "name",
+			Err: &SizeError{What: "name", Size: len(o.name), Limit: MaxNameSize}}
+	}
+
+	r := newRoom(o, serverURL, token)
+	cfg := r.chunkConfig()
+	r.asm = chunk.NewAssembler(cfg)
+
+	sigOpts := signal.Options{
+		URL:           serverURL,
+		Token:         token,
+		SDKVersion:    Version,
+		AutoSubscribe: o.autoSubscribe,
+		HTTPClient:    o.httpClient,
+		Handler:       r.handleSignal,
+	}
+	sigOpts.Raw = r.rawSignalHook()
+	if len(o.attributes) > 0 {
+		b, _ := json.Marshal(o.attributes)
+		sigOpts.Attributes = base64.URLEncoding.EncodeToString(b)
+	}
+	sig, first, err := signal.Dial(ctx, sigOpts)
+	if err != nil {
+		return nil, joinError(ctx, err)
+	}
+	r.sig = sig
+	jr := first.GetJoin()
+	if jr == nil {
+		sig.Close(context.Background(), false)
+		if l := first.GetLeave(); l != nil {
+			return nil, &JoinError{Kind: ErrJoinRefused, Message: "the server sent leave: " + l.GetReason().String()}
+		}
+		return nil, &JoinError{Kind: ErrJoinRefused, Message: "the server's first message was not a join response"}
+	}
+	now := time.Now()
+	r.local = participantFromInfo(jr.GetParticipant())
+	for _, pi := range jr.GetOtherParticipants() {
+		if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED {
+			continue
+		}
+		p := participantFromInfo(pi)
+		r.remotes[p.Identity] = p
+	}
+	r.info = roomInfoFromProto(jr.GetRoom())
+	r.session = newSessionData(r.local.Identity)
+	cfg.MaxLossyPacket = maxLossyPacket(r.local.Identity, r.local.SID)
+	r.enc = chunk.NewEncoder(cfg)
+	r.session.observe(now, r.info.Metadata)
+
+	tr, err := rtc.New(rtc.Config{
+		ICEServers:    iceServers(jr.GetIceServers()),
+		Loopback:      o.loopback,
+		SettingEngine: o.settingEngine,
+		Logger:        o.logger,
+		SendSignal:    r.sendSignal,
+		OnMessage:     r.onData,
+		OnState:       r.onTransportState,
+	})
+	if err != nil {
+		sig.Close(context.Background(), true)
+		return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
+	}
+	r.tr = tr
+	r.wg.Add(3)
+	go r.readLoop()
+	go r.expireLoop()
+	go r.sessionLoop()
+
+	fail := func(err error) (*Room, error) {
+		r.shutdown(ReasonJoinFailure, err, true)
+		<-r.done
+		return nil, joinError(ctx, err)
+	}
+	publish := !o.receiveOnly && r.local.Permissions.CanPublishData
+	if publish {
+		if err := tr.Publish(); err != nil {
+			return fail(err)
+		}
+	}
+	for _, ready := range []<-chan struct{}{r.subReady, tr.SubscriberReady()} {
+		select {
+		case <-ready:
+		case <-r.closing:
+			return fail(r.endError())
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+	if publish {
+		if err := tr.WaitReady(ctx); err != nil {
+			if errors.Is(err, rtc.ErrClosed) {
+				err = r.endError()
+			}
+			return fail(err)
+		}
+	}
+	r.mu.Lock()
+	r.state = StateConnected
+	r.mu.Unlock()
+	if initial != nil || o.name != "" {
+		upd := &lkpb.UpdateParticipantMetadata{Name: o.name}
+		if initial != nil {
+			upd.Metadata = *initial
+		}
+		if err := r.updateSelf(ctx, "Join", upd); err != nil {
+			r.shutdown(ReasonJoinFailure, err, true)
+			<-r.done
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// chunkConfig returns the packetization limits the options ask for.
+func (r *Room) chunkConfig() chunk.Config {
+	cfg := chunk.DefaultConfig()
+	cfg.MaxMessageSize = r.opts.maxMessage
+	if r.opts.lossyTimeout > 0 {
+		cfg.LossyTimeout = r.opts.lossyTimeout
+	}
+	if r.opts.streamTimeout > 0 {
+		cfg.StreamTimeout = r.opts.streamTimeout
+	}
+	return cfg
+}
+
+func checkJoinArgs(serverURL, token string) error {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return &JoinError{Kind: ErrInvalidArgument, Message: fmt.Sprintf("invalid URL %q", serverURL), Err: err}
+	}
+	switch u.Scheme {
+	case "ws", "wss", "http", "https":
+	default:
+		return &JoinError{Kind: ErrInvalidArgument, Message: fmt.Sprintf("invalid URL %q: the scheme must be ws, wss, http or https", serverURL)}
+	}
+	if u.Host == "" {
+		return &JoinError{Kind: ErrInvalidArgument, Message: fmt.Sprintf("invalid URL %q: no host", serverURL)}
+	}
+	if strings.TrimSpace(token) == "" {
+		return &JoinError{Kind: ErrBadToken, Message: "empty token"}
+	}
+	return nil
+}
+
+// joinError classifies a failure during Join.
+func joinError(ctx context.Context, err error) error {
+	var je *JoinError
+	if errors.As(err, &je) {
+		return err
+	}
+	var de *signal.DialError
+	if errors.As(err, &de) && de.StatusCode != 0 {
+		kind := ErrJoinRefused
+		if de.StatusCode == 401 {
+			kind = ErrBadToken
+		}
+		return &JoinError{StatusCode: de.StatusCode, Message: de.Body, Kind: kind}
+	}
+	if errors.Is(err, ErrClosed) {
+		return &JoinError{Kind: ErrJoinRefused, Err: err}
+	}
+	if ctx.Err() != nil {
+		return &JoinError{Kind: ErrServerUnreachable, Message: "no connection within the join deadline", Err: ctx.Err()}
+	}
+	return &JoinError{Kind: ErrServerUnreachable, Err: err}
+}
+
+func iceServers(in []*lkpb.ICEServer) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.GetUrls(), Username: s.GetUsername(), Credential: s.GetCredential()})
+	}
+	return out
+}

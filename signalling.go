@@ -1,0 +1,199 @@
+package callstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/signal"
+	"github.com/pion/webrtc/v4"
+)
+
+// pendingRequest is a request waiting for the server's answer; a resumed
+// connection sends it again (the server's answer to a repeat is ignored).
+type pendingRequest struct {
+	answer chan *lkpb.RequestResponse
+	req    *lkpb.SignalRequest
+}
+
+func (r *Room) sendSignal(req *lkpb.SignalRequest) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return r.signal().Send(ctx, req)
+}
+
+// signal returns the current signalling connection.
+func (r *Room) signal() *signal.Client {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
+	return r.sig
+}
+
+func (r *Room) readLoop() {
+	defer r.wg.Done()
+	for {
+		err := r.signal().Run()
+		if errors.Is(err, signal.ErrClosed) {
+			r.shutdown(ReasonSignalClose, nil, false)
+			return
+		}
+		if r.checkOpen() == nil && r.resume(err) {
+			continue
+		}
+		reason := ReasonSignalClose
+		if errors.Is(err, signal.ErrTimeout) {
+			reason = ReasonConnectionTimeout
+		}
+		r.shutdown(reason, err, false)
+		return
+	}
+}
+
+// handleSignal runs on the read loop, in the order frames arrive.
+func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
+	switch m := msg.GetMessage().(type) {
+	case *lkpb.SignalResponse_Offer:
+		if err := r.tr.HandleOffer(m.Offer); err != nil {
+			r.opts.logger.Warn("callstate: subscriber offer", "err", err)
+		}
+	case *lkpb.SignalResponse_Answer:
+		if err := r.tr.HandleAnswer(m.Answer); err != nil {
+			r.opts.logger.Warn("callstate: publisher answer", "err", err)
+		}
+	case *lkpb.SignalResponse_Trickle:
+		if err := r.tr.HandleTrickle(m.Trickle); err != nil {
+			r.opts.logger.Debug("callstate: candidate", "err", err)
+		}
+	case *lkpb.SignalResponse_Update:
+		r.mu.Lock()
+		r.applyParticipantsLocked(time.Now(), m.Update.GetParticipants())
+		r.mu.Unlock()
+	case *lkpb.SignalResponse_RoomUpdate:
+		r.applyRoom(m.RoomUpdate.GetRoom())
+	case *lkpb.SignalResponse_RefreshToken:
+		r.mu.Lock()
+		r.token = m.RefreshToken
+		r.mu.Unlock()
+	case *lkpb.SignalResponse_RequestResponse:
+		r.mu.Lock()
+		p, ok := r.pending[m.RequestResponse.GetRequestId()]
+		delete(r.pending, m.RequestResponse.GetRequestId())
+		r.mu.Unlock()
+		if ok {
+			p.answer <- m.RequestResponse
+		}
+	case *lkpb.SignalResponse_Leave:
+		reason := DisconnectReason(m.Leave.GetReason())
+		r.shutdown(reason, fmt.Errorf("callstate: the server ended the session: %s", reason), false)
+	}
+}
+
+func (r *Room) onTransportState(publisher bool, s webrtc.PeerConnectionState) {
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		if !publisher {
+			r.subOnce.Do(func() { close(r.subReady) })
+		}
+	case webrtc.PeerConnectionStateFailed:
+		// pion calls this on its own goroutine, which closing the
+		// PeerConnection waits for: end the Room elsewhere.
+		go r.shutdown(ReasonSignalClose, fmt.Errorf("callstate: WebRTC connection failed"), false)
+	}
+}
+
+// request sends an UpdateParticipantMetadata and waits for the server's
+// answer.
+func (r *Room) updateSelf(ctx context.Context, op string, upd *lkpb.UpdateParticipantMetadata) error {
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if !r.local.Permissions.CanUpdateMetadata {
+		r.mu.Unlock()
+		return &PermissionError{Op: op, Grant: "canUpdateOwnMetadata"}
+	}
+	r.reqID++
+	id := r.reqID
+	ch := make(chan *lkpb.RequestResponse, 1)
+	upd.RequestId = id
+	req := &lkpb.SignalRequest{Message: &lkpb.SignalRequest_UpdateMetadata{UpdateMetadata: upd}}
+	r.pending[id] = pendingRequest{answer: ch, req: req}
+	r.mu.Unlock()
+	drop := func() {
+		r.mu.Lock()
+		delete(r.pending, id)
+		r.mu.Unlock()
+	}
+	err := r.signal().Send(ctx, req)
+	// A failed send on a connection that is being resumed is sent again by
+	// the resume; the answer is awaited either way.
+	if err != nil && (r.opts.resumeWindow < 0 || ctx.Err() != nil) {
+		drop()
+		if cerr := r.checkOpen(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("callstate: %s: %w", op, err)
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return r.endError()
+		}
+		if err := requestError(op, resp); err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		drop()
+		return fmt.Errorf("callstate: %s: no answer from the server: %w", op, ctx.Err())
+	case <-r.closing:
+		drop()
+		return r.endError()
+	}
+	// The server applied the update; reflect it locally at once (the
+	// server's participant update confirming it may take seconds).
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.local
+	p.Attributes = maps.Clone(p.Attributes)
+	if upd.Metadata != "" {
+		p.Metadata = upd.Metadata
+	}
+	if upd.Name != "" {
+		p.Name = upd.Name
+	}
+	for k, v := range upd.Attributes {
+		if v == "" {
+			delete(p.Attributes, k)
+		} else {
+			p.Attributes[k] = v
+		}
+	}
+	if c := diffParticipants(r.local, p); c.Any() {
+		prev := r.local
+		r.local = p
+		r.emitLocked(ParticipantUpdated{at: at{now}, Participant: p, Previous: prev, Changes: c, Local: true})
+	}
+	return nil
+}
+
+func requestError(op string, resp *lkpb.RequestResponse) error {
+	reason := resp.GetReason()
+	var kind error
+	switch reason {
+	case lkpb.RequestResponse_OK:
+		return nil
+	case lkpb.RequestResponse_NOT_ALLOWED:
+		return &PermissionError{Op: op, Grant: "canUpdateOwnMetadata", Message: resp.GetMessage()}
+	case lkpb.RequestResponse_LIMIT_EXCEEDED:
+		kind = ErrLimitExceeded
+	case lkpb.RequestResponse_NOT_FOUND:
+		kind = ErrNotFound
+	default:
+		kind = ErrRejected
+	}
+	return &RequestError{Op: op, Reason: reason.String(), Message: resp.GetMessage(), Kind: kind}
+}
