@@ -20,10 +20,10 @@ func TestAppMessages(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	c := srv.Join(t, room, "carol")
-	subA, subB, subC := a.Subscribe(), b.Subscribe(), c.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	c := srv.Join(t, room, "carol", nil)
+	subA, subB, subC := a.Subscribe(nil), b.Subscribe(nil), c.Subscribe(nil)
 	ctx := ctxT(t)
 	for _, id := range []string{"bob", "carol"} {
 		if _, ok := a.Participant(id); !ok {
@@ -87,18 +87,18 @@ func TestAppMessages(t *testing.T) {
 func TestAppMessageWireFormAndServerData(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	sub := a.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	sub := a.Subscribe(nil)
 	ctx := ctxT(t)
 	svc := service(t, srv)
 
 	require.NoError(t, svc.SendAppMessage(ctx, room, json.RawMessage(`{"from":"server"}`)))
-	assert.ErrorIs(t, svc.SendData(ctx, room, []byte("{}"), callstate.WithTopic(callstate.AppMessageTopic)), callstate.ErrInvalidArgument)
+	assert.ErrorIs(t, svc.SendData(ctx, room, []byte("{}"), &callstate.PublishOptions{Topic: callstate.AppMessageTopic}), callstate.ErrInvalidArgument)
 	e := calltest.Await(t, sub, func(callstate.AppMessage) bool { return true })
 	assert.Empty(t, e.From)
 	assert.JSONEq(t, `{"from":"server"}`, string(e.Data))
 
-	require.NoError(t, svc.SendData(ctx, room, []byte("raw bytes"), callstate.WithTopic("news")))
+	require.NoError(t, svc.SendData(ctx, room, []byte("raw bytes"), &callstate.PublishOptions{Topic: "news"}))
 	d := calltest.Await(t, sub, func(callstate.DataReceived) bool { return true })
 	assert.Empty(t, d.Data.From)
 	assert.Equal(t, "news", d.Data.Topic)

@@ -22,12 +22,12 @@ func BenchmarkLargeTransfer8MiB(b *testing.B) {
 	const size = 8 << 20
 	srv := calltest.Shared(b)
 	room := srv.RoomName(b)
-	sender := srv.Join(b, room, "sender")
-	receiver := srv.Join(b, room, "receiver", callstate.WithReceiveOnly())
-	sub := receiver.Subscribe(callstate.WithFilter(func(e callstate.Event) bool {
+	sender := srv.Join(b, room, "sender", nil)
+	receiver := srv.Join(b, room, "receiver", &callstate.JoinOptions{ReceiveOnly: true})
+	sub := receiver.Subscribe(&callstate.SubscribeOptions{Filter: func(e callstate.Event) bool {
 		d, ok := e.(callstate.DataReceived)
 		return ok && d.Data.From == "sender"
-	}))
+	}})
 	defer sub.Close()
 	rng := rand.New(rand.NewPCG(1, 2))
 	payload := make([]byte, size)
@@ -39,7 +39,7 @@ func BenchmarkLargeTransfer8MiB(b *testing.B) {
 	b.SetBytes(size)
 	for i := 0; b.Loop(); i++ {
 		payload[0] = byte(i)
-		if err := sender.PublishData(ctx, payload); err != nil {
+		if err := sender.PublishData(ctx, payload, nil); err != nil {
 			b.Fatal(err)
 		}
 		d, err := calltest.AwaitEvent[callstate.DataReceived](ctx, sub, time.Minute, nil)
@@ -64,7 +64,7 @@ func BenchmarkSessionDataVisible(b *testing.B) {
 	const marker = "bench_write"
 	srv := calltest.Shared(b)
 	room := srv.RoomName(b)
-	writer := srv.Join(b, room, "writer")
+	writer := srv.Join(b, room, "writer", nil)
 
 	type sighting struct {
 		write int
@@ -76,11 +76,11 @@ func BenchmarkSessionDataVisible(b *testing.B) {
 	// their goroutines, before this wait.
 	b.Cleanup(wg.Wait)
 	for i := range readers {
-		r := srv.Join(b, room, fmt.Sprintf("reader-%d", i), callstate.WithReceiveOnly())
-		sub := r.Subscribe(callstate.WithBuffer(4096), callstate.WithFilter(func(e callstate.Event) bool {
+		r := srv.Join(b, room, fmt.Sprintf("reader-%d", i), &callstate.JoinOptions{ReceiveOnly: true})
+		sub := r.Subscribe(&callstate.SubscribeOptions{MaxEvents: 4096, Filter: func(e callstate.Event) bool {
 			_, ok := e.(callstate.SessionDataUpdated)
 			return ok
-		}))
+		}})
 		wg.Go(func() {
 			last := 0
 			for ev := range sub.Events() {

@@ -15,11 +15,11 @@ import (
 func BenchmarkJoin(b *testing.B) {
 	srv := calltest.Shared(b)
 	room := srv.RoomName(b)
-	srv.Join(b, room, "host")
+	srv.Join(b, room, "host", nil)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		r, err := callstate.Join(ctx, srv.URL(), srv.Token(room, fmt.Sprintf("p%d", i)), callstate.WithLoopbackICE())
+		r, err := callstate.Join(ctx, srv.URL(), srv.Token(room, fmt.Sprintf("p%d", i)), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -37,9 +37,9 @@ func BenchmarkReliableThroughput(b *testing.B) {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
 			srv := calltest.Shared(b)
 			room := srv.RoomName(b)
-			a := srv.Join(b, room, "sender")
-			r := srv.Join(b, room, "receiver")
-			sub := r.Subscribe(callstate.WithBuffer(1 << 16))
+			a := srv.Join(b, room, "sender", nil)
+			r := srv.Join(b, room, "receiver", nil)
+			sub := r.Subscribe(&callstate.SubscribeOptions{MaxEvents: 1 << 16})
 			payload := make([]byte, size)
 			ctx := context.Background()
 			b.SetBytes(int64(size))
@@ -61,7 +61,7 @@ func BenchmarkReliableThroughput(b *testing.B) {
 				done <- got
 			}()
 			for range n {
-				if err := a.PublishData(ctx, payload); err != nil {
+				if err := a.PublishData(ctx, payload, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/callstate/callstate/internal/chunk"
@@ -87,63 +88,65 @@ func dataFromReceived(m chunk.Received) Data {
 	return d
 }
 
-// DataOption configures PublishData.
-type DataOption func(*dataOptions)
+// PublishOptions configures PublishData; nil or the zero value sends a
+// reliable packet without a topic to everyone else in the room.
+type PublishOptions struct {
+	// Kind is how the message travels; the default is Reliable.
+	Kind DataKind
+	// Topic is the message's topic, if any. Topics starting with
+	// "callstate." or "_callstate." are reserved.
+	Topic string
+	// To addresses the message to the participants with these identities
+	// only; empty means everyone else in the room. The identities must be
+	// in the room as the Room knows it (LiveKit may announce a participant
+	// who joined a moment ago only a few seconds later: see
+	// WaitForParticipant); others are refused with ErrUnknownParticipant.
+	To []string
+}
 
+// dataOptions are a packet's delivery options as the server API sends them.
 type dataOptions struct {
 	kind  DataKind
 	topic string
 	to    []string
 }
 
-// WithKind sets the delivery kind; the default is Reliable.
-func WithKind(k DataKind) DataOption { return func(o *dataOptions) { o.kind = k } }
-
-// WithTopic sets the message's topic.
-func WithTopic(topic string) DataOption { return func(o *dataOptions) { o.topic = topic } }
-
-// To addresses the message to the participants with these identities only;
-// without it, everyone else in the room receives it. The identities must be
-// in the room as the Room knows it (LiveKit may announce a participant who
-// joined a moment ago only a few seconds later: see WaitForParticipant);
-// others are refused with ErrUnknownParticipant.
-func To(identities ...string) DataOption {
-	return func(o *dataOptions) { o.to = append(o.to, identities...) }
-}
-
 // PublishData sends payload to the other participants (LiveKit's data
-// packets). By default it is reliable, to everyone, without a topic; see
-// WithKind, WithTopic and To.
+// packets), as opts says (nil: reliable, to everyone, without a topic).
 //
-// Any payload up to the Room's maximum message size (WithMaxMessageSize) is
-// carried: reliable payloads larger than one packet travel as a LiveKit data
-// stream, lossy ones as fragments that each fit one network packet. It
-// returns once the whole message is handed to the transport, blocking while
-// the transport's send buffer is full; ctx bounds the wait.
+// Any payload up to the Room's maximum message size
+// (JoinOptions.MaxMessageSize) is carried: reliable payloads larger than one
+// packet travel as a LiveKit data stream, lossy ones as fragments that each
+// fit one network packet. It returns once the whole message is handed to the
+// transport, blocking while the transport's send buffer is full; ctx bounds
+// the wait. Lossy sends never wait for a reliable transfer in progress, and
+// reliable ones never for lossy ones.
 //
 // It refuses, before sending anything: a payload over the maximum size
 // (ErrTooLarge), a token without the canPublishData grant
 // (ErrNotPermitted), a recipient that is not in the room
 // (ErrUnknownParticipant), a topic reserved by callstate
-// (ErrInvalidArgument), and a receive-only Room (ErrNotConnected).
-func (r *Room) PublishData(ctx context.Context, payload []byte, opts ...DataOption) error {
-	o := dataOptions{}
-	for _, opt := range opts {
-		opt(&o)
+// (ErrInvalidArgument), and a receive-only Room (ErrReceiveOnly).
+func (r *Room) PublishData(ctx context.Context, payload []byte, opts *PublishOptions) error {
+	var o PublishOptions
+	if opts != nil {
+		o = *opts
 	}
-	if isReservedTopic(o.topic) {
-		return fmt.Errorf("%w: topic %q is reserved by callstate", ErrInvalidArgument, o.topic)
+	if isReservedTopic(o.Topic) {
+		return fmt.Errorf("%w: topic %q is reserved by callstate", ErrInvalidArgument, o.Topic)
 	}
 	return r.send(ctx, "PublishData", chunk.Message{
-		Topic:        o.topic,
+		Topic:        o.Topic,
 		Payload:      payload,
-		Destinations: o.to,
-		Reliable:     o.kind != Lossy,
+		Destinations: o.To,
+		Reliable:     o.Kind != Lossy,
 	})
 }
 
+// isReservedTopic reports topics that callstate's own messages use (app
+// messages, fragments, and those of later versions).
 func isReservedTopic(t string) bool {
-	return t == AppMessageTopic || t == chunk.FragmentTopic
+	return strings.HasPrefix(t, "callstate.") || strings.HasPrefix(t, "_callstate.")
 }
 
 func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
@@ -154,8 +157,8 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	if !m.Reliable {
 		what = "lossy payload"
 	}
-	if len(m.Payload) > r.opts.maxMessage {
-		return &SizeError{What: what, Size: len(m.Payload), Limit: r.opts.maxMessage}
+	if len(m.Payload) > r.opts.MaxMessageSize {
+		return &SizeError{What: what, Size: len(m.Payload), Limit: r.opts.MaxMessageSize}
 	}
 	r.mu.Lock()
 	canPublish := r.local.Permissions.CanPublishData
@@ -174,15 +177,21 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 		return fmt.Errorf("%w: %q not in the room", ErrUnknownParticipant, unknown)
 	}
 	if !r.tr.Publishing() {
-		return fmt.Errorf("%w: the Room joined receive-only", ErrNotConnected)
+		return fmt.Errorf("%w: %s", ErrReceiveOnly, op)
 	}
-	// Sends are serialised: reliable sequence numbers must reach the
-	// server in order, and the encoder reuses its buffer.
-	if err := r.acquire(ctx, op, r.sendSem); err != nil {
+	// Sends of one kind are serialised: reliable sequence numbers must
+	// reach the server in order, and an encoder reuses its buffer. Each
+	// kind has its own encoder and turn, so that a lossy message never
+	// waits behind a reliable transfer of megabytes.
+	enc, sem := r.enc, r.sendSem
+	if !m.Reliable {
+		enc, sem = r.lossyEnc, r.lossySem
+	}
+	if err := r.acquire(ctx, op, sem); err != nil {
 		return err
 	}
-	defer func() { <-r.sendSem }()
-	_, err := r.enc.Encode(m, r.nextSeq, func(pkt []byte) error {
+	defer func() { <-sem }()
+	_, err := enc.Encode(m, r.nextSeq, func(pkt []byte) error {
 		if f := r.opts.sendFilter; f != nil && !f(m.Reliable, pkt) {
 			return nil
 		}
@@ -313,7 +322,7 @@ func (r *Room) onData(reliable bool, b []byte) {
 	}
 	now := time.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if r.ended {
 		return
 	}
@@ -322,10 +331,10 @@ func (r *Room) onData(reliable bool, b []byte) {
 			r.malform++
 			return
 		}
-		r.emitLocked(AppMessage{at: at{now}, From: msg.SenderIdentity, Data: json.RawMessage(msg.Payload)})
+		r.emitLocked(AppMessage{Time: now, From: msg.SenderIdentity, Data: json.RawMessage(msg.Payload)})
 		return
 	}
-	r.emitLocked(DataReceived{at: at{now}, Data: dataFromReceived(msg)})
+	r.emitLocked(DataReceived{Time: now, Data: dataFromReceived(msg)})
 }
 
 // firstDelivery reports whether pkt is not a repeat of a reliable packet

@@ -63,9 +63,9 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 	room := srv.RoomName(t)
 	var wire lossyWire
 	a := srv.Join(t, room, "a-sender-with-a-rather-long-identity-to-use-headroom",
-		callstate.WithSendFilter(wire.send))
-	b := srv.Join(t, room, "bob", callstate.WithRawHook(wire.recv))
-	sub := b.Subscribe()
+		callstate.WithSendFilter(nil, wire.send))
+	b := srv.Join(t, room, "bob", callstate.WithRawHook(nil, wire.recv))
+	sub := b.Subscribe(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -78,7 +78,7 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 		var got []byte
 		for attempt := 0; attempt < 8 && got == nil; attempt++ {
 			topic := fmt.Sprintf("size-%d-%d", n, attempt)
-			require.NoError(t, a.PublishData(ctx, msg, callstate.WithKind(callstate.Lossy), callstate.WithTopic(topic)))
+			require.NoError(t, a.PublishData(ctx, msg, &callstate.PublishOptions{Kind: callstate.Lossy, Topic: topic}))
 			e, err := calltest.AwaitEvent(ctx, sub, 3*time.Second, func(e callstate.DataReceived) bool { return e.Data.Topic == topic })
 			if err != nil {
 				t.Logf("lossy %d bytes, attempt %d: %v (receiver stats %+v)", n, attempt, err, b.Stats().Data)
@@ -105,13 +105,13 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 func TestReliablePayloadsArriveByteExact(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	sub := b.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	sub := b.Subscribe(nil)
 	ctx := ctxT(t)
 	for i, n := range []int{1 << 10, 15 << 10, 100 << 10, 8 << 20} {
 		msg := randomBytes(n, uint64(100+i))
-		require.NoError(t, a.PublishData(ctx, msg, callstate.WithTopic("bulk")))
+		require.NoError(t, a.PublishData(ctx, msg, &callstate.PublishOptions{Topic: "bulk"}))
 		e := calltest.Await(t, sub, fromIs("alice"))
 		require.Equal(t, len(msg), len(e.Data.Payload))
 		require.True(t, bytes.Equal(msg, e.Data.Payload), "reliable %d bytes", n)
@@ -138,14 +138,14 @@ func TestLostFragmentDropsTheWholeMessage(t *testing.T) {
 		// message.
 		return lossy.Add(1) != 3
 	}
-	a := srv.Join(t, room, "alice", callstate.WithSendFilter(drop))
-	b := srv.Join(t, room, "bob", callstate.WithReassemblyTimeouts(300*time.Millisecond, 0))
-	sub := b.Subscribe()
+	a := srv.Join(t, room, "alice", callstate.WithSendFilter(nil, drop))
+	b := srv.Join(t, room, "bob", &callstate.JoinOptions{LossyReassemblyTimeout: 300 * time.Millisecond})
+	sub := b.Subscribe(nil)
 	ctx := ctxT(t)
 
 	broken := randomBytes(20<<10, 1)
-	require.NoError(t, a.PublishData(ctx, broken, callstate.WithKind(callstate.Lossy), callstate.WithTopic("broken")))
-	require.NoError(t, a.PublishData(ctx, []byte("after"), callstate.WithTopic("after")))
+	require.NoError(t, a.PublishData(ctx, broken, &callstate.PublishOptions{Kind: callstate.Lossy, Topic: "broken"}))
+	require.NoError(t, a.PublishData(ctx, []byte("after"), &callstate.PublishOptions{Topic: "after"}))
 	e := calltest.Await(t, sub, fromIs("alice"))
 	assert.Equal(t, "after", e.Data.Topic, "the broken message is never delivered, not even in part")
 	assert.Eventually(t, func() bool { return b.Stats().Data.DroppedIncomplete == 1 }, 10*time.Second, 20*time.Millisecond,

@@ -15,6 +15,10 @@ var (
 	// ErrNotConnected is returned when a send needs a transport that is not
 	// (or not yet) connected.
 	ErrNotConnected = errors.New("callstate: not connected")
+	// ErrReceiveOnly is returned by sends on a receive-only Room (joined
+	// with JoinOptions.ReceiveOnly, or with a token without
+	// canPublishData): it has no publisher connection.
+	ErrReceiveOnly = errors.New("callstate: receive-only room: it has no publisher connection")
 	// ErrNotPermitted is returned when the participant's token lacks a grant
 	// the operation needs. The error is a *PermissionError naming the grant.
 	ErrNotPermitted = errors.New("callstate: not permitted")
@@ -49,6 +53,10 @@ var (
 	// not covered by a more specific error.
 	ErrRejected = errors.New("callstate: request rejected")
 )
+
+// errServerLeft is wrapped by the error of a Room the server ended (a
+// Leave); Disconnected.Reason says why.
+var errServerLeft = errors.New("callstate: the server ended the session")
 
 // PermissionError reports an operation refused for want of a grant. It
 // matches ErrNotPermitted with errors.Is.

@@ -2,6 +2,7 @@ package callstate
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/callstate/callstate/internal/lkpb"
@@ -11,29 +12,29 @@ import (
 // ParticipantJoined, ParticipantLeft, ParticipantUpdated, DataReceived,
 // AppMessage, SessionDataUpdated, RoomMetadataChanged,
 // ConnectionStateChanged, Disconnected and EventsDropped; use a type switch.
+//
+// Events are plain values with exported fields, so tests of event handlers
+// can build them. Every event a subscription delivers is its own: its maps
+// and byte slices may be changed without affecting the Room or other
+// subscriptions.
 type Event interface {
 	// When returns the time the Room observed the change.
 	When() time.Time
 	isEvent()
 }
 
-// at is embedded in every event.
-type at struct{ t time.Time }
-
-// When returns the time the Room observed the change.
-func (a at) When() time.Time { return a.t }
-func (at) isEvent()          {}
-
 // ParticipantJoined reports a remote participant that joined the room.
 type ParticipantJoined struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Participant is the participant's state on joining.
 	Participant Participant
 }
 
 // ParticipantLeft reports a remote participant that left the room.
 type ParticipantLeft struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Participant is the participant's last known state.
 	Participant Participant
 	// Reason is why the participant left, when the server says.
@@ -43,7 +44,8 @@ type ParticipantLeft struct {
 // ParticipantUpdated reports a change of a participant's metadata, name,
 // attributes or permissions; Local tells whether it is the local participant.
 type ParticipantUpdated struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Participant is the new state.
 	Participant Participant
 	// Previous is the state before the change.
@@ -80,14 +82,16 @@ func (c Changes) Any() bool {
 // DataReceived reports a data packet (LiveKit's vocabulary) from another
 // participant or from the server API.
 type DataReceived struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Data is the received message.
 	Data Data
 }
 
 // AppMessage reports an app message (Daily's vocabulary).
 type AppMessage struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// From is the sender's identity; empty for messages sent with the
 	// server API.
 	From string
@@ -97,7 +101,8 @@ type AppMessage struct {
 
 // SessionDataUpdated reports new session data.
 type SessionDataUpdated struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Data is the whole session data after the change.
 	Data map[string]json.RawMessage
 	// Changed lists the top-level keys that were added, changed or removed,
@@ -108,7 +113,8 @@ type SessionDataUpdated struct {
 // RoomMetadataChanged reports a change of the room's metadata string, the
 // raw form of the session data.
 type RoomMetadataChanged struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Metadata is the new value.
 	Metadata string
 	// Previous is the value before the change.
@@ -117,7 +123,8 @@ type RoomMetadataChanged struct {
 
 // ConnectionStateChanged reports a change of the Room's connection state.
 type ConnectionStateChanged struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// State is the new state.
 	State ConnectionState
 }
@@ -125,7 +132,8 @@ type ConnectionStateChanged struct {
 // Disconnected is the last event of every subscription of a Room that
 // ended, whether by Close or by the server.
 type Disconnected struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Reason says why the room ended.
 	Reason DisconnectReason
 	// Err is the error that ended the room, nil after Close.
@@ -136,7 +144,8 @@ type Disconnected struct {
 // events were discarded at this point of the sequence. It is delivered in
 // place of the lost events as soon as there is room again.
 type EventsDropped struct {
-	at
+	// Time is when the Room observed the change.
+	Time time.Time
 	// Count is the number of events discarded.
 	Count uint64
 }
@@ -190,5 +199,51 @@ const (
 	ReasonConnectionTimeout  = DisconnectReason(lkpb.DisconnectReason_CONNECTION_TIMEOUT)
 )
 
-// String returns the reason's name, for example "PARTICIPANT_REMOVED".
-func (r DisconnectReason) String() string { return lkpb.DisconnectReason(r).String() }
+// String returns the reason's name, for example "PARTICIPANT_REMOVED", or
+// "reason(N)" for a number this version does not know.
+func (r DisconnectReason) String() string {
+	if name, ok := lkpb.DisconnectReason_name[int32(r)]; ok {
+		return name
+	}
+	return fmt.Sprintf("reason(%d)", int32(r))
+}
+
+// When returns the time the Room observed the change.
+func (e ParticipantJoined) When() time.Time { return e.Time }
+func (ParticipantJoined) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e ParticipantLeft) When() time.Time { return e.Time }
+func (ParticipantLeft) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e ParticipantUpdated) When() time.Time { return e.Time }
+func (ParticipantUpdated) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e DataReceived) When() time.Time { return e.Time }
+func (DataReceived) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e AppMessage) When() time.Time { return e.Time }
+func (AppMessage) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e SessionDataUpdated) When() time.Time { return e.Time }
+func (SessionDataUpdated) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e RoomMetadataChanged) When() time.Time { return e.Time }
+func (RoomMetadataChanged) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e ConnectionStateChanged) When() time.Time { return e.Time }
+func (ConnectionStateChanged) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e Disconnected) When() time.Time { return e.Time }
+func (Disconnected) isEvent()          {}
+
+// When returns the time the Room observed the change.
+func (e EventsDropped) When() time.Time { return e.Time }
+func (EventsDropped) isEvent()          {}

@@ -23,17 +23,17 @@ func newTestRoom() *Room {
 
 func (r *Room) emitTest(e Event) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	r.emitLocked(e)
 }
 
 func joined(id string) ParticipantJoined {
-	return ParticipantJoined{at: at{time.Now()}, Participant: Participant{Identity: id}}
+	return ParticipantJoined{Time: time.Now(), Participant: Participant{Identity: id}}
 }
 
 func TestSubscriptionOrder(t *testing.T) {
 	r := newTestRoom()
-	s := r.Subscribe()
+	s := r.Subscribe(nil)
 	for i := range 100 {
 		r.emitTest(joined(string(rune('a' + i%26))))
 	}
@@ -46,7 +46,7 @@ func TestSubscriptionOrder(t *testing.T) {
 
 func TestSubscriptionOverflowIsReported(t *testing.T) {
 	r := newTestRoom()
-	s := r.Subscribe(WithBuffer(4))
+	s := r.Subscribe(&SubscribeOptions{MaxEvents: 4})
 	for i := range 10 {
 		r.emitTest(joined(string(rune('a' + i))))
 	}
@@ -72,8 +72,8 @@ func TestSubscriptionOverflowIsReported(t *testing.T) {
 
 func TestSlowSubscriberDoesNotDelayOthers(t *testing.T) {
 	r := newTestRoom()
-	slow := r.Subscribe(WithBuffer(1))
-	fast := r.Subscribe()
+	slow := r.Subscribe(&SubscribeOptions{MaxEvents: 1})
+	fast := r.Subscribe(nil)
 	for i := range 500 {
 		r.emitTest(joined(string(rune('a' + i%26))))
 	}
@@ -84,12 +84,12 @@ func TestSlowSubscriberDoesNotDelayOthers(t *testing.T) {
 
 func TestSubscriptionFilterAndClose(t *testing.T) {
 	r := newTestRoom()
-	s := r.Subscribe(WithFilter(func(e Event) bool {
+	s := r.Subscribe(&SubscribeOptions{Filter: func(e Event) bool {
 		_, ok := e.(ParticipantLeft)
 		return ok
-	}))
+	}})
 	r.emitTest(joined("a"))
-	r.emitTest(ParticipantLeft{at: at{time.Now()}, Participant: Participant{Identity: "a"}})
+	r.emitTest(ParticipantLeft{Time: time.Now(), Participant: Participant{Identity: "a"}})
 	e := <-s.Events()
 	require.IsType(t, ParticipantLeft{}, e)
 	s.Close()
@@ -111,11 +111,11 @@ func TestSubscribeWithStateIsAtomic(t *testing.T) {
 			r.mu.Lock()
 			p := Participant{Identity: id}
 			r.remotes[id] = p
-			r.emitLocked(ParticipantJoined{at: at{time.Now()}, Participant: p})
-			r.mu.Unlock()
+			r.emitLocked(ParticipantJoined{Time: time.Now(), Participant: p})
+			r.unlock()
 		}
 	}()
-	st, s := r.SubscribeWithState(WithBuffer(total))
+	st, s := r.SubscribeWithSnapshot(&SubscribeOptions{MaxEvents: total})
 	wg.Wait()
 	seen := map[string]bool{}
 	for _, p := range st.Remote {
@@ -133,7 +133,7 @@ func TestSubscribeWithStateIsAtomic(t *testing.T) {
 func TestSubscribeAfterEndIsClosed(t *testing.T) {
 	r := newTestRoom()
 	r.ended = true
-	s := r.Subscribe()
+	s := r.Subscribe(nil)
 	_, ok := <-s.Events()
 	assert.False(t, ok)
 }
@@ -153,11 +153,11 @@ func TestDiffParticipants(t *testing.T) {
 
 func TestDisconnectedAlwaysDelivered(t *testing.T) {
 	r := newTestRoom()
-	s := r.Subscribe(WithBuffer(2))
+	s := r.Subscribe(&SubscribeOptions{MaxEvents: 2})
 	for i := range 5 {
 		r.emitTest(joined(string(rune('a' + i))))
 	}
-	r.emitTest(Disconnected{at: at{time.Now()}, Reason: ReasonRoomDeleted})
+	r.emitTest(Disconnected{Time: time.Now(), Reason: ReasonRoomDeleted})
 	var got []Event
 	for len(s.Events()) > 0 {
 		got = append(got, <-s.Events())
@@ -168,4 +168,19 @@ func TestDisconnectedAlwaysDelivered(t *testing.T) {
 	require.IsType(t, EventsDropped{}, got[2])
 	assert.EqualValues(t, 3, got[2].(EventsDropped).Count)
 	assert.Equal(t, ReasonRoomDeleted, got[3].(Disconnected).Reason)
+}
+
+func TestIsLoopbackURL(t *testing.T) {
+	for u, want := range map[string]bool{
+		"ws://127.0.0.1:7880":         true,
+		"ws://127.3.2.1:7880":         true,
+		"http://localhost:7880":       true,
+		"ws://[::1]:7880":             true,
+		"wss://example.com":           false,
+		"ws://10.0.0.1:7880":          false,
+		"::not a url":                 false,
+		"wss://127.0.0.1.example.com": false,
+	} {
+		assert.Equal(t, want, isLoopbackURL(u), u)
+	}
 }

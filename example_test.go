@@ -24,13 +24,12 @@ func ExampleJoin() {
 	room := fmt.Sprintf("example-join-%d", time.Now().UnixNano())
 
 	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"),
-		callstate.WithLoopbackICE(), // the server runs on this machine
-		callstate.WithUserData(map[string]string{"role": "host"}))
+		&callstate.JoinOptions{UserData: map[string]string{"role": "host"}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer alice.Close()
-	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), callstate.WithLoopbackICE())
+	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -58,17 +57,17 @@ func ExampleRoom_SetSessionData() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	room := fmt.Sprintf("example-session-%d", time.Now().UnixNano())
-	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), callstate.WithLoopbackICE())
+	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer alice.Close()
-	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), callstate.WithLoopbackICE())
+	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer bob.Close()
-	events := bob.Subscribe()
+	events := bob.Subscribe(nil)
 
 	// Session data writes need the roomAdmin grant, which srv.Token gives.
 	err = alice.SetSessionData(ctx, map[string]any{"topic": "standup", "timer": 300}, callstate.Replace)
@@ -108,18 +107,18 @@ func ExampleRoom_SendAppMessage() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	room := fmt.Sprintf("example-appmessage-%d", time.Now().UnixNano())
-	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), callstate.WithLoopbackICE())
+	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer alice.Close()
-	aliceEvents := alice.Subscribe()
-	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), callstate.WithLoopbackICE())
+	aliceEvents := alice.Subscribe(nil)
+	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer bob.Close()
-	bobEvents := bob.Subscribe()
+	bobEvents := bob.Subscribe(nil)
 
 	if _, err := calltest.AwaitEvent(ctx, aliceEvents, 10*time.Second, func(e callstate.ParticipantJoined) bool {
 		return e.Participant.Identity == "bob"
@@ -156,19 +155,19 @@ func ExampleRoom_PublishData() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	room := fmt.Sprintf("example-data-%d", time.Now().UnixNano())
-	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), callstate.WithLoopbackICE())
+	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer alice.Close()
-	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), callstate.WithLoopbackICE())
+	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer bob.Close()
-	events := bob.Subscribe()
+	events := bob.Subscribe(nil)
 
-	if err := alice.PublishData(ctx, []byte("hello"), callstate.WithTopic("chat")); err != nil {
+	if err := alice.PublishData(ctx, []byte("hello"), &callstate.PublishOptions{Topic: "chat"}); err != nil {
 		log.Fatal(err)
 	}
 
@@ -193,13 +192,13 @@ func ExampleRoom_Subscribe() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	room := fmt.Sprintf("example-subscribe-%d", time.Now().UnixNano())
-	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), callstate.WithLoopbackICE())
+	alice, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "alice"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer alice.Close()
-	sub := alice.Subscribe()
-	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), callstate.WithLoopbackICE())
+	sub := alice.Subscribe(nil)
+	bob, err := callstate.Join(ctx, srv.URL(), srv.Token(room, "bob"), nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,15 +1,24 @@
 package callstate
 
-// WithRawHook lets tests see every signalling frame ("signal") and data
-// channel message ("data") before it is decoded.
-func WithRawHook(f func(source string, b []byte)) Option {
-	return func(o *options) { o.rawHook = f }
+// WithRawHook returns o (a new JoinOptions when nil) with a hook that sees
+// every signalling frame ("signal") and data channel message ("data")
+// before it is decoded.
+func WithRawHook(o *JoinOptions, f func(source string, b []byte)) *JoinOptions {
+	if o == nil {
+		o = &JoinOptions{}
+	}
+	o.rawHook = f
+	return o
 }
 
-// WithSendFilter lets tests see, and drop, every data packet before it is
-// sent.
-func WithSendFilter(f func(reliable bool, pkt []byte) (keep bool)) Option {
-	return func(o *options) { o.sendFilter = f }
+// WithSendFilter returns o (a new JoinOptions when nil) with a filter that
+// sees, and may drop, every data packet before it is sent.
+func WithSendFilter(o *JoinOptions, f func(reliable bool, pkt []byte) (keep bool)) *JoinOptions {
+	if o == nil {
+		o = &JoinOptions{}
+	}
+	o.sendFilter = f
+	return o
 }
 
 // MaxLossyPacket returns the largest lossy packet the Room's encoder sends.

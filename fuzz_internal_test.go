@@ -19,13 +19,16 @@ import (
 // WebRTC transport and no signalling connection, for feeding it input as if
 // it came from the network.
 func newOfflineRoom(tb testing.TB) *Room {
-	r := newRoom((&options{}).withDefaults(), "ws://127.0.0.1:1", "")
+	o, err := (*JoinOptions)(nil).resolve("ws://127.0.0.1:1")
+	require.NoError(tb, err)
+	r := newRoom(o, "ws://127.0.0.1:1", "")
 	r.state = StateConnected
 	r.local = Participant{Identity: "me", SID: "PA_me", Permissions: Permissions{CanPublishData: true, CanUpdateMetadata: true}}
 	r.info = RoomInfo{Name: "room", SID: "RM_room"}
 	cfg := r.chunkConfig()
 	r.asm = chunk.NewAssembler(cfg)
 	r.enc = chunk.NewEncoder(cfg)
+	r.lossyEnc = chunk.NewEncoder(cfg)
 	r.session = newSessionData("me")
 	tr, err := rtc.New(rtc.Config{
 		SendSignal: func(*lkpb.SignalRequest) error { return nil },
@@ -71,10 +74,10 @@ func FuzzSignalResponse(f *testing.F) {
 			return
 		}
 		r := newOfflineRoom(t)
-		sub := r.Subscribe()
+		sub := r.Subscribe(nil)
 		r.handleSignal(&msg)
 		r.handleSignal(&msg) // twice: duplicates are harmless too
-		_ = r.State()
+		_ = r.Snapshot()
 		sub.Close()
 	})
 }
@@ -96,7 +99,7 @@ func FuzzDataPacket(f *testing.F) {
 	})
 	require.NoError(f, err)
 	r := newOfflineRoom(f)
-	sub := r.Subscribe(WithBuffer(4))
+	sub := r.Subscribe(&SubscribeOptions{MaxEvents: 4})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r.onData(len(b)%2 == 0, b)
 		for len(sub.Events()) > 0 {
@@ -108,7 +111,7 @@ func FuzzDataPacket(f *testing.F) {
 
 func TestMalformedInputIsCountedNotFatal(t *testing.T) {
 	r := newOfflineRoom(t)
-	sub := r.Subscribe()
+	sub := r.Subscribe(nil)
 	r.onData(true, []byte{0xff, 0xff, 0xff, 0xff})
 	r.onData(false, []byte("not a protobuf at all \x00\x01"))
 	// An app message whose payload is not JSON.
@@ -134,7 +137,7 @@ func TestMalformedInputIsCountedNotFatal(t *testing.T) {
 
 func TestRepeatedReliablePacketsAreDroppedOnce(t *testing.T) {
 	r := newOfflineRoom(t)
-	sub := r.Subscribe()
+	sub := r.Subscribe(nil)
 	packet := func(seq uint32, sid, body string, kind lkpb.DataPacket_Kind) []byte {
 		b, err := proto.Marshal(&lkpb.DataPacket{Kind: kind, ParticipantIdentity: "x", ParticipantSid: sid, Sequence: seq,
 			Value: &lkpb.DataPacket_User{User: &lkpb.UserPacket{Payload: []byte(body)}}})

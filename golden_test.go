@@ -109,7 +109,7 @@ func TestCaptureGolden(t *testing.T) {
 			frames[name] = append([]byte(nil), b...)
 		}
 	}
-	aliceHook := callstate.WithRawHook(func(source string, b []byte) {
+	aliceHook := callstate.WithRawHook(nil, func(source string, b []byte) {
 		if source == "data" {
 			keep("data_packet.bin", b)
 			return
@@ -123,7 +123,7 @@ func TestCaptureGolden(t *testing.T) {
 			}
 		}
 	})
-	bobHook := callstate.WithRawHook(func(source string, b []byte) {
+	bobHook := callstate.WithRawHook(nil, func(source string, b []byte) {
 		var msg lkpb.SignalResponse
 		if source == "signal" && proto.Unmarshal(b, &msg) == nil && msg.GetJoin() != nil {
 			keep("join_response.bin", b)
@@ -131,11 +131,11 @@ func TestCaptureGolden(t *testing.T) {
 	})
 	a := srv.JoinWith(t, callstate.Claims{Identity: "alice", Name: "Alice", Metadata: `{"role":"host"}`,
 		Grants: calltest.DefaultGrants(room)}, aliceHook)
-	sub := a.Subscribe()
+	sub := a.Subscribe(nil)
 	b := srv.JoinWith(t, callstate.Claims{Identity: "bob", Name: "Bob", Metadata: `{"role":"guest"}`,
 		Attributes: map[string]string{"team": "blue"}, Grants: calltest.DefaultGrants(room)}, bobHook)
 	calltest.Await(t, sub, func(e callstate.ParticipantJoined) bool { return e.Participant.Identity == "bob" })
-	require.NoError(t, b.PublishData(ctx, []byte("hello golden"), callstate.WithTopic("greetings")))
+	require.NoError(t, b.PublishData(ctx, []byte("hello golden"), &callstate.PublishOptions{Topic: "greetings"}))
 	calltest.Await(t, sub, fromIs("bob"))
 
 	dir := filepath.Join("testdata", "golden")

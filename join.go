@@ -5,56 +5,37 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/callstate/callstate/internal/chunk"
 	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/redact"
 	"github.com/callstate/callstate/internal/rtc"
 	"github.com/callstate/callstate/internal/signal"
 	"github.com/pion/webrtc/v4"
 )
 
 // Join joins the room that token grants, on the LiveKit server at serverURL
-// (ws://, wss://, http:// or https://). ctx bounds the join only; the Room
-// lives until Close or until the server ends it.
+// (ws://, wss://, http:// or https://), with the options in opts (nil for
+// the defaults). ctx bounds the join only; the Room lives until Close or
+// until the server ends it.
 //
 // Join returns once the participant is connected: the state of the room is
 // known (participants, metadata, session data), events flow, and, unless
-// the participant is receive-only, data can be sent. Errors are *JoinError
-// values matching ErrInvalidArgument, ErrBadToken, ErrServerUnreachable or
-// ErrJoinRefused.
-func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, error) {
-	o := &options{}
-	for _, opt := range opts {
-		opt(o)
-	}
-	o = o.withDefaults()
+// the participant is receive-only, data can be sent: a packet published
+// right after Join returns is delivered. Errors are *JoinError values
+// matching ErrInvalidArgument, ErrBadToken, ErrServerUnreachable or
+// ErrJoinRefused; their text never contains the token.
+func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Room, error) {
 	if err := checkJoinArgs(serverURL, token); err != nil {
 		return nil, err
 	}
-	var initial *string
-	switch {
-	case o.hasUserData:
-		s, err := marshalUserData(o.userData)
-		if err != nil {
-			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial user data", Err: err}
-		}
-		initial = &s
-	case o.metadata != nil:
-		initial = o.metadata
+	o, err := opts.resolve(serverURL)
+	if err != nil {
+		return nil, err
 	}
-	if initial != nil {
-		if err := checkMetadata(*initial); err != nil {
-			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial metadata", Err: err}
-		}
-	}
-	if len(o.name) > MaxNameSize {
-		return nil, &JoinError{Kind: ErrInvalidArgument, Message: "name",
-			Err: &SizeError{What: "name", Size: len(o.name), Limit: MaxNameSize}}
-	}
+	initial := o.initialMetadata
 
 	r := newRoom(o, serverURL, token)
 	cfg := r.chunkConfig()
@@ -64,13 +45,13 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		URL:           serverURL,
 		Token:         token,
 		SDKVersion:    Version,
-		AutoSubscribe: o.autoSubscribe,
-		HTTPClient:    o.httpClient,
+		AutoSubscribe: o.AutoSubscribe,
+		HTTPClient:    o.HTTPClient,
 		Handler:       r.handleSignal,
 	}
 	sigOpts.Raw = r.rawSignalHook()
-	if len(o.attributes) > 0 {
-		b, _ := json.Marshal(o.attributes)
+	if len(o.Attributes) > 0 {
+		b, _ := json.Marshal(o.Attributes)
 		sigOpts.Attributes = base64.URLEncoding.EncodeToString(b)
 	}
 	sig, first, err := signal.Dial(ctx, sigOpts)
@@ -99,13 +80,14 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 	r.session = newSessionData(r.local.Identity)
 	cfg.MaxLossyPacket = maxLossyPacket(r.local.Identity, r.local.SID)
 	r.enc = chunk.NewEncoder(cfg)
+	r.lossyEnc = chunk.NewEncoder(cfg)
 	r.session.observe(now, r.info.Metadata)
 
 	tr, err := rtc.New(rtc.Config{
 		ICEServers:    iceServers(jr.GetIceServers()),
 		Loopback:      o.loopback,
-		SettingEngine: o.settingEngine,
-		Logger:        o.logger,
+		SettingEngine: o.SettingEngine,
+		Logger:        o.Logger,
 		SendSignal:    r.sendSignal,
 		OnMessage:     r.onData,
 		OnState:       r.onTransportState,
@@ -125,7 +107,7 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 		<-r.done
 		return nil, joinError(ctx, err)
 	}
-	publish := !o.receiveOnly && r.local.Permissions.CanPublishData
+	publish := !o.ReceiveOnly && r.local.Permissions.CanPublishData
 	if publish {
 		if err := tr.Publish(); err != nil {
 			return fail(err)
@@ -151,8 +133,8 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 	r.mu.Lock()
 	r.state = StateConnected
 	r.mu.Unlock()
-	if initial != nil || o.name != "" {
-		upd := &lkpb.UpdateParticipantMetadata{Name: o.name}
+	if initial != nil || o.Name != "" {
+		upd := &lkpb.UpdateParticipantMetadata{Name: o.Name}
 		if initial != nil {
 			upd.Metadata = *initial
 		}
@@ -168,28 +150,19 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 // chunkConfig returns the packetization limits the options ask for.
 func (r *Room) chunkConfig() chunk.Config {
 	cfg := chunk.DefaultConfig()
-	cfg.MaxMessageSize = r.opts.maxMessage
-	if r.opts.lossyTimeout > 0 {
-		cfg.LossyTimeout = r.opts.lossyTimeout
+	cfg.MaxMessageSize = r.opts.MaxMessageSize
+	if r.opts.LossyReassemblyTimeout > 0 {
+		cfg.LossyTimeout = r.opts.LossyReassemblyTimeout
 	}
-	if r.opts.streamTimeout > 0 {
-		cfg.StreamTimeout = r.opts.streamTimeout
+	if r.opts.StreamReassemblyTimeout > 0 {
+		cfg.StreamTimeout = r.opts.StreamReassemblyTimeout
 	}
 	return cfg
 }
 
 func checkJoinArgs(serverURL, token string) error {
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return &JoinError{Kind: ErrInvalidArgument, Message: fmt.Sprintf("invalid URL %q", serverURL), Err: err}
-	}
-	switch u.Scheme {
-	case "ws", "wss", "http", "https":
-	default:
-		return &JoinError{Kind: ErrInvalidArgument, Message: fmt.Sprintf("invalid URL %q: the scheme must be ws, wss, http or https", serverURL)}
-	}
-	if u.Host == "" {
-		return &JoinError{Kind: ErrInvalidArgument, Message: fmt.Sprintf("invalid URL %q: no host", serverURL)}
+	if _, err := parseServerURL(serverURL); err != nil {
+		return &JoinError{Kind: ErrInvalidArgument, Err: err}
 	}
 	if strings.TrimSpace(token) == "" {
 		return &JoinError{Kind: ErrBadToken, Message: "empty token"}
@@ -197,7 +170,9 @@ func checkJoinArgs(serverURL, token string) error {
 	return nil
 }
 
-// joinError classifies a failure during Join.
+// joinError classifies a failure during Join. Every text it keeps goes
+// through redact: a dial error quotes the URL with the token, and
+// LiveKit's 401 body quotes the token itself.
 func joinError(ctx context.Context, err error) error {
 	var je *JoinError
 	if errors.As(err, &je) {
@@ -209,15 +184,22 @@ func joinError(ctx context.Context, err error) error {
 		if de.StatusCode == 401 {
 			kind = ErrBadToken
 		}
-		return &JoinError{StatusCode: de.StatusCode, Message: de.Body, Kind: kind}
+		return &JoinError{StatusCode: de.StatusCode, Message: redact.String(de.Body), Kind: kind}
 	}
-	if errors.Is(err, ErrClosed) {
-		return &JoinError{Kind: ErrJoinRefused, Err: err}
-	}
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return &JoinError{Kind: ErrServerUnreachable, Message: "join cancelled", Err: ctx.Err()}
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		return &JoinError{Kind: ErrServerUnreachable, Message: "no connection within the join deadline", Err: ctx.Err()}
+	case errors.Is(err, errServerLeft):
+		// The server itself ended the session during the join.
+		return &JoinError{Kind: ErrJoinRefused, Err: redact.Error(err)}
+	case errors.Is(err, ErrClosed):
+		// The connection went away during the join (the server went
+		// silent or closed it): the server is not reachable for us.
+		return &JoinError{Kind: ErrServerUnreachable, Err: redact.Error(err)}
 	}
-	return &JoinError{Kind: ErrServerUnreachable, Err: err}
+	return &JoinError{Kind: ErrServerUnreachable, Err: redact.Error(err)}
 }
 
 func iceServers(in []*lkpb.ICEServer) []webrtc.ICEServer {

@@ -1,147 +1,226 @@
 package callstate
 
 import (
+	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/callstate/callstate/internal/redact"
+	"github.com/callstate/callstate/internal/rtc"
 )
 
-// Option configures Join.
-type Option func(*options)
+// Options in callstate are plain structs, one per kind of call, passed by
+// pointer; nil, like the zero value of every field, means the defaults:
+// JoinOptions for Join, PublishOptions for PublishData, SubscribeOptions for
+// Subscribe, RoomServiceOptions for NewRoomService. Network knobs that are
+// rarely changed live in a pion SettingEngine that NewSettingEngine returns
+// pre-tuned.
 
-type options struct {
-	loopback      bool
-	settingEngine *webrtc.SettingEngine
-	receiveOnly   bool
-	autoSubscribe bool
-	attributes    map[string]string
-	metadata      *string
-	name          string
-	resumeWindow  time.Duration // < 0: no resume
-	userData      any
-	hasUserData   bool
-	logger        *slog.Logger
-	httpClient    *http.Client
-	ownHTTP       bool
-	maxMessage    int
-	lossyTimeout  time.Duration
-	streamTimeout time.Duration
-	// rawHook, set by tests, sees every signalling frame ("signal") and
-	// data channel message ("data") before it is decoded.
+// JoinOptions configures Join. The zero value (or nil) joins with the
+// defaults: publishing, resuming for DefaultResumeWindow after a cut, the
+// token's metadata, name and attributes.
+type JoinOptions struct {
+	// ReceiveOnly joins without a publisher connection: the Room receives
+	// everything but cannot send data packets or app messages (those calls
+	// return ErrReceiveOnly). Joins are faster and lighter; it suits
+	// recorders. A token without the canPublishData grant implies it.
+	ReceiveOnly bool
+
+	// Name sets the participant's name as part of Join: Join returns once
+	// the server has applied it. It needs the canUpdateOwnMetadata grant (a
+	// name in the token needs none).
+	Name string
+	// Metadata sets the participant's metadata as part of Join, like Name.
+	// Empty keeps the token's.
+	Metadata string
+	// UserData, when non-nil, sets the participant's user data (the JSON
+	// encoding of the value, as its metadata) as part of Join, like Name.
+	// It cannot be combined with Metadata.
+	UserData any
+	// Attributes are set at join, merged over the token's; no grant is
+	// needed.
+	Attributes map[string]string
+
+	// Resume is how long the Room tries to resume its session after its
+	// signalling connection to the server is cut (a network failure):
+	// during that time it reports StateReconnecting, and if the server
+	// takes it back, StateConnected again, with no leave or join seen by
+	// others. Zero means DefaultResumeWindow; a negative value disables
+	// resuming: the Room then ends at once when the connection fails.
+	Resume time.Duration
+
+	// MaxMessageSize is the largest data payload or app message the Room
+	// sends or accepts, in bytes. Larger received messages are discarded
+	// and counted in Stats. Zero means DefaultMaxMessageSize.
+	MaxMessageSize int
+	// LossyReassemblyTimeout is how long the Room keeps a partly received
+	// fragmented lossy message after its first fragment; zero means 2 s.
+	LossyReassemblyTimeout time.Duration
+	// StreamReassemblyTimeout is how long the Room keeps a partly received
+	// data stream after its last chunk; zero means 30 s.
+	StreamReassemblyTimeout time.Duration
+
+	// Logger receives the Room's diagnostics, pion's WebRTC logs included
+	// (at debug level). Nil discards them. Nothing the Room logs contains a
+	// token or a secret.
+	Logger *slog.Logger
+	// HTTPClient is used for the signalling handshake and for server API
+	// calls the Room makes (session data writes). Nil means a client of
+	// the Room's own, whose idle connections Close releases.
+	HTTPClient *http.Client
+	// SettingEngine is the base of the Room's PeerConnections, for network
+	// settings (interfaces, ports, NAT mapping). Start from
+	// NewSettingEngine, which carries callstate's tuning, and adjust it.
+	// Nil means NewSettingEngine(). When its LoggerFactory is nil, pion's
+	// logs go to Logger.
+	SettingEngine *webrtc.SettingEngine
+	// LoopbackICE forces ICE onto the loopback interface only (UDP on
+	// 127.0.0.1, no mDNS). Join does this by itself when the server's host
+	// is a loopback address or "localhost" (a local development server, the
+	// calltest server), so it is needed only for a loopback server reached
+	// through another name.
+	LoopbackICE bool
+	// AutoSubscribe asks the server to subscribe the participant to
+	// published audio and video tracks. callstate does not consume media;
+	// off by default.
+	AutoSubscribe bool
+
+	// Test hooks, set through export_test.go.
+	//
+	// rawHook sees every signalling frame ("signal") and data channel
+	// message ("data") before it is decoded.
 	rawHook func(source string, b []byte)
-	// sendFilter, set by tests, sees every data packet before it is sent
-	// and may drop it (fault injection).
+	// sendFilter sees every data packet before it is sent and may drop it
+	// (fault injection).
 	sendFilter func(reliable bool, pkt []byte) (keep bool)
 }
 
-func (o *options) withDefaults() *options {
-	c := *o
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+// options are JoinOptions with the defaults applied, as the Room uses them.
+type options struct {
+	JoinOptions
+	initialMetadata *string // Metadata or UserData's encoding, if any
+	loopback        bool
+	ownHTTP         bool
+}
+
+// resolve checks o and applies the defaults for a join to serverURL.
+func (o *JoinOptions) resolve(serverURL string) (*options, error) {
+	var c options
+	if o != nil {
+		c.JoinOptions = *o
 	}
-	if c.httpClient == nil {
-		// A client of the Room's own, whose idle connections Close
-		// releases.
-		c.httpClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	c.Attributes = maps.Clone(c.Attributes)
+	switch {
+	case c.UserData != nil && c.Metadata != "":
+		return nil, &JoinError{Kind: ErrInvalidArgument, Message: "JoinOptions: Metadata and UserData are exclusive"}
+	case c.UserData != nil:
+		s, err := marshalUserData(c.UserData)
+		if err != nil {
+			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial user data", Err: err}
+		}
+		c.initialMetadata = &s
+	case c.Metadata != "":
+		c.initialMetadata = &c.Metadata
+	}
+	if c.initialMetadata != nil {
+		if err := checkMetadata(*c.initialMetadata); err != nil {
+			return nil, &JoinError{Kind: ErrInvalidArgument, Message: "initial metadata", Err: err}
+		}
+	}
+	if len(c.Name) > MaxNameSize {
+		return nil, &JoinError{Kind: ErrInvalidArgument, Message: "name",
+			Err: &SizeError{What: "name", Size: len(c.Name), Limit: MaxNameSize}}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	} else {
+		// No token or secret reaches the user's logs, at any level.
+		c.Logger = slog.New(redact.Handler(c.Logger.Handler()))
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		c.ownHTTP = true
 	}
-	if c.maxMessage <= 0 {
-		c.maxMessage = DefaultMaxMessageSize
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
 	}
-	if c.resumeWindow == 0 {
-		c.resumeWindow = DefaultResumeWindow
+	if c.Resume == 0 {
+		c.Resume = DefaultResumeWindow
 	}
-	c.attributes = maps.Clone(c.attributes)
-	return &c
+	var se webrtc.SettingEngine
+	if c.SettingEngine != nil {
+		se = *c.SettingEngine
+	} else {
+		se = *NewSettingEngine()
+	}
+	if se.LoggerFactory == nil {
+		se.LoggerFactory = rtc.LoggerFactory(c.Logger)
+	}
+	c.SettingEngine = &se
+	c.loopback = c.LoopbackICE || isLoopbackURL(serverURL)
+	return &c, nil
 }
+
+// resumes reports whether the Room resumes after a cut.
+func (o *options) resumes() bool { return o.Resume > 0 }
 
 // DefaultMaxMessageSize is the default largest data payload or app message
 // the Room sends or accepts: 16 MiB.
 const DefaultMaxMessageSize = 16 << 20
 
-// WithLoopbackICE makes the Room connect to a server on the same machine
-// over the loopback interface only (UDP on 127.0.0.1, no mDNS). Use it for a
-// local development server and in tests; never for remote servers.
-func WithLoopbackICE() Option { return func(o *options) { o.loopback = true } }
-
-// WithSettingEngine sets the pion SettingEngine the Room's PeerConnections
-// are built from, for advanced network settings (interfaces, ports, NAT
-// mapping). It replaces callstate's own settings (a 100 ms DTLS
-// retransmission interval, SCTP retransmissions at most 3 s apart, pion's
-// logs routed to WithLogger's logger);
-// WithLoopbackICE is applied on top of it.
-func WithSettingEngine(se *webrtc.SettingEngine) Option {
-	return func(o *options) { o.settingEngine = se }
+// NewSettingEngine returns the pion SettingEngine a Room uses unless
+// JoinOptions.SettingEngine says otherwise: pion's defaults with a 100 ms
+// DTLS retransmission interval (pion's 1 s makes a handshake message lost
+// before ICE settles cost a second of join time) and SCTP retransmissions
+// at most 3 s apart (pion backs off to 60 s, which can hold a reliable
+// message that long after a stall). Adjust it and pass it in JoinOptions.
+func NewSettingEngine() *webrtc.SettingEngine {
+	se := &webrtc.SettingEngine{}
+	se.SetDTLSRetransmissionInterval(rtc.DTLSRetransmission)
+	se.SetSCTPRTOMax(rtc.SCTPRTOMax)
+	return se
 }
 
-// WithReceiveOnly joins without a publisher connection: the Room receives
-// everything but cannot send data packets or app messages. Joins are faster
-// and lighter; it suits recorders. A token without the canPublishData grant
-// implies it.
-func WithReceiveOnly() Option { return func(o *options) { o.receiveOnly = true } }
-
-// WithAttributes sets attributes at join; they are merged over the token's.
-func WithAttributes(attrs map[string]string) Option {
-	return func(o *options) { o.attributes = maps.Clone(attrs) }
-}
-
-// WithMetadata sets the participant's metadata as part of Join: Join
-// returns once the server has applied it. It needs the canUpdateOwnMetadata
-// grant; metadata in the token needs no grant.
-func WithMetadata(metadata string) Option {
-	return func(o *options) { o.metadata = &metadata; o.hasUserData = false }
-}
-
-// WithName sets the participant's name as part of Join, like WithMetadata
-// (a name in the token needs no grant).
-func WithName(name string) Option { return func(o *options) { o.name = name } }
-
-// WithUserData sets the participant's user data as part of Join, like
-// WithMetadata with the JSON encoding of v.
-func WithUserData(v any) Option {
-	return func(o *options) { o.userData = v; o.hasUserData = true; o.metadata = nil }
-}
-
-// WithLogger sets the logger for the Room's diagnostics, pion's WebRTC
-// logs included (at debug level). The default discards them.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
-
-// WithHTTPClient sets the HTTP client for the signalling handshake and for
-// server API calls the Room makes (session data writes).
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
-
-// WithMaxMessageSize sets the largest data payload or app message the Room
-// sends or accepts, in bytes. Larger received messages are discarded and
-// counted in Stats. The default is DefaultMaxMessageSize.
-func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage = n } }
-
-// WithReassemblyTimeouts sets how long the Room keeps a partly received
-// message: lossy for a fragmented lossy message (default 2 s after its first
-// fragment), stream for a chunked reliable message (default 30 s after its
-// last chunk). Zero keeps a default.
-func WithReassemblyTimeouts(lossy, stream time.Duration) Option {
-	return func(o *options) { o.lossyTimeout, o.streamTimeout = lossy, stream }
-}
-
-// WithResume sets how long the Room tries to resume its session after its
-// signalling connection to the server is cut (a network failure): during
-// that time it reports StateReconnecting, and if the server takes it back,
-// StateConnected again, with no leave or join seen by others. The default
-// is 15 seconds; 0 or less disables resuming: the Room then ends at once
-// when the connection fails.
-func WithResume(window time.Duration) Option {
-	return func(o *options) {
-		if window <= 0 {
-			window = -1
-		}
-		o.resumeWindow = window
+// parseServerURL checks a LiveKit server URL (ws, wss, http or https, with a
+// host); every entry point that takes one uses it.
+func parseServerURL(serverURL string) (*url.URL, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: invalid server URL: %v", ErrInvalidArgument, redactURLError(err))
 	}
+	switch u.Scheme {
+	case "ws", "wss", "http", "https":
+	default:
+		return nil, fmt.Errorf("%w: invalid server URL %q: the scheme must be ws, wss, http or https", ErrInvalidArgument, redactURL(u))
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w: invalid server URL %q: no host", ErrInvalidArgument, redactURL(u))
+	}
+	return u, nil
 }
 
-// WithAutoSubscribe asks the server to subscribe the participant to
-// published audio and video tracks. callstate does not consume media; this
-// is off by default.
-func WithAutoSubscribe(on bool) Option { return func(o *options) { o.autoSubscribe = on } }
+// isLoopbackURL reports whether serverURL names a server on this machine:
+// a loopback address or "localhost". ICE must then use the loopback
+// interface, which pion leaves out by default.
+func isLoopbackURL(serverURL string) bool {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func redactURL(u *url.URL) string { return redact.URL(u) }
+
+func redactURLError(err error) string { return redact.String(err.Error()) }

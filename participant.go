@@ -280,10 +280,10 @@ func (r *Room) SetAttributes(ctx context.Context, attrs map[string]string) error
 // if that does not happen before ctx ends, and ErrClosed if the Room ends.
 // Addressing a message To a participant that just joined needs this.
 func (r *Room) WaitForParticipant(ctx context.Context, identity string) (Participant, error) {
-	st, sub := r.SubscribeWithState(WithBuffer(16), WithFilter(func(e Event) bool {
+	st, sub := r.SubscribeWithSnapshot(&SubscribeOptions{MaxEvents: 16, Filter: func(e Event) bool {
 		j, ok := e.(ParticipantJoined)
 		return ok && j.Participant.Identity == identity
-	}))
+	}})
 	defer sub.Close()
 	for _, p := range st.Remote {
 		if p.Identity == identity {
@@ -327,7 +327,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 			prev := r.local
 			r.local = p
 			if c := diffParticipants(prev, p); c.Any() {
-				r.emitLocked(ParticipantUpdated{at: at{now}, Participant: p, Previous: prev, Changes: c, Local: true})
+				r.emitLocked(ParticipantUpdated{Time: now, Participant: p, Previous: prev, Changes: c, Local: true})
 			}
 			continue
 		}
@@ -338,7 +338,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 				delete(r.lastSeq, old.SID)
 				r.asm.Forget(old.Identity)
 				r.session.poke() // its lost session-data writes are ours to repair now
-				r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: DisconnectReason(pi.GetDisconnectReason())})
+				r.emitLocked(ParticipantLeft{Time: now, Participant: old, Reason: DisconnectReason(pi.GetDisconnectReason())})
 			}
 			continue
 		}
@@ -346,18 +346,18 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		switch {
 		case !known:
 			r.remotes[p.Identity] = p
-			r.emitLocked(ParticipantJoined{at: at{now}, Participant: p})
+			r.emitLocked(ParticipantJoined{Time: now, Participant: p})
 		case old.SID != p.SID:
 			// The identity joined again; the old session is gone.
 			r.remotes[p.Identity] = p
 			delete(r.lastSeq, old.SID)
 			r.asm.Forget(old.Identity)
-			r.emitLocked(ParticipantLeft{at: at{now}, Participant: old, Reason: ReasonDuplicateIdentity})
-			r.emitLocked(ParticipantJoined{at: at{now}, Participant: p})
+			r.emitLocked(ParticipantLeft{Time: now, Participant: old, Reason: ReasonDuplicateIdentity})
+			r.emitLocked(ParticipantJoined{Time: now, Participant: p})
 		case p.Version > old.Version:
 			r.remotes[p.Identity] = p
 			if c := diffParticipants(old, p); c.Any() {
-				r.emitLocked(ParticipantUpdated{at: at{now}, Participant: p, Previous: old, Changes: c})
+				r.emitLocked(ParticipantUpdated{Time: now, Participant: p, Previous: old, Changes: c})
 			}
 		}
 	}

@@ -24,10 +24,10 @@ func TestParticipantStateReachesEveryone(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	c := srv.Join(t, room, "carol")
-	subA, subB, subC := a.Subscribe(), b.Subscribe(), c.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	c := srv.Join(t, room, "carol", nil)
+	subA, subB, subC := a.Subscribe(nil), b.Subscribe(nil), c.Subscribe(nil)
 	ctx := ctxT(t)
 
 	require.NoError(t, a.SetUserData(ctx, map[string]any{"mood": "happy", "n": 1}))
@@ -79,15 +79,18 @@ func TestLateJoinerSeesParticipantState(t *testing.T) {
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
 	a := srv.JoinWith(t, callstate.Claims{Identity: "alice", Name: "Al", Grants: calltest.DefaultGrants(room)},
-		callstate.WithName("Alice"),
-		callstate.WithUserData(map[string]string{"from": "join option"}),
-		callstate.WithAttributes(map[string]string{"lang": "en"}))
+		&callstate.JoinOptions{
+			Name:       "Alice",
+			UserData:   map[string]string{"from": "join option"},
+			Attributes: map[string]string{"lang": "en"},
+		})
 	b := srv.JoinWith(t, callstate.Claims{Identity: "bob", Name: "Bob", Metadata: `{"from":"token"}`,
-		Attributes: map[string]string{"lang": "fr"}, Grants: calltest.DefaultGrants(room)})
+		Attributes: map[string]string{"lang": "fr"}, Grants: calltest.DefaultGrants(room)}, nil)
+
 	require.NoError(t, b.SetName(ctx, "Robert"))
 	require.NoError(t, a.SetAttributes(ctx, map[string]string{"x": "1"}))
 
-	late := srv.Join(t, room, "late")
+	late := srv.Join(t, room, "late", nil)
 	got := map[string]callstate.Participant{}
 	for _, p := range late.RemoteParticipants() {
 		got[p.Identity] = p
@@ -107,9 +110,9 @@ func TestLateJoinerSeesParticipantState(t *testing.T) {
 func TestClearingUserData(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice", callstate.WithUserData(map[string]int{"x": 1}))
-	b := srv.Join(t, room, "bob")
-	sub := b.Subscribe()
+	a := srv.Join(t, room, "alice", &callstate.JoinOptions{UserData: map[string]int{"x": 1}})
+	b := srv.Join(t, room, "bob", nil)
+	sub := b.Subscribe(nil)
 	ctx := ctxT(t)
 	p, _ := b.Participant("alice")
 	_, ok := p.UserData()
@@ -134,8 +137,9 @@ func TestParticipantUpdateRefusals(t *testing.T) {
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
 	ro := srv.JoinWith(t, callstate.Claims{Identity: "readonly", Metadata: "before",
-		Grants: callstate.Grants{Room: room, RoomJoin: true}})
-	a := srv.Join(t, room, "alice")
+		Grants: callstate.Grants{Room: room, RoomJoin: true}}, nil)
+
+	a := srv.Join(t, room, "alice", nil)
 
 	for name, err := range map[string]error{
 		"metadata":   ro.SetMetadata(ctx, "after"),
@@ -173,9 +177,9 @@ func TestParticipantUpdateRefusals(t *testing.T) {
 func TestRapidUpdatesEndOnTheLastValue(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	sub := b.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	sub := b.Subscribe(nil)
 	ctx := ctxT(t)
 	const n = 100
 	for i := range n {
@@ -188,7 +192,7 @@ func TestRapidUpdatesEndOnTheLastValue(t *testing.T) {
 	assert.Equal(t, fmt.Sprintf(`{"n":%d}`, n-1), p.Metadata)
 	assert.Equal(t, fmt.Sprintf(`{"n":%d}`, n-1), a.LocalParticipant().Metadata)
 	// A late joiner agrees.
-	c := srv.Join(t, room, "carol")
+	c := srv.Join(t, room, "carol", nil)
 	p, _ = c.Participant("alice")
 	assert.Equal(t, fmt.Sprintf(`{"n":%d}`, n-1), p.Metadata)
 }
@@ -199,10 +203,10 @@ func TestConcurrentUpdatesFromSeveralParticipants(t *testing.T) {
 	const n = 5
 	rooms := make([]*callstate.Room, n)
 	for i := range n {
-		rooms[i] = srv.Join(t, room, fmt.Sprintf("p%d", i))
+		rooms[i] = srv.Join(t, room, fmt.Sprintf("p%d", i), nil)
 	}
-	obs := srv.Join(t, room, "observer")
-	sub := obs.Subscribe()
+	obs := srv.Join(t, room, "observer", nil)
+	sub := obs.Subscribe(nil)
 	ctx := ctxT(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -235,9 +239,9 @@ func TestConcurrentUpdatesFromSeveralParticipants(t *testing.T) {
 func TestServerSideParticipantUpdate(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	subA, subB := a.Subscribe(), b.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	subA, subB := a.Subscribe(nil), b.Subscribe(nil)
 	ctx := ctxT(t)
 	svc := service(t, srv)
 	md := `{"set":"by the server"}`

@@ -38,12 +38,12 @@ const (
 // resume tries to take the session back after the signalling connection
 // failed with cause; it reports whether it did.
 func (r *Room) resume(cause error) bool {
-	if r.opts.resumeWindow < 0 {
+	if !r.opts.resumes() {
 		return false
 	}
 	r.setState(StateReconnecting)
-	r.opts.logger.Info("callstate: signalling connection lost, resuming", "err", cause)
-	deadline := time.Now().Add(r.opts.resumeWindow)
+	r.opts.Logger.Info("callstate: signalling connection lost, resuming", "err", cause)
+	deadline := time.Now().Add(r.opts.Resume)
 	backoff := resumeBackoffMin
 	for time.Now().Before(deadline) {
 		ok, final := r.resumeOnce()
@@ -69,7 +69,7 @@ func (r *Room) resume(cause error) bool {
 // resumeOnce dials once; final reports an answer that makes further
 // attempts pointless.
 func (r *Room) resumeOnce() (ok, final bool) {
-	ctx, cancel := context.WithTimeout(r.life, min(resumeDialTimout, r.opts.resumeWindow))
+	ctx, cancel := context.WithTimeout(r.life, min(resumeDialTimout, r.opts.Resume))
 	defer cancel()
 	r.mu.Lock()
 	token, sid := r.token, r.local.SID
@@ -78,8 +78,8 @@ func (r *Room) resumeOnce() (ok, final bool) {
 		URL:           r.url,
 		Token:         token,
 		SDKVersion:    Version,
-		AutoSubscribe: r.opts.autoSubscribe,
-		HTTPClient:    r.opts.httpClient,
+		AutoSubscribe: r.opts.AutoSubscribe,
+		HTTPClient:    r.opts.HTTPClient,
 		Handler:       r.handleSignal,
 		Raw:           r.rawSignalHook(),
 		Reconnect:     true,
@@ -113,7 +113,7 @@ func (r *Room) resumeOnce() (ok, final bool) {
 	drop()
 	old.Close(gone, false)
 	if err := sig.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_SyncState{SyncState: r.syncState()}}); err != nil {
-		r.opts.logger.Warn("callstate: sending sync state after resume", "err", err)
+		r.opts.Logger.Warn("callstate: sending sync state after resume", "err", err)
 	}
 	// Requests sent on the lost connection may not have reached the server:
 	// send them again (they are idempotent updates).
@@ -128,7 +128,7 @@ func (r *Room) resumeOnce() (ok, final bool) {
 	})
 	for _, req := range again {
 		if err := sig.Send(ctx, req); err != nil {
-			r.opts.logger.Warn("callstate: sending a request again after resume", "err", err)
+			r.opts.Logger.Warn("callstate: sending a request again after resume", "err", err)
 		}
 	}
 	return true, false
@@ -147,12 +147,12 @@ func (r *Room) syncState() *lkpb.SyncState {
 
 func (r *Room) setState(s ConnectionState) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if r.state == s || r.state == StateDisconnected {
 		return
 	}
 	r.state = s
-	r.emitLocked(ConnectionStateChanged{at: at{time.Now()}, State: s})
+	r.emitLocked(ConnectionStateChanged{Time: time.Now(), State: s})
 }
 
 func (r *Room) rawSignalHook() func([]byte) {

@@ -16,9 +16,9 @@ func stateIs(s callstate.ConnectionState) func(callstate.ConnectionStateChanged)
 }
 
 // joinVia joins through a fault-injecting proxy in front of srv.
-func joinVia(t *testing.T, p *calltest.Proxy, srv *calltest.Server, room, identity string, opts ...callstate.Option) *callstate.Room {
+func joinVia(t *testing.T, p *calltest.Proxy, srv *calltest.Server, room, identity string, opts *callstate.JoinOptions) *callstate.Room {
 	t.Helper()
-	r, err := callstate.Join(ctxT(t), p.URL(), srv.Token(room, identity), append([]callstate.Option{callstate.WithLoopbackICE()}, opts...)...)
+	r, err := callstate.Join(ctxT(t), p.URL(), srv.Token(room, identity), opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Close() })
 	return r
@@ -39,18 +39,18 @@ func TestResumeAfterNetworkCuts(t *testing.T) {
 	room := srv.RoomName(t)
 	checkLeaks(t)
 	proxy := startProxy(t, srv)
-	a := joinVia(t, proxy, srv, room, "alice")
-	b := srv.Join(t, room, "bob")
-	subA, subB := a.Subscribe(), b.Subscribe()
-	presence := b.Subscribe(callstate.WithFilter(func(e callstate.Event) bool {
+	a := joinVia(t, proxy, srv, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	subA, subB := a.Subscribe(nil), b.Subscribe(nil)
+	presence := b.Subscribe(&callstate.SubscribeOptions{Filter: func(e callstate.Event) bool {
 		switch e.(type) {
 		case callstate.ParticipantLeft, callstate.ParticipantJoined:
 			return true
 		}
 		return false
-	}))
+	}})
 	ctx := ctxT(t)
-	require.NoError(t, a.PublishData(ctx, []byte("before")))
+	require.NoError(t, a.PublishData(ctx, []byte("before"), nil))
 	e := calltest.Await(t, subB, fromIs("alice"))
 	require.Equal(t, "before", string(e.Data.Payload))
 	sid := a.LocalParticipant().SID
@@ -85,10 +85,10 @@ func TestResumeAfterNetworkCuts(t *testing.T) {
 	check(1)
 
 	// Data flows, exactly once: bob's next message from alice is "after".
-	require.NoError(t, a.PublishData(ctx, []byte("after")))
+	require.NoError(t, a.PublishData(ctx, []byte("after"), nil))
 	e = calltest.Await(t, subB, fromIs("alice"))
 	assert.Equal(t, "after", string(e.Data.Payload))
-	require.NoError(t, b.PublishData(ctx, []byte("back")))
+	require.NoError(t, b.PublishData(ctx, []byte("back"), nil))
 	e = calltest.Await(t, subA, fromIs("bob"))
 	assert.Equal(t, "back", string(e.Data.Payload))
 	// Session data writes (HTTP, through the proxy too) work.
@@ -113,8 +113,8 @@ func TestRoomEndsWhenTheServerStaysUnreachable(t *testing.T) {
 	room := srv.RoomName(t)
 	checkLeaks(t)
 	proxy := startProxy(t, srv)
-	a := joinVia(t, proxy, srv, room, "alice", callstate.WithResume(500*time.Millisecond))
-	sub := a.Subscribe()
+	a := joinVia(t, proxy, srv, room, "alice", &callstate.JoinOptions{Resume: 500 * time.Millisecond})
+	sub := a.Subscribe(nil)
 	proxy.SetDown(true)
 	calltest.Await(t, sub, stateIs(callstate.StateReconnecting))
 	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
@@ -122,7 +122,7 @@ func TestRoomEndsWhenTheServerStaysUnreachable(t *testing.T) {
 	assert.Error(t, d.Err)
 	<-a.Done()
 	assert.Error(t, a.Err())
-	assert.ErrorIs(t, a.PublishData(ctxT(t), []byte("x")), callstate.ErrClosed)
+	assert.ErrorIs(t, a.PublishData(ctxT(t), []byte("x"), nil), callstate.ErrClosed)
 }
 
 // Without resume, a cut ends the Room at once.
@@ -130,8 +130,8 @@ func TestResumeDisabled(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	proxy := startProxy(t, srv)
-	a := joinVia(t, proxy, srv, room, "alice", callstate.WithResume(0))
-	sub := a.Subscribe()
+	a := joinVia(t, proxy, srv, room, "alice", &callstate.JoinOptions{Resume: -1})
+	sub := a.Subscribe(nil)
 	proxy.Cut()
 	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
 	assert.Error(t, d.Err)
@@ -141,8 +141,8 @@ func TestResumeDisabled(t *testing.T) {
 func TestRoomEndsWhenTheServerIsGone(t *testing.T) {
 	srv := calltest.NewServer(t, &calltest.Options{IgnoreEnv: true})
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice", callstate.WithResume(time.Second))
-	sub := a.Subscribe()
+	a := srv.Join(t, room, "alice", &callstate.JoinOptions{Resume: time.Second})
+	sub := a.Subscribe(nil)
 	require.NoError(t, srv.Close())
 	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
 	assert.Error(t, d.Err)

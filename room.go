@@ -3,8 +3,8 @@ package callstate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/callstate/callstate/internal/chunk"
 	"github.com/callstate/callstate/internal/rtc"
+	"github.com/callstate/callstate/internal/sessionstate"
 	"github.com/callstate/callstate/internal/signal"
 )
 
@@ -40,14 +41,17 @@ const Version = "0.1.0"
 // idempotent and returns once every goroutine of the Room has ended.
 type Room struct {
 	// Set by Join before the Room is shared, then read-only.
-	opts *options
-	url  string
-	tr   *rtc.Transport
-	enc  *chunk.Encoder
-	asm  *chunk.Assembler
-	seq  atomic.Uint32 // the last reliable sequence number sent
+	opts     *options
+	url      string
+	tr       *rtc.Transport
+	enc      *chunk.Encoder // reliable sends
+	lossyEnc *chunk.Encoder // lossy sends
+	asm      *chunk.Assembler
+	seq      atomic.Uint32 // the last reliable sequence number sent
 
-	sendSem chan struct{} // one send at a time; acquiring it honours ctx
+	// One send of each kind at a time; acquiring a turn honours ctx.
+	sendSem  chan struct{}
+	lossySem chan struct{}
 
 	// sigMu guards the signalling connection, which a resume replaces.
 	sigMu sync.Mutex
@@ -66,6 +70,8 @@ type Room struct {
 	info    RoomInfo
 	session *sessionData
 	subs    map[*Subscription]struct{}
+	outbox  []outEvent // emitted, not yet delivered; see flush
+	emitted uint64     // sequence number of the last event emitted
 	state   ConnectionState
 	ended   bool // subscriptions closed
 	reason  DisconnectReason
@@ -76,10 +82,17 @@ type Room struct {
 	lastSeq map[string]uint32 // by sender sid: the last reliable sequence number received
 	dupes   uint64
 
+	// deliverMu is the turn to deliver the outbox to the subscriptions;
+	// taken after mu is released, never the other way round.
+	deliverMu sync.Mutex
+
 	// Lifecycle; channels and once-values need no lock.
 	subReady  chan struct{} // closed when the subscriber connection is up
 	subOnce   sync.Once
 	closeOnce sync.Once
+	closeCall sync.Once     // Close's graceful steps
+	leaveErr  error         // set by finish before done is closed
+	closeErr  error         // Close's result
 	closing   chan struct{} // closed when the Room starts ending
 	life      context.Context
 	endLife   context.CancelFunc // cancels life when the Room starts ending
@@ -87,8 +100,8 @@ type Room struct {
 	wg        sync.WaitGroup
 }
 
-// State is a consistent snapshot of a Room.
-type State struct {
+// Snapshot is a consistent view of a Room's whole state at one moment.
+type Snapshot struct {
 	// Room is the room's name, sid and metadata.
 	Room RoomInfo
 	// Local is the local participant.
@@ -114,6 +127,7 @@ func newRoom(o *options, serverURL, token string) *Room {
 		pending:  map[uint32]pendingRequest{},
 		subReady: make(chan struct{}),
 		sendSem:  make(chan struct{}, 1),
+		lossySem: make(chan struct{}, 1),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		state:    StateConnecting,
@@ -142,7 +156,7 @@ func (r *Room) finish(leave bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if sig := r.signal(); sig != nil {
-		sig.Close(ctx, leave)
+		r.leaveErr = sig.Close(ctx, leave)
 	}
 	if r.tr != nil {
 		_ = r.tr.Close()
@@ -152,7 +166,7 @@ func (r *Room) finish(leave bool) {
 	// closing; wait for them before releasing its connections.
 	r.session.sem <- struct{}{}
 	if r.opts.ownHTTP {
-		r.opts.httpClient.CloseIdleConnections()
+		r.opts.HTTPClient.CloseIdleConnections()
 	}
 	r.mu.Lock()
 	for id, p := range r.pending {
@@ -161,13 +175,23 @@ func (r *Room) finish(leave bool) {
 	}
 	r.ended = true
 	now := time.Now()
-	ev := Disconnected{at: at{now}, Reason: r.reason, Err: r.endErr}
-	for s := range r.subs {
-		s.deliverLocked(ConnectionStateChanged{at: at{now}, State: StateDisconnected})
-		s.deliverLocked(ev)
-		s.closeLocked()
-	}
+	r.emitLocked(ConnectionStateChanged{Time: now, State: StateDisconnected})
+	r.emitLocked(Disconnected{Time: now, Reason: r.reason, Err: r.endErr})
 	r.mu.Unlock()
+	// Deliver what is left, Disconnected last, then close every
+	// subscription. This waits for a delivery in progress elsewhere.
+	r.deliverMu.Lock()
+	r.drain()
+	r.mu.Lock()
+	subs := r.subs
+	r.subs = map[*Subscription]struct{}{}
+	r.mu.Unlock()
+	for s := range subs {
+		s.mu.Lock()
+		s.closeLocked()
+		s.mu.Unlock()
+	}
+	r.deliverMu.Unlock()
 	close(r.done)
 }
 
@@ -181,16 +205,54 @@ func (r *Room) endError() error {
 	return ErrClosed
 }
 
-// Close leaves the room and releases every resource of the Room: calls in
-// progress return ErrClosed, subscriptions receive Disconnected and are
-// closed, and no goroutine of the Room remains when Close returns. Close is
-// idempotent and safe to call concurrently; it waits at most a few seconds
-// for the server to acknowledge the leave.
+// Close leaves the room gracefully and releases every resource of the
+// Room: it gives session-data writes of this participant that others have
+// not seen yet up to a second to be repaired, tells the server that the
+// participant leaves (waiting at most a few seconds), then ends the Room:
+// calls in progress return ErrClosed, subscriptions receive Disconnected
+// and are closed, and no goroutine of the Room remains when Close returns.
+//
+// Close returns nil when the Room left cleanly, or an error saying what did
+// not complete (the leave could not be sent, or session-data writes were
+// still unconfirmed); the Room is closed either way. On a Room that had
+// already ended (see Err), it returns nil. Close is idempotent and safe to
+// call concurrently: later calls wait for the first and return its result.
 func (r *Room) Close() error {
-	r.flushSessionData(time.Second)
-	r.shutdown(ReasonClientInitiated, nil, true)
+	r.closeCall.Do(func() {
+		if r.checkOpen() != nil {
+			<-r.done
+			return
+		}
+		r.flushSessionData(time.Second)
+		var errs []error
+		if r.sessionUnconfirmed() {
+			errs = append(errs, errors.New("callstate: Close: session-data writes of this participant were not confirmed"))
+		}
+		r.shutdown(ReasonClientInitiated, nil, true)
+		<-r.done
+		if r.leaveErr != nil {
+			errs = append(errs, fmt.Errorf("callstate: Close: the leave did not reach the server: %w", r.leaveErr))
+		}
+		r.closeErr = errors.Join(errs...)
+	})
+	return r.closeErr
+}
+
+// CloseNow ends the Room at once, without the graceful steps of Close: no
+// wait for session-data repairs and no leave message (the server sees the
+// connection close). It releases everything Close does and returns once no
+// goroutine of the Room remains. It is idempotent.
+func (r *Room) CloseNow() {
+	r.shutdown(ReasonClientInitiated, nil, false)
 	<-r.done
-	return nil
+}
+
+// sessionUnconfirmed reports whether this participant's own session-data
+// writes still need repairing.
+func (r *Room) sessionUnconfirmed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.session != nil && r.session.rep.Need() != sessionstate.RepairNone
 }
 
 // Done returns a channel closed when the Room has ended.
@@ -245,7 +307,7 @@ func (r *Room) Metadata() string {
 func (r *Room) LocalParticipant() Participant {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.local
+	return r.local.clone()
 }
 
 // RemoteParticipants returns the other participants, sorted by identity.
@@ -256,7 +318,10 @@ func (r *Room) RemoteParticipants() []Participant {
 }
 
 func (r *Room) remotesLocked() []Participant {
-	out := slices.Collect(maps.Values(r.remotes))
+	out := make([]Participant, 0, len(r.remotes))
+	for _, p := range r.remotes {
+		out = append(out, p.clone())
+	}
 	slices.SortFunc(out, func(a, b Participant) int { return strings.Compare(a.Identity, b.Identity) })
 	return out
 }
@@ -267,25 +332,26 @@ func (r *Room) Participant(identity string) (Participant, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if identity == r.local.Identity {
-		return r.local, true
+		return r.local.clone(), true
 	}
 	p, ok := r.remotes[identity]
-	return p, ok
+	return p.clone(), ok
 }
 
-// State returns a consistent snapshot of the whole room.
-func (r *Room) State() State {
+// Snapshot returns a consistent view of the whole room; it shares nothing
+// with the Room.
+func (r *Room) Snapshot() Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.stateLocked()
+	return r.snapshotLocked()
 }
 
-func (r *Room) stateLocked() State {
-	return State{
+func (r *Room) snapshotLocked() Snapshot {
+	return Snapshot{
 		Room:        r.info,
-		Local:       r.local,
+		Local:       r.local.clone(),
 		Remote:      r.remotesLocked(),
-		SessionData: r.session.dataLocked(),
+		SessionData: cloneSession(r.session.dataLocked()),
 		Connection:  r.state,
 	}
 }
@@ -307,7 +373,7 @@ func (r *Room) Stats() Stats {
 	r.mu.Lock()
 	m, d := r.malform, r.dupes
 	r.mu.Unlock()
-	return Stats{Malformed: m + r.sigMalformed(), Repeated: d, Data: dataStatsFrom(r.enc.Stats().Add(r.asm.Stats()))}
+	return Stats{Malformed: m + r.sigMalformed(), Repeated: d, Data: dataStatsFrom(r.enc.Stats().Add(r.lossyEnc.Stats()).Add(r.asm.Stats()))}
 }
 
 func (r *Room) sigMalformed() uint64 {

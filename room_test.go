@@ -49,8 +49,8 @@ func fromIs(id string) func(callstate.DataReceived) bool {
 func TestJoinSeesRoomAndParticipants(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
 
 	assert.Equal(t, room, b.Name())
 	assert.NotEmpty(t, b.SID())
@@ -79,9 +79,9 @@ func TestJoinSeesRoomAndParticipants(t *testing.T) {
 func TestJoinAndLeaveEvents(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	sub := a.Subscribe()
-	b := srv.Join(t, room, "bob")
+	a := srv.Join(t, room, "alice", nil)
+	sub := a.Subscribe(nil)
+	b := srv.Join(t, room, "bob", nil)
 
 	j := calltest.Await(t, sub, func(e callstate.ParticipantJoined) bool { return e.Participant.Identity == "bob" })
 	assert.Equal(t, b.LocalParticipant().SID, j.Participant.SID)
@@ -98,14 +98,14 @@ func TestJoinAndLeaveEvents(t *testing.T) {
 func TestDataBothWaysReliableAndLossy(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	subA, subB := a.Subscribe(), b.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	subA, subB := a.Subscribe(nil), b.Subscribe(nil)
 	ctx := ctxT(t)
 
 	for _, kind := range []callstate.DataKind{callstate.Reliable, callstate.Lossy} {
 		msg := []byte("from alice " + kind.String())
-		require.NoError(t, a.PublishData(ctx, msg, callstate.WithKind(kind), callstate.WithTopic("t-"+kind.String())))
+		require.NoError(t, a.PublishData(ctx, msg, &callstate.PublishOptions{Kind: kind, Topic: "t-" + kind.String()}))
 		got := calltest.Await(t, subB, fromIs("alice"))
 		assert.Equal(t, msg, got.Data.Payload)
 		assert.Equal(t, kind, got.Data.Kind)
@@ -113,7 +113,7 @@ func TestDataBothWaysReliableAndLossy(t *testing.T) {
 		assert.Equal(t, a.LocalParticipant().SID, got.Data.FromSID)
 
 		msg = []byte("from bob " + kind.String())
-		require.NoError(t, b.PublishData(ctx, msg, callstate.WithKind(kind)))
+		require.NoError(t, b.PublishData(ctx, msg, &callstate.PublishOptions{Kind: kind}))
 		got = calltest.Await(t, subA, fromIs("bob"))
 		assert.Equal(t, msg, got.Data.Payload)
 		assert.Equal(t, kind, got.Data.Kind)
@@ -124,22 +124,22 @@ func TestDataBothWaysReliableAndLossy(t *testing.T) {
 func TestDestinationsAreHonoured(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	c := srv.Join(t, room, "carol")
-	subB, subC := b.Subscribe(), c.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	c := srv.Join(t, room, "carol", nil)
+	subB, subC := b.Subscribe(nil), c.Subscribe(nil)
 	ctx := ctxT(t)
 	// alice must know carol and bob before addressing them.
 	for _, id := range []string{"bob", "carol"} {
 		if _, ok := a.Participant(id); !ok {
-			sub := a.Subscribe()
+			sub := a.Subscribe(nil)
 			calltest.Await(t, sub, func(e callstate.ParticipantJoined) bool { return e.Participant.Identity == id })
 			sub.Close()
 		}
 	}
 
-	require.NoError(t, a.PublishData(ctx, []byte("secret"), callstate.To("bob"), callstate.WithTopic("private")))
-	require.NoError(t, a.PublishData(ctx, []byte("marker"), callstate.WithTopic("public")))
+	require.NoError(t, a.PublishData(ctx, []byte("secret"), &callstate.PublishOptions{To: []string{"bob"}, Topic: "private"}))
+	require.NoError(t, a.PublishData(ctx, []byte("marker"), &callstate.PublishOptions{Topic: "public"}))
 
 	got := calltest.Await(t, subB, fromIs("alice"))
 	assert.Equal(t, "secret", string(got.Data.Payload))
@@ -153,17 +153,17 @@ func TestDestinationsAreHonoured(t *testing.T) {
 func TestReceiveOnlyParticipant(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	rec := srv.Join(t, room, "recorder", callstate.WithReceiveOnly())
-	sub := rec.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	rec := srv.Join(t, room, "recorder", &callstate.JoinOptions{ReceiveOnly: true})
+	sub := rec.Subscribe(nil)
 	ctx := ctxT(t)
 
-	require.NoError(t, a.PublishData(ctx, []byte("to the recorder")))
+	require.NoError(t, a.PublishData(ctx, []byte("to the recorder"), nil))
 	got := calltest.Await(t, sub, fromIs("alice"))
 	assert.Equal(t, "to the recorder", string(got.Data.Payload))
 
-	err := rec.PublishData(ctx, []byte("x"))
-	assert.ErrorIs(t, err, callstate.ErrNotConnected)
+	err := rec.PublishData(ctx, []byte("x"), nil)
+	assert.ErrorIs(t, err, callstate.ErrReceiveOnly)
 }
 
 func TestJoinErrors(t *testing.T) {
@@ -173,21 +173,21 @@ func TestJoinErrors(t *testing.T) {
 
 	t.Run("invalid URL", func(t *testing.T) {
 		for _, u := range []string{"", "ftp://x", "ws://", "::bad"} {
-			_, err := callstate.Join(ctx, u, srv.Token(room, "x"))
+			_, err := callstate.Join(ctx, u, srv.Token(room, "x"), nil)
 			assert.ErrorIs(t, err, callstate.ErrInvalidArgument, u)
 			var je *callstate.JoinError
 			assert.ErrorAs(t, err, &je)
 		}
 	})
 	t.Run("empty token", func(t *testing.T) {
-		_, err := callstate.Join(ctx, srv.URL(), "")
+		_, err := callstate.Join(ctx, srv.URL(), "", nil)
 		assert.ErrorIs(t, err, callstate.ErrBadToken)
 	})
 	t.Run("wrong secret", func(t *testing.T) {
 		tok, err := callstate.NewToken(srv.APIKey(), strings.Repeat("x", 32), callstate.Claims{
 			Identity: "mallory", Grants: calltest.DefaultGrants(room)})
 		require.NoError(t, err)
-		_, err = callstate.Join(ctx, srv.URL(), tok, callstate.WithLoopbackICE())
+		_, err = callstate.Join(ctx, srv.URL(), tok, nil)
 		require.ErrorIs(t, err, callstate.ErrBadToken)
 		var je *callstate.JoinError
 		require.ErrorAs(t, err, &je)
@@ -198,7 +198,7 @@ func TestJoinErrors(t *testing.T) {
 		tok, err := srv.TokenWith(callstate.Claims{Identity: "late", Grants: calltest.DefaultGrants(room),
 			NotBefore: time.Now().Add(-2 * time.Hour), ValidFor: time.Hour})
 		require.NoError(t, err)
-		_, err = callstate.Join(ctx, srv.URL(), tok, callstate.WithLoopbackICE())
+		_, err = callstate.Join(ctx, srv.URL(), tok, nil)
 		assert.ErrorIs(t, err, callstate.ErrBadToken)
 	})
 	t.Run("room full", func(t *testing.T) {
@@ -206,8 +206,8 @@ func TestJoinErrors(t *testing.T) {
 		svc := service(t, srv)
 		_, err := svc.CreateRoom(ctx, callstate.CreateRoomOptions{Name: full, MaxParticipants: 1})
 		require.NoError(t, err)
-		srv.Join(t, full, "first")
-		_, err = callstate.Join(ctx, srv.URL(), srv.Token(full, "second"), callstate.WithLoopbackICE())
+		srv.Join(t, full, "first", nil)
+		_, err = callstate.Join(ctx, srv.URL(), srv.Token(full, "second"), nil)
 		require.ErrorIs(t, err, callstate.ErrJoinRefused)
 		var je *callstate.JoinError
 		require.ErrorAs(t, err, &je)
@@ -219,7 +219,7 @@ func TestJoinErrors(t *testing.T) {
 		require.NoError(t, err)
 		addr := l.Addr().String()
 		require.NoError(t, l.Close())
-		_, err = callstate.Join(ctx, "ws://"+addr, srv.Token(room, "x"))
+		_, err = callstate.Join(ctx, "ws://"+addr, srv.Token(room, "x"), nil)
 		assert.ErrorIs(t, err, callstate.ErrServerUnreachable)
 		assert.NotErrorIs(t, err, context.DeadlineExceeded, "refused at once, not after the join deadline")
 	})
@@ -240,7 +240,7 @@ func TestJoinErrors(t *testing.T) {
 		}()
 		short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
-		_, err = callstate.Join(short, "ws://"+l.Addr().String(), srv.Token(room, "x"))
+		_, err = callstate.Join(short, "ws://"+l.Addr().String(), srv.Token(room, "x"), nil)
 		assert.ErrorIs(t, err, callstate.ErrServerUnreachable)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 	})
@@ -249,25 +249,26 @@ func TestJoinErrors(t *testing.T) {
 func TestSendRefusals(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice", callstate.WithMaxMessageSize(64<<10))
-	srv.Join(t, room, "bob")
+	a := srv.Join(t, room, "alice", &callstate.JoinOptions{MaxMessageSize: 64 << 10})
+	srv.Join(t, room, "bob", nil)
 	ctx := ctxT(t)
 
-	err := a.PublishData(ctx, make([]byte, 64<<10+1))
+	err := a.PublishData(ctx, make([]byte, 64<<10+1), nil)
 	require.ErrorIs(t, err, callstate.ErrTooLarge)
 	var se *callstate.SizeError
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, 64<<10, se.Limit)
 	assert.Equal(t, uint64(0), a.Stats().Data.PacketsSent, "nothing was sent")
 
-	err = a.PublishData(ctx, []byte("x"), callstate.To("nobody"))
+	err = a.PublishData(ctx, []byte("x"), &callstate.PublishOptions{To: []string{"nobody"}})
 	assert.ErrorIs(t, err, callstate.ErrUnknownParticipant)
-	err = a.PublishData(ctx, []byte("x"), callstate.WithTopic(callstate.AppMessageTopic))
+	err = a.PublishData(ctx, []byte("x"), &callstate.PublishOptions{Topic: callstate.AppMessageTopic})
 	assert.ErrorIs(t, err, callstate.ErrInvalidArgument)
 
 	mute := srv.JoinWith(t, callstate.Claims{Identity: "mute", Grants: callstate.Grants{
-		Room: room, RoomJoin: true, CanPublishData: callstate.Bool(false)}})
-	err = mute.PublishData(ctx, []byte("x"))
+		Room: room, RoomJoin: true, CanPublishData: callstate.Bool(false)}}, nil)
+
+	err = mute.PublishData(ctx, []byte("x"), nil)
 	require.ErrorIs(t, err, callstate.ErrNotPermitted)
 	var pe *callstate.PermissionError
 	require.ErrorAs(t, err, &pe)
@@ -278,13 +279,13 @@ func TestCallsAfterClose(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
-	sub := a.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	sub := a.Subscribe(nil)
 	require.NoError(t, a.Close())
 	require.NoError(t, a.Close(), "Close is idempotent")
 	ctx := ctxT(t)
 
-	assert.ErrorIs(t, a.PublishData(ctx, []byte("x")), callstate.ErrClosed)
+	assert.ErrorIs(t, a.PublishData(ctx, []byte("x"), nil), callstate.ErrClosed)
 	assert.ErrorIs(t, a.SetMetadata(ctx, "x"), callstate.ErrClosed)
 	assert.ErrorIs(t, a.SendAppMessage(ctx, map[string]int{"a": 1}), callstate.ErrClosed)
 	assert.Equal(t, callstate.StateDisconnected, a.ConnectionState())
@@ -302,7 +303,7 @@ func TestCallsAfterClose(t *testing.T) {
 	default:
 		t.Fatal("Done not closed after Close")
 	}
-	_, ok = <-a.Subscribe().Events()
+	_, ok = <-a.Subscribe(nil).Events()
 	assert.False(t, ok, "a subscription to an ended room is closed")
 }
 
@@ -310,15 +311,15 @@ func TestCloseReleasesBlockedCalls(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
-	srv.Join(t, room, "bob")
+	a := srv.Join(t, room, "alice", nil)
+	srv.Join(t, room, "bob", nil)
 	ctx := ctxT(t)
 	errc := make(chan error, 1)
 	go func() {
 		// Big enough to block on the transport's send buffer.
 		var err error
 		for err == nil {
-			err = a.PublishData(ctx, make([]byte, 4<<20))
+			err = a.PublishData(ctx, make([]byte, 4<<20), nil)
 		}
 		errc <- err
 	}()
@@ -334,13 +335,13 @@ func TestCloseReleasesBlockedCalls(t *testing.T) {
 func TestServerEndsTheRoom(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice")
-	sub := a.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	sub := a.Subscribe(nil)
 	svc := service(t, srv)
 	require.NoError(t, svc.RemoveParticipant(ctxT(t), room, "alice"))
 	d := calltest.Await(t, sub, func(callstate.Disconnected) bool { return true })
 	assert.Equal(t, callstate.ReasonParticipantRemoved, d.Reason)
-	assert.ErrorIs(t, a.PublishData(ctxT(t), []byte("x")), callstate.ErrClosed)
+	assert.ErrorIs(t, a.PublishData(ctxT(t), []byte("x"), nil), callstate.ErrClosed)
 	<-a.Done()
 	assert.Error(t, a.Err())
 }
@@ -349,7 +350,7 @@ func TestWaitForParticipant(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
+	a := srv.Join(t, room, "alice", nil)
 	ctx := ctxT(t)
 	got := make(chan callstate.Participant, 1)
 	go func() {
@@ -357,7 +358,7 @@ func TestWaitForParticipant(t *testing.T) {
 		assert.NoError(t, err)
 		got <- p
 	}()
-	b := srv.Join(t, room, "bob")
+	b := srv.Join(t, room, "bob", nil)
 	p := <-got
 	assert.Equal(t, b.LocalParticipant().SID, p.SID)
 	// Known now: at once, and addressing works.

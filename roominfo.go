@@ -53,13 +53,13 @@ func (r *Room) applyRoom(pr *lkpb.Room) {
 	}
 	now := time.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	prev := r.info
 	r.info = roomInfoFromProto(pr)
 	if prev.Metadata == r.info.Metadata {
 		return
 	}
-	r.emitLocked(RoomMetadataChanged{at: at{now}, Metadata: r.info.Metadata, Previous: prev.Metadata})
+	r.emitLocked(RoomMetadataChanged{Time: now, Metadata: r.info.Metadata, Previous: prev.Metadata})
 	if ev, ok := r.session.observe(now, r.info.Metadata); ok {
 		r.emitLocked(ev)
 	}

@@ -320,8 +320,8 @@ func (s *RoomService) UpdateRoomMetadata(ctx context.Context, room, metadata str
 
 // SendData sends payload to the participants of a room as one data packet,
 // reliable by default, from no participant: receivers see an empty sender
-// identity. The options are those of Room.PublishData (WithKind, WithTopic,
-// To). It needs the roomAdmin grant for the room.
+// identity, with the options of Room.PublishData (nil: reliable, to
+// everyone, no topic). It needs the roomAdmin grant for the room.
 //
 // The server sends the payload as a single packet, so it should fit one:
 // about 15 KiB for reliable data, about 1.3 KiB for lossy data. Topics
@@ -330,14 +330,14 @@ func (s *RoomService) UpdateRoomMetadata(ctx context.Context, room, metadata str
 // LiveKit accepts data for recipients that are not in the room, and answers
 // data for a room that does not exist, after a few seconds, with
 // "unavailable" (ErrServerUnreachable).
-func (s *RoomService) SendData(ctx context.Context, room string, payload []byte, opts ...DataOption) error {
+func (s *RoomService) SendData(ctx context.Context, room string, payload []byte, opts *PublishOptions) error {
 	const method = "SendData"
 	if room == "" {
 		return invalidArg(method, "empty room name")
 	}
 	var o dataOptions
-	for _, opt := range opts {
-		opt(&o)
+	if opts != nil {
+		o = dataOptions{kind: opts.Kind, topic: opts.Topic, to: opts.To}
 	}
 	if isReservedTopic(o.topic) {
 		return invalidArg(method, fmt.Sprintf("topic %q is reserved by callstate", o.topic))

@@ -70,7 +70,7 @@ func TestRoomServiceMintsMinimalGrants(t *testing.T) {
 			return err
 		}},
 		{"UpdateRoomMetadata", admin, func() error { _, err := rs.UpdateRoomMetadata(ctx, "r", "x"); return err }},
-		{"SendData", admin, func() error { return rs.SendData(ctx, "r", []byte("x")) }},
+		{"SendData", admin, func() error { return rs.SendData(ctx, "r", []byte("x"), nil) }},
 	}
 	for _, tc := range cases {
 		require.NoError(t, tc.call(), tc.method)
@@ -107,8 +107,8 @@ func TestRoomServiceRequestBodies(t *testing.T) {
 		Permissions: &Permissions{CanSubscribe: true, CanUpdateMetadata: true},
 	})
 	require.NoError(t, err)
-	require.NoError(t, rs.SendData(ctx, "r", []byte("p"), WithKind(Lossy), WithTopic("t"), To("a", "b")))
-	require.NoError(t, rs.SendData(ctx, "r", []byte("p")))
+	require.NoError(t, rs.SendData(ctx, "r", []byte("p"), &PublishOptions{Kind: Lossy, Topic: "t", To: []string{"a", "b"}}))
+	require.NoError(t, rs.SendData(ctx, "r", []byte("p"), nil))
 
 	got := calls()
 	require.Len(t, got, 4)

@@ -93,8 +93,8 @@ func TestRoomServiceRoomLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, ps)
 
-	require.NoError(t, rs.SendData(ctx, name, []byte("hello"), callstate.WithTopic("t"), callstate.To("nobody")))
-	require.NoError(t, rs.SendData(ctx, name, []byte("hello"), callstate.WithKind(callstate.Lossy)))
+	require.NoError(t, rs.SendData(ctx, name, []byte("hello"), &callstate.PublishOptions{Topic: "t", To: []string{"nobody"}}))
+	require.NoError(t, rs.SendData(ctx, name, []byte("hello"), &callstate.PublishOptions{Kind: callstate.Lossy}))
 
 	require.NoError(t, rs.DeleteRoom(ctx, name))
 	rooms, err = rs.ListRooms(ctx, name)
@@ -161,7 +161,7 @@ func TestRoomServiceNotFound(t *testing.T) {
 func TestRoomServiceSendDataUnknownRoom(t *testing.T) {
 	t.Parallel() // the server takes about 3 s to give up
 	srv, rs, ctx := roomService(t)
-	err := rs.SendData(ctx, srv.RoomName(t), []byte("x"))
+	err := rs.SendData(ctx, srv.RoomName(t), []byte("x"), nil)
 	require.ErrorIs(t, err, callstate.ErrServerUnreachable)
 	requireServerError(t, err, "unavailable", 503)
 }
@@ -301,9 +301,9 @@ func TestRoomServiceInvalidArguments(t *testing.T) {
 			return err
 		},
 		"UpdateRoomMetadata": func() error { _, err := rs.UpdateRoomMetadata(ctx, "", "x"); return err },
-		"SendData no room":   func() error { return rs.SendData(ctx, "", []byte("x")) },
+		"SendData no room":   func() error { return rs.SendData(ctx, "", []byte("x"), nil) },
 		"SendData reserved topic": func() error {
-			return rs.SendData(ctx, "r", []byte("x"), callstate.WithTopic(callstate.AppMessageTopic))
+			return rs.SendData(ctx, "r", []byte("x"), &callstate.PublishOptions{Topic: callstate.AppMessageTopic})
 		},
 	} {
 		err := call()

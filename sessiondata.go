@@ -85,7 +85,7 @@ func (s *sessionData) observe(now time.Time, metadata string) (SessionDataUpdate
 	if len(obs.Changed) == 0 {
 		return SessionDataUpdated{}, false
 	}
-	return SessionDataUpdated{at: at{now}, Data: maps.Clone(obs.Data), Changed: obs.Changed}, true
+	return SessionDataUpdated{Time: now, Data: maps.Clone(obs.Data), Changed: obs.Changed}, true
 }
 
 func (s *sessionData) poke() {
@@ -236,7 +236,7 @@ func (r *Room) ownToken() (token, room string) {
 // ownService returns a server API client that uses the participant's
 // own token.
 func (r *Room) ownService(token string) (*RoomService, error) {
-	return NewRoomServiceWithToken(r.url, token, WithRoomServiceHTTPClient(r.opts.httpClient))
+	return NewRoomServiceWithToken(r.url, token, WithRoomServiceHTTPClient(r.opts.HTTPClient))
 }
 
 // readSessionData reads the room metadata from the server, when the token
@@ -401,7 +401,7 @@ func (r *Room) repair() {
 		return
 	}
 	if err := r.writeRoomMetadata(ctx, "repair", u); err != nil {
-		r.opts.logger.Warn("callstate: repairing session data", "err", err)
+		r.opts.Logger.Warn("callstate: repairing session data", "err", err)
 		s.poke() // try again on the same schedule
 	}
 }

@@ -51,9 +51,9 @@ func TestSessionDataReplaceAndMerge(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	checkLeaks(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
-	sub := b.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	sub := b.Subscribe(nil)
 	ctx := ctxT(t)
 
 	steps := []struct {
@@ -92,16 +92,16 @@ func TestSessionDataLateJoinerAndWriterLeaving(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
-	a := srv.Join(t, room, "alice")
-	b := srv.Join(t, room, "bob")
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
 	require.NoError(t, a.SetSessionData(ctx, map[string]string{"owner": "alice"}, callstate.Replace))
 	require.NoError(t, b.SetSessionData(ctx, map[string]string{"guest": "bob"}, callstate.ShallowMerge))
 	require.NoError(t, a.Close())
 
-	late := srv.Join(t, room, "late")
+	late := srv.Join(t, room, "late", nil)
 	assert.JSONEq(t, `{"owner":"alice","guest":"bob"}`, canon(t, late.SessionData()), "a late joiner has the data when Join returns")
 	require.NoError(t, b.Close())
-	later := srv.Join(t, room, "later")
+	later := srv.Join(t, room, "later", nil)
 	assert.JSONEq(t, `{"owner":"alice","guest":"bob"}`, canon(t, later.SessionData()), "the data outlives its writers")
 }
 
@@ -109,10 +109,10 @@ func TestSessionDataRefusals(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
-	a := srv.Join(t, room, "alice")
+	a := srv.Join(t, room, "alice", nil)
 	require.NoError(t, a.SetSessionData(ctx, map[string]int{"x": 1}, callstate.Replace))
 	before := a.Metadata()
-	noAdmin := srv.JoinWith(t, callstate.Claims{Identity: "guest", Grants: callstate.Grants{Room: room, RoomJoin: true}})
+	noAdmin := srv.JoinWith(t, callstate.Claims{Identity: "guest", Grants: callstate.Grants{Room: room, RoomJoin: true}}, nil)
 
 	err := noAdmin.SetSessionData(ctx, map[string]int{"x": 2}, callstate.ShallowMerge)
 	require.ErrorIs(t, err, callstate.ErrNotPermitted)
@@ -139,8 +139,8 @@ func TestSessionDataFromOutside(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
-	a := srv.Join(t, room, "alice")
-	sub := a.Subscribe()
+	a := srv.Join(t, room, "alice", nil)
+	sub := a.Subscribe(nil)
 	require.NoError(t, a.SetSessionData(ctx, map[string]int{"x": 1}, callstate.Replace))
 	svc := service(t, srv)
 
@@ -169,8 +169,8 @@ func TestSessionDataConcurrentMergesConverge(t *testing.T) {
 	rooms := make([]*callstate.Room, n)
 	subs := make([]*callstate.Subscription, n)
 	for i := range n {
-		rooms[i] = srv.Join(t, room, fmt.Sprintf("p%02d", i), callstate.WithReceiveOnly())
-		subs[i] = rooms[i].Subscribe()
+		rooms[i] = srv.Join(t, room, fmt.Sprintf("p%02d", i), &callstate.JoinOptions{ReceiveOnly: true})
+		subs[i] = rooms[i].Subscribe(nil)
 	}
 	ctx := ctxT(t)
 	var wg sync.WaitGroup
@@ -200,9 +200,9 @@ func TestSessionDataConcurrentMergesConverge(t *testing.T) {
 func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	a := srv.Join(t, room, "alice", callstate.WithReceiveOnly())
-	b := srv.Join(t, room, "bob", callstate.WithReceiveOnly())
-	obs := srv.Join(t, room, "observer", callstate.WithReceiveOnly())
+	a := srv.Join(t, room, "alice", &callstate.JoinOptions{ReceiveOnly: true})
+	b := srv.Join(t, room, "bob", &callstate.JoinOptions{ReceiveOnly: true})
+	obs := srv.Join(t, room, "observer", &callstate.JoinOptions{ReceiveOnly: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*1e9)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -229,7 +229,7 @@ func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
 	// participant may still be receiving the last writes: wait for them).
 	var finals []string
 	for _, r := range []*callstate.Room{a, b, obs} {
-		sub := r.Subscribe()
+		sub := r.Subscribe(nil)
 		for {
 			var got map[string]any
 			require.NoError(t, r.DecodeSessionData(&got))
@@ -256,12 +256,12 @@ func TestSessionDataRepairWithoutRoomList(t *testing.T) {
 	grants := calltest.DefaultGrants(room)
 	grants.RoomList = false
 	join := func(id string) *callstate.Room {
-		return srv.JoinWith(t, callstate.Claims{Identity: id, Grants: grants}, callstate.WithReceiveOnly())
+		return srv.JoinWith(t, callstate.Claims{Identity: id, Grants: grants}, &callstate.JoinOptions{ReceiveOnly: true})
 	}
 	for i := range 5 {
 		a := join(fmt.Sprintf("a%d", i))
 		b := join(fmt.Sprintf("b%d", i))
-		sub := b.Subscribe()
+		sub := b.Subscribe(nil)
 		require.NoError(t, a.SetSessionData(ctx, map[string]int{"a": i}, callstate.Replace))
 		require.NoError(t, b.SetSessionData(ctx, map[string]int{"b": i}, callstate.ShallowMerge))
 		require.NoError(t, a.Close())

@@ -57,20 +57,20 @@ func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 	switch m := msg.GetMessage().(type) {
 	case *lkpb.SignalResponse_Offer:
 		if err := r.tr.HandleOffer(m.Offer); err != nil {
-			r.opts.logger.Warn("callstate: subscriber offer", "err", err)
+			r.opts.Logger.Warn("callstate: subscriber offer", "err", err)
 		}
 	case *lkpb.SignalResponse_Answer:
 		if err := r.tr.HandleAnswer(m.Answer); err != nil {
-			r.opts.logger.Warn("callstate: publisher answer", "err", err)
+			r.opts.Logger.Warn("callstate: publisher answer", "err", err)
 		}
 	case *lkpb.SignalResponse_Trickle:
 		if err := r.tr.HandleTrickle(m.Trickle); err != nil {
-			r.opts.logger.Debug("callstate: candidate", "err", err)
+			r.opts.Logger.Debug("callstate: candidate", "err", err)
 		}
 	case *lkpb.SignalResponse_Update:
 		r.mu.Lock()
 		r.applyParticipantsLocked(time.Now(), m.Update.GetParticipants())
-		r.mu.Unlock()
+		r.unlock()
 	case *lkpb.SignalResponse_RoomUpdate:
 		r.applyRoom(m.RoomUpdate.GetRoom())
 	case *lkpb.SignalResponse_RefreshToken:
@@ -87,7 +87,7 @@ func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 		}
 	case *lkpb.SignalResponse_Leave:
 		reason := DisconnectReason(m.Leave.GetReason())
-		r.shutdown(reason, fmt.Errorf("callstate: the server ended the session: %s", reason), false)
+		r.shutdown(reason, fmt.Errorf("%w: %s", errServerLeft, reason), false)
 	}
 }
 
@@ -130,7 +130,7 @@ func (r *Room) updateSelf(ctx context.Context, op string, upd *lkpb.UpdatePartic
 	err := r.signal().Send(ctx, req)
 	// A failed send on a connection that is being resumed is sent again by
 	// the resume; the answer is awaited either way.
-	if err != nil && (r.opts.resumeWindow < 0 || ctx.Err() != nil) {
+	if err != nil && (!r.opts.resumes() || ctx.Err() != nil) {
 		drop()
 		if cerr := r.checkOpen(); cerr != nil {
 			return cerr
@@ -156,7 +156,7 @@ func (r *Room) updateSelf(ctx context.Context, op string, upd *lkpb.UpdatePartic
 	// server's participant update confirming it may take seconds).
 	now := time.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	p := r.local
 	p.Attributes = maps.Clone(p.Attributes)
 	if upd.Metadata != "" {
@@ -175,7 +175,7 @@ func (r *Room) updateSelf(ctx context.Context, op string, upd *lkpb.UpdatePartic
 	if c := diffParticipants(r.local, p); c.Any() {
 		prev := r.local
 		r.local = p
-		r.emitLocked(ParticipantUpdated{at: at{now}, Participant: p, Previous: prev, Changes: c, Local: true})
+		r.emitLocked(ParticipantUpdated{Time: now, Participant: p, Previous: prev, Changes: c, Local: true})
 	}
 	return nil
 }

@@ -13,16 +13,15 @@ import (
 const JoinTimeout = 30 * time.Second
 
 // Join joins room as identity, with a token of DefaultGrants, over the
-// loopback interface, and closes the Room when the test ends. It fails the
-// test if the join fails. Options are passed to callstate.Join after the
-// loopback option.
-func (s *Server) Join(tb testing.TB, room, identity string, opts ...callstate.Option) *callstate.Room {
+// loopback interface, with opts (nil for the defaults), and closes the Room
+// when the test ends. It fails the test if the join fails.
+func (s *Server) Join(tb testing.TB, room, identity string, opts *callstate.JoinOptions) *callstate.Room {
 	tb.Helper()
-	return s.JoinWith(tb, callstate.Claims{Identity: identity, Grants: DefaultGrants(room)}, opts...)
+	return s.JoinWith(tb, callstate.Claims{Identity: identity, Grants: DefaultGrants(room)}, opts)
 }
 
 // JoinWith is Join with the token's claims given.
-func (s *Server) JoinWith(tb testing.TB, claims callstate.Claims, opts ...callstate.Option) *callstate.Room {
+func (s *Server) JoinWith(tb testing.TB, claims callstate.Claims, opts *callstate.JoinOptions) *callstate.Room {
 	tb.Helper()
 	tok, err := s.TokenWith(claims)
 	if err != nil {
@@ -30,7 +29,7 @@ func (s *Server) JoinWith(tb testing.TB, claims callstate.Claims, opts ...callst
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), JoinTimeout)
 	defer cancel()
-	r, err := callstate.Join(ctx, s.URL(), tok, append([]callstate.Option{callstate.WithLoopbackICE()}, opts...)...)
+	r, err := callstate.Join(ctx, s.URL(), tok, opts)
 	if err != nil {
 		tb.Fatalf("calltest: %s joining %s: %v", claims.Identity, claims.Grants.Room, err)
 	}

@@ -91,8 +91,8 @@ func TestBrowser(t *testing.T) {
 	srv := calltest.Shared(t)
 	roomName := srv.RoomName(t)
 	const goID, browserID = "go-bot", "browser"
-	bot := srv.Join(t, roomName, goID)
-	joined, updated, apps, data := bot.Subscribe(), bot.Subscribe(), bot.Subscribe(), bot.Subscribe()
+	bot := srv.Join(t, roomName, goID, nil)
+	joined, updated, apps, data := bot.Subscribe(nil), bot.Subscribe(nil), bot.Subscribe(nil), bot.Subscribe(nil)
 
 	// What each side sends.
 	goUserData := map[string]any{"role": "bot", "lang": "go", "n": 1}
@@ -188,7 +188,7 @@ func TestBrowser(t *testing.T) {
 
 	// 4: Go answers the browser.
 	require.NoError(t, bot.SendAppMessage(ctx, goAppMessage, browserID))
-	require.NoError(t, bot.PublishData(ctx, []byte(goPayload), callstate.WithTopic(goTopic), callstate.To(browserID)))
+	require.NoError(t, bot.PublishData(ctx, []byte(goPayload), &callstate.PublishOptions{Topic: goTopic, To: []string{browserID}}))
 
 	// 5: what the browser saw.
 	var run driverRun

@@ -90,9 +90,6 @@ func runDemo(ctx context.Context, args []string, e *env) int {
 		d.url, d.apiKey, d.apiSecret = srv.URL(), srv.APIKey(), srv.APISecret()
 		where = fmt.Sprintf("a local LiveKit server at %s (started in %s)", d.url, seconds(time.Since(srvStart)))
 	}
-	if isLocalURL(d.url) {
-		d.joinOpts = append(d.joinOpts, callstate.WithLoopbackICE())
-	}
 	d.roomName = "demo-" + randomHex(4)
 	rs, err := callstate.NewRoomService(d.url, d.apiKey, d.apiSecret)
 	if err != nil {
@@ -115,7 +112,6 @@ type demo struct {
 	out                    io.Writer
 	url, apiKey, apiSecret string
 	roomName               string
-	joinOpts               []callstate.Option
 	rs                     *callstate.RoomService
 	stepTimeout            time.Duration
 	start                  time.Time
@@ -241,9 +237,9 @@ func (d *demo) closeRooms() {
 }
 
 // join joins the demo room as identity and subscribes to its events.
-func (d *demo) join(ctx context.Context, identity string, opts ...callstate.Option) (*callstate.Room, time.Duration, error) {
+func (d *demo) join(ctx context.Context, identity string, opts *callstate.JoinOptions) (*callstate.Room, time.Duration, error) {
 	t := time.Now()
-	r, err := d.dial(ctx, identity, opts...)
+	r, err := d.dial(ctx, identity, opts)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -252,7 +248,7 @@ func (d *demo) join(ctx context.Context, identity string, opts ...callstate.Opti
 }
 
 // dial joins the demo room as identity; it may run concurrently.
-func (d *demo) dial(ctx context.Context, identity string, opts ...callstate.Option) (*callstate.Room, error) {
+func (d *demo) dial(ctx context.Context, identity string, opts *callstate.JoinOptions) (*callstate.Room, error) {
 	tok, err := callstate.NewToken(d.apiKey, d.apiSecret, callstate.Claims{
 		Identity: identity,
 		Name:     strings.ToUpper(identity[:1]) + identity[1:],
@@ -261,7 +257,7 @@ func (d *demo) dial(ctx context.Context, identity string, opts ...callstate.Opti
 	if err != nil {
 		return nil, err
 	}
-	r, err := callstate.Join(ctx, d.url, tok, append(slices.Clone(d.joinOpts), opts...)...)
+	r, err := callstate.Join(ctx, d.url, tok, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", identity, err)
 	}
@@ -271,7 +267,7 @@ func (d *demo) dial(ctx context.Context, identity string, opts ...callstate.Opti
 // add records a joined participant and subscribes to its events.
 func (d *demo) add(identity string, r *callstate.Room) {
 	d.rooms[identity] = r
-	d.subs[identity] = r.Subscribe()
+	d.subs[identity] = r.Subscribe(nil)
 }
 
 // room returns a participant's Room, or an error if it did not join.
@@ -305,7 +301,7 @@ func await[E callstate.Event](ctx context.Context, sub *callstate.Subscription, 
 }
 
 func (d *demo) stepJoin(ctx context.Context) (string, error) {
-	_, took, err := d.join(ctx, "alice", callstate.WithUserData(aliceUserData))
+	_, took, err := d.join(ctx, "alice", &callstate.JoinOptions{UserData: aliceUserData})
 	if err != nil {
 		return "", err
 	}
@@ -315,7 +311,7 @@ func (d *demo) stepJoin(ctx context.Context) (string, error) {
 	var errs []error
 	for _, id := range []string{"bob", "carol"} {
 		wg.Go(func() {
-			r, err := d.dial(ctx, id)
+			r, err := d.dial(ctx, id, nil)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -586,7 +582,7 @@ func (d *demo) stepReliable(ctx context.Context) (string, error) {
 	}
 	payload := []byte("status: ready to ship")
 	t := time.Now()
-	if err := bob.PublishData(ctx, payload, callstate.WithTopic("status")); err != nil {
+	if err := bob.PublishData(ctx, payload, &callstate.PublishOptions{Topic: "status"}); err != nil {
 		return "", err
 	}
 	text := fmt.Sprintf("bob published %q on topic status, reliable", payload)
@@ -620,7 +616,7 @@ func (d *demo) sendLossy(ctx context.Context, from, to, topic string, payload []
 	var lastErr error
 	for attempt := 1; attempt <= lossyAttempts; attempt++ {
 		t := time.Now()
-		if err := r.PublishData(ctx, payload, callstate.WithKind(callstate.Lossy), callstate.WithTopic(topic)); err != nil {
+		if err := r.PublishData(ctx, payload, &callstate.PublishOptions{Kind: callstate.Lossy, Topic: topic}); err != nil {
 			return callstate.DataReceived{}, attempt, t, err
 		}
 		wait := min(lossyWait, time.Until(deadline(ctx)))
@@ -674,7 +670,7 @@ func (d *demo) stepLargeReliable(ctx context.Context) (string, error) {
 	_, _ = rand.Read(payload)
 	sum := sha256.Sum256(payload)
 	t := time.Now()
-	if err := bob.PublishData(ctx, payload, callstate.WithTopic("file")); err != nil {
+	if err := bob.PublishData(ctx, payload, &callstate.PublishOptions{Topic: "file"}); err != nil {
 		return "", err
 	}
 	text := fmt.Sprintf("bob published 1 MiB of random bytes (sha256 %s…) on topic file", hex.EncodeToString(sum[:4]))
@@ -713,11 +709,11 @@ func (d *demo) stepLateJoiner(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	dave, took, err := d.join(ctx, "dave")
+	dave, took, err := d.join(ctx, "dave", nil)
 	if err != nil {
 		return "", err
 	}
-	st := dave.State()
+	st := dave.Snapshot()
 	text := fmt.Sprintf("dave joined in %s", seconds(took))
 	want := map[string]json.RawMessage{"alice": aliceUserData, "bob": bobUserData, "carol": nil}
 	var problems []string

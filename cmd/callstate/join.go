@@ -67,11 +67,11 @@ Example:
 	fs.StringVar(&c.userData, "user-data", "", "initial user data, as `JSON`")
 	fs.Var(c.attrs, "attr", "initial attribute `key=value` (repeatable)")
 	fs.BoolVar(&c.hidden, "hidden", false, "join hidden, for a minted token")
-	fs.BoolVar(&c.loopback, "loopback", false, "connect over the loopback interface only (default true when the URL's host is 127.0.0.1, ::1 or localhost)")
+	fs.BoolVar(&c.loopback, "loopback", false, "connect over the loopback interface only (callstate does this by itself when the URL's host is a loopback address or localhost)")
 	fs.BoolVar(&c.receiveOnly, "receive-only", false, "join without a publisher connection: receive only")
 	fs.DurationVar(&c.joinTimeout, "join-timeout", 30*time.Second, "how long the join may take")
 	fs.DurationVar(&c.commandTimeout, "command-timeout", 30*time.Second, "how long one command may take")
-	fs.IntVar(&c.buffer, "buffer", callstate.DefaultEventBuffer, "events buffered while standard output is slow; beyond, events are dropped and reported")
+	fs.IntVar(&c.buffer, "buffer", callstate.DefaultMaxEvents, "events buffered while standard output is slow; beyond, events are dropped and reported")
 	fs.BoolVar(&c.verbose, "v", false, "log the Room's diagnostics to standard error")
 	return fs, c
 }
@@ -102,29 +102,24 @@ func runJoin(ctx context.Context, args []string, e *env) int {
 			return exitUsage
 		}
 	}
-	var opts []callstate.Option
-	if c.loopback || (!isSet(fs, "loopback") && isLocalURL(c.server.url)) {
-		opts = append(opts, callstate.WithLoopbackICE())
-	}
-	if c.receiveOnly {
-		opts = append(opts, callstate.WithReceiveOnly())
+	opts := &callstate.JoinOptions{
+		LoopbackICE: c.loopback,
+		ReceiveOnly: c.receiveOnly,
+		Attributes:  c.attrs,
 	}
 	if c.userData != "" {
 		if !json.Valid([]byte(c.userData)) {
 			return usageError(fs, "-user-data is not valid JSON")
 		}
-		opts = append(opts, callstate.WithUserData(json.RawMessage(c.userData)))
-	}
-	if len(c.attrs) > 0 {
-		opts = append(opts, callstate.WithAttributes(c.attrs))
+		opts.UserData = json.RawMessage(c.userData)
 	}
 	if c.verbose {
-		opts = append(opts, callstate.WithLogger(slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		opts.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 
 	out := newLineWriter(e.stdout)
 	jctx, cancel := context.WithTimeout(ctx, c.joinTimeout)
-	room, err := callstate.Join(jctx, c.server.url, token, opts...)
+	room, err := callstate.Join(jctx, c.server.url, token, opts)
 	cancel()
 	if err != nil {
 		out.write(errorLine(nil, errorCode(err), err))
@@ -179,7 +174,7 @@ type input struct {
 // run writes the joined line and then, from one goroutine, every event and
 // every command's answer in the order they happen, until the room ends.
 func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int {
-	st, sub := p.room.SubscribeWithState(callstate.WithBuffer(buffer))
+	st, sub := p.room.SubscribeWithSnapshot(&callstate.SubscribeOptions{MaxEvents: buffer})
 	p.out.write(line{Type: "joined", Time: time.Now().UTC(), State: stateLine(st)})
 
 	// The reader feeds the executor, which runs commands one at a time in
@@ -422,7 +417,7 @@ func (p *participant) execute(ctx context.Context, text []byte) (line, bool) {
 	switch c.Cmd {
 	case "state":
 		l := resultLine(id)
-		l.State = stateLine(p.room.State())
+		l.State = stateLine(p.room.Snapshot())
 		return l, false
 	case "leave":
 		return resultLine(id), true
@@ -451,21 +446,15 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 		if err != nil {
 			return err
 		}
-		var opts []callstate.DataOption
+		opts := &callstate.PublishOptions{Topic: c.Topic, To: c.To}
 		switch c.Kind {
 		case "", "reliable":
 		case "lossy":
-			opts = append(opts, callstate.WithKind(callstate.Lossy))
+			opts.Kind = callstate.Lossy
 		default:
 			return invalidArgument(`"kind" must be "reliable" or "lossy", not %q`, c.Kind)
 		}
-		if c.Topic != "" {
-			opts = append(opts, callstate.WithTopic(c.Topic))
-		}
-		if len(c.To) > 0 {
-			opts = append(opts, callstate.To(c.To...))
-		}
-		return r.PublishData(ctx, payload, opts...)
+		return r.PublishData(ctx, payload, opts)
 	case "app_message":
 		if len(c.Data) == 0 {
 			return invalidArgument(`the app_message command needs a "data" field`)

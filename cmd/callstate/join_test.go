@@ -345,7 +345,7 @@ func TestJoinCommand(t *testing.T) {
 		rec.await("joined", nil)
 		rec.send(`{"id":1,"cmd":"publish","text":"x"}`)
 		e := rec.answer(1)
-		assert.Equal(t, "not_connected", e["code"])
+		assert.Equal(t, "receive_only", e["code"])
 		rec.send(`{"id":2,"cmd":"leave"}`)
 		assert.Equal(t, "result", rec.answer(2)["type"])
 		assert.Equal(t, exitOK, rec.wait())
@@ -422,6 +422,7 @@ func TestErrorCodes(t *testing.T) {
 		callstate.ErrInvalidArgument:                               "invalid_argument",
 		callstate.ErrUnknownParticipant:                            "unknown_participant",
 		callstate.ErrNotConnected:                                  "not_connected",
+		callstate.ErrReceiveOnly:                                   "receive_only",
 		&callstate.JoinError{Kind: callstate.ErrBadToken}:          "bad_token",
 		&callstate.JoinError{Kind: callstate.ErrServerUnreachable}: "server_unreachable",
 		context.DeadlineExceeded:                                   "timeout",

@@ -83,7 +83,7 @@ type roomJSON struct {
 	Metadata string `json:"metadata"`
 }
 
-func stateLine(st callstate.State) *stateJSON {
+func stateLine(st callstate.Snapshot) *stateJSON {
 	out := &stateJSON{
 		Room:         roomJSON{Name: st.Room.Name, SID: st.Room.SID, Metadata: st.Room.Metadata},
 		Local:        participantLine(st.Local),
@@ -267,6 +267,7 @@ func errorCode(err error) string {
 		{callstate.ErrInvalidJSON, "invalid_json"},
 		{callstate.ErrInvalidArgument, "invalid_argument"},
 		{callstate.ErrUnknownParticipant, "unknown_participant"},
+		{callstate.ErrReceiveOnly, "receive_only"},
 		{callstate.ErrNotConnected, "not_connected"},
 		{callstate.ErrBadToken, "bad_token"},
 		{callstate.ErrServerUnreachable, "server_unreachable"},

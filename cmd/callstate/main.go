@@ -32,8 +32,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -226,21 +224,6 @@ func (s *serverFlags) complete() (bool, error) {
 		return false, errors.New("-url, -api-key and -api-secret must be given together")
 	}
 	return true, nil
-}
-
-// isLocalURL reports whether the server URL names this machine (127.0.0.1,
-// ::1 or localhost), where loopback ICE is the right choice.
-func isLocalURL(s string) bool {
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // envStringVar defines a string flag whose default is the value of the

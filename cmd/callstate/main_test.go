@@ -110,20 +110,6 @@ func TestUsage(t *testing.T) {
 	assert.Contains(t, r.stderr, `unexpected argument "extra"`)
 }
 
-func TestIsLocalURL(t *testing.T) {
-	for u, want := range map[string]bool{
-		"ws://127.0.0.1:7880":         true,
-		"http://localhost:7880":       true,
-		"ws://[::1]:7880":             true,
-		"wss://example.com":           false,
-		"ws://10.0.0.1:7880":          false,
-		"::not a url":                 false,
-		"wss://127.0.0.1.example.com": false,
-	} {
-		assert.Equal(t, want, isLocalURL(u), u)
-	}
-}
-
 func TestBenchQuickOnly(t *testing.T) {
 	srv := calltest.Shared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -59,7 +58,7 @@ func pollbot(ctx context.Context, join func(identity string) (*callstate.Room, e
 		return err
 	}
 	defer bot.Close()
-	events := bot.Subscribe()
+	events := bot.Subscribe(nil)
 
 	// The participants join and vote as soon as they see the poll. The
 	// first failure stops everyone.
@@ -135,7 +134,7 @@ func vote(ctx context.Context, join func(string) (*callstate.Room, error), ident
 		return err
 	}
 	defer room.Close()
-	events := room.Subscribe()
+	events := room.Subscribe(nil)
 	if _, ok := room.SessionData()["poll"]; !ok {
 		_, err := calltest.AwaitEvent(ctx, events, time.Minute, func(e callstate.SessionDataUpdated) bool {
 			_, ok := e.Data["poll"]
@@ -195,7 +194,7 @@ func run() error {
 		if err != nil {
 			return nil, err
 		}
-		r, err := callstate.Join(ctx, *serverURL, token, networkOptions(*serverURL)...)
+		r, err := callstate.Join(ctx, *serverURL, token, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", identity, err)
 		}
@@ -206,14 +205,4 @@ func run() error {
 		err = fmt.Errorf("the poll did not finish within %v: %w", *timeout, err)
 	}
 	return err
-}
-
-// networkOptions returns the Join options for the server's network: a
-// server on this machine is reached over the loopback interface.
-func networkOptions(serverURL string) []callstate.Option {
-	u, err := url.Parse(serverURL)
-	if err == nil && (u.Hostname() == "127.0.0.1" || u.Hostname() == "localhost" || u.Hostname() == "::1") {
-		return []callstate.Option{callstate.WithLoopbackICE()}
-	}
-	return nil
 }

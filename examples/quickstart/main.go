@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -30,7 +29,7 @@ import (
 
 func quickstart(ctx context.Context, serverURL, apiKey, apiSecret string) error {
 	room := fmt.Sprintf("quickstart-%d", time.Now().UnixNano())
-	join := func(identity string, opts ...callstate.Option) (*callstate.Room, error) {
+	join := func(identity string, opts *callstate.JoinOptions) (*callstate.Room, error) {
 		token, err := callstate.NewToken(apiKey, apiSecret, callstate.Claims{
 			Identity: identity,
 			Grants:   calltest.DefaultGrants(room), // join, send data, update own metadata, room admin
@@ -38,19 +37,19 @@ func quickstart(ctx context.Context, serverURL, apiKey, apiSecret string) error 
 		if err != nil {
 			return nil, err
 		}
-		return callstate.Join(ctx, serverURL, token, append(opts, networkOptions(serverURL)...)...)
+		return callstate.Join(ctx, serverURL, token, opts)
 	}
-	alice, err := join("alice", callstate.WithUserData(map[string]string{"color": "teal"}))
+	alice, err := join("alice", &callstate.JoinOptions{UserData: map[string]string{"color": "teal"}})
 	if err != nil {
 		return err
 	}
 	defer alice.Close()
-	bob, err := join("bob")
+	bob, err := join("bob", nil)
 	if err != nil {
 		return err
 	}
 	defer bob.Close()
-	events := bob.Subscribe()
+	events := bob.Subscribe(nil)
 
 	// The state is there as soon as Join returns.
 	p, _ := bob.Participant("alice")
@@ -61,7 +60,7 @@ func quickstart(ctx context.Context, serverURL, apiKey, apiSecret string) error 
 	if err := errors.Join(
 		alice.SetSessionData(ctx, map[string]any{"topic": "quickstart"}, callstate.Replace),
 		alice.SendAppMessage(ctx, map[string]string{"text": "hello bob"}),
-		alice.PublishData(ctx, []byte("ping"), callstate.WithTopic("chat")),
+		alice.PublishData(ctx, []byte("ping"), &callstate.PublishOptions{Topic: "chat"}),
 		alice.SetUserData(ctx, map[string]string{"color": "green"}),
 	); err != nil {
 		return err
@@ -123,14 +122,4 @@ func run() error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return quickstart(ctx, *serverURL, *apiKey, *apiSecret)
-}
-
-// networkOptions returns the Join options for the server's network: a
-// server on this machine is reached over the loopback interface.
-func networkOptions(serverURL string) []callstate.Option {
-	u, err := url.Parse(serverURL)
-	if err == nil && (u.Hostname() == "127.0.0.1" || u.Hostname() == "localhost" || u.Hostname() == "::1") {
-		return []callstate.Option{callstate.WithLoopbackICE()}
-	}
-	return nil
 }

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -141,7 +140,7 @@ func isText(b []byte) bool {
 func recordRoom(ctx context.Context, room *callstate.Room, w io.Writer, stop func(Record) bool) (int, error) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	st, sub := room.SubscribeWithState()
+	st, sub := room.SubscribeWithSnapshot(nil)
 	defer sub.Close()
 	snap := Record{Time: time.Now().UTC(), Type: "snapshot"}
 	for _, p := range st.Remote {
@@ -255,13 +254,13 @@ func script(ctx context.Context, join func(identity string) (*callstate.Room, er
 		return err
 	}
 	defer alice.Close()
-	aliceEvents := alice.Subscribe()
+	aliceEvents := alice.Subscribe(nil)
 	bob, err := join("bob")
 	if err != nil {
 		return err
 	}
 	defer bob.Close()
-	bobEvents := bob.Subscribe()
+	bobEvents := bob.Subscribe(nil)
 	await := func(sub *callstate.Subscription, what string, match func(callstate.Event) bool) error {
 		_, err := calltest.AwaitEvent(ctx, sub, 20*time.Second, match)
 		if err != nil {
@@ -291,7 +290,9 @@ func script(ctx context.Context, join func(identity string) (*callstate.Room, er
 			}},
 		{"an app message", func() error { return alice.SendAppMessage(ctx, map[string]string{"chat": "hi bob"}) }, bobEvents,
 			func(e callstate.Event) bool { _, ok := e.(callstate.AppMessage); return ok }},
-		{"a data packet", func() error { return bob.PublishData(ctx, []byte("thumbs up"), callstate.WithTopic("reactions")) }, aliceEvents,
+		{"a data packet", func() error {
+			return bob.PublishData(ctx, []byte("thumbs up"), &callstate.PublishOptions{Topic: "reactions"})
+		}, aliceEvents,
 			func(e callstate.Event) bool { _, ok := e.(callstate.DataReceived); return ok }},
 	}
 	for _, s := range steps {
@@ -369,8 +370,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	opts := append(networkOptions(*serverURL), callstate.WithReceiveOnly())
-	rec, err := callstate.Join(ctx, *serverURL, token, opts...)
+	rec, err := callstate.Join(ctx, *serverURL, token, &callstate.JoinOptions{ReceiveOnly: true})
 	if err != nil {
 		return err
 	}
@@ -397,7 +397,7 @@ func run() error {
 			if err != nil {
 				return nil, err
 			}
-			return callstate.Join(ctx, *serverURL, tok, networkOptions(*serverURL)...)
+			return callstate.Join(ctx, *serverURL, tok, nil)
 		}
 		go func() { scriptErr <- script(ctx, join) }()
 	} else {
@@ -425,16 +425,6 @@ func run() error {
 		}
 		defer f.Close()
 		return printTimeline(f, os.Stdout)
-	}
-	return nil
-}
-
-// networkOptions returns the Join options for the server's network: a
-// server on this machine is reached over the loopback interface.
-func networkOptions(serverURL string) []callstate.Option {
-	u, err := url.Parse(serverURL)
-	if err == nil && (u.Hostname() == "127.0.0.1" || u.Hostname() == "localhost" || u.Hostname() == "::1") {
-		return []callstate.Option{callstate.WithLoopbackICE()}
 	}
 	return nil
 }

@@ -30,10 +30,10 @@ func TestStandupScenario(t *testing.T) {
 	defer cancel()
 
 	// Join closes the Rooms when the test ends.
-	host := srv.Join(t, room, "host")
-	hostEvents := host.Subscribe()
-	guest := srv.Join(t, room, "guest", callstate.WithUserData(map[string]any{"ready": false}))
-	guestEvents := guest.Subscribe()
+	host := srv.Join(t, room, "host", nil)
+	hostEvents := host.Subscribe(nil)
+	guest := srv.Join(t, room, "guest", &callstate.JoinOptions{UserData: map[string]any{"ready": false}})
+	guestEvents := guest.Subscribe(nil)
 
 	// The host sees the guest join; participant updates from the server
 	// can take a few seconds, which Await allows for.
@@ -67,8 +67,8 @@ func TestStandupScenario(t *testing.T) {
 
 	// A latecomer has the whole state when Join returns: the others' user
 	// data and the session data.
-	late := srv.Join(t, room, "latecomer")
-	lateEvents := late.Subscribe()
+	late := srv.Join(t, room, "latecomer", nil)
+	lateEvents := late.Subscribe(nil)
 	g, ok := late.Participant("guest")
 	require.True(t, ok, "the latecomer knows the guest")
 	data, ok := g.UserData()

@@ -226,7 +226,7 @@ const joinTimeout = 30 * time.Second
 
 // joinRoom joins room as identity with calltest's default grants over the
 // loopback interface, and returns the Room and how long Join took.
-func (r *runner) joinRoom(room, identity string, opts ...callstate.Option) (*callstate.Room, time.Duration, error) {
+func (r *runner) joinRoom(room, identity string, opts *callstate.JoinOptions) (*callstate.Room, time.Duration, error) {
 	tok, err := callstate.NewToken(r.key, r.secret, callstate.Claims{Identity: identity, Grants: calltest.DefaultGrants(room)})
 	if err != nil {
 		return nil, 0, err
@@ -234,7 +234,7 @@ func (r *runner) joinRoom(room, identity string, opts ...callstate.Option) (*cal
 	ctx, cancel := context.WithTimeout(r.ctx, joinTimeout)
 	defer cancel()
 	start := time.Now()
-	rm, err := callstate.Join(ctx, r.url, tok, append([]callstate.Option{callstate.WithLoopbackICE()}, opts...)...)
+	rm, err := callstate.Join(ctx, r.url, tok, opts)
 	d := time.Since(start)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s joining %s: %w", identity, room, err)
@@ -246,12 +246,12 @@ func (r *runner) joinRoom(room, identity string, opts ...callstate.Option) (*cal
 // pair joins a sender and a receive-only receiver into room, adding both
 // to rs.
 func (r *runner) pair(room string, rs *rooms) (sender, receiver *callstate.Room, err error) {
-	sender, _, err = r.joinRoom(room, "sender")
+	sender, _, err = r.joinRoom(room, "sender", nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	rs.add(sender)
-	receiver, _, err = r.joinRoom(room, "receiver", callstate.WithReceiveOnly())
+	receiver, _, err = r.joinRoom(room, "receiver", &callstate.JoinOptions{ReceiveOnly: true})
 	if err != nil {
 		return nil, nil, err
 	}

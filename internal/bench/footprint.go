@@ -55,9 +55,9 @@ func (r *runner) footprint(out io.Writer) error {
 	base := measureUsage()
 	groups := []struct {
 		name string
-		opts []callstate.Option
+		opts *callstate.JoinOptions
 	}{
-		{"receive-only", []callstate.Option{callstate.WithReceiveOnly()}},
+		{"receive-only", &callstate.JoinOptions{ReceiveOnly: true}},
 		{"publishing", nil},
 	}
 	type result struct {
@@ -72,7 +72,7 @@ func (r *runner) footprint(out io.Writer) error {
 		r.logf("footprint: joining %d %s participants", n, g.name)
 		var joins []time.Duration
 		for i := range n {
-			rm, d, err := r.joinRoom(room, fmt.Sprintf("%s-%d", g.name, i), g.opts...)
+			rm, d, err := r.joinRoom(room, fmt.Sprintf("%s-%d", g.name, i), g.opts)
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,7 @@ func (r *runner) join(out io.Writer) error {
 	room := roomName("join")
 	var rs rooms
 	defer rs.closeAll()
-	host, _, err := r.joinRoom(room, "host")
+	host, _, err := r.joinRoom(room, "host", nil)
 	if err != nil {
 		return err
 	}
@@ -22,7 +22,7 @@ func (r *runner) join(out io.Writer) error {
 
 	samples := make([]time.Duration, 0, n)
 	for i := range n {
-		rm, d, err := r.joinRoom(room, fmt.Sprintf("joiner-%d", i))
+		rm, d, err := r.joinRoom(room, fmt.Sprintf("joiner-%d", i), nil)
 		if err != nil {
 			return err
 		}

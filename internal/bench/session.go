@@ -36,13 +36,13 @@ func (r *runner) session(out io.Writer) error {
 	var rs rooms
 	defer rs.closeAll()
 
-	writer, _, err := r.joinRoom(room, "writer")
+	writer, _, err := r.joinRoom(room, "writer", nil)
 	if err != nil {
 		return err
 	}
 	rs.add(writer)
 	r.logf("session: joining %d receive-only participants", n-1)
-	readers, err := r.joinMany(&rs, room, "reader", n-1, callstate.WithReceiveOnly())
+	readers, err := r.joinMany(&rs, room, "reader", n-1, &callstate.JoinOptions{ReceiveOnly: true})
 	if err != nil {
 		return err
 	}
@@ -52,10 +52,10 @@ func (r *runner) session(out io.Writer) error {
 	var wg sync.WaitGroup
 	subs := make([]*callstate.Subscription, len(readers))
 	for i, rm := range readers {
-		sub := rm.Subscribe(callstate.WithBuffer(4*writes+64), callstate.WithFilter(func(e callstate.Event) bool {
+		sub := rm.Subscribe(&callstate.SubscribeOptions{MaxEvents: 4*writes + 64, Filter: func(e callstate.Event) bool {
 			_, ok := e.(callstate.SessionDataUpdated)
 			return ok
-		}))
+		}})
 		subs[i] = sub
 		wg.Go(func() { watchWrites(sub, i, writes, seen) })
 	}
@@ -143,7 +143,7 @@ func watchWrites(sub *callstate.Subscription, participant, writes int, seen chan
 
 // joinMany joins n participants named prefix-0, prefix-1, ... into room,
 // a few at a time, and adds them to rs.
-func (r *runner) joinMany(rs *rooms, room, prefix string, n int, opts ...callstate.Option) ([]*callstate.Room, error) {
+func (r *runner) joinMany(rs *rooms, room, prefix string, n int, opts *callstate.JoinOptions) ([]*callstate.Room, error) {
 	out := make([]*callstate.Room, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, joinParallel)
@@ -152,7 +152,7 @@ func (r *runner) joinMany(rs *rooms, room, prefix string, n int, opts ...callsta
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			rm, _, err := r.joinRoom(room, fmt.Sprintf("%s-%d", prefix, i), opts...)
+			rm, _, err := r.joinRoom(room, fmt.Sprintf("%s-%d", prefix, i), opts)
 			if err != nil {
 				errs[i] = err
 				return

@@ -51,10 +51,10 @@ func (r *runner) throughput(out io.Writer) error {
 // are detected.
 func (r *runner) sendAll(sender, receiver *callstate.Room, size, count int) (time.Duration, error) {
 	from := sender.LocalParticipant().Identity
-	sub := receiver.Subscribe(callstate.WithBuffer(count+64), callstate.WithFilter(func(e callstate.Event) bool {
+	sub := receiver.Subscribe(&callstate.SubscribeOptions{MaxEvents: count + 64, Filter: func(e callstate.Event) bool {
 		d, ok := e.(callstate.DataReceived)
 		return ok && d.Data.From == from
-	}))
+	}})
 	defer sub.Close()
 
 	type result struct {
@@ -101,7 +101,7 @@ func (r *runner) sendAll(sender, receiver *callstate.Room, size, count int) (tim
 	start := time.Now()
 	for i := range count {
 		binary.BigEndian.PutUint32(payload, uint32(i))
-		if err := sender.PublishData(ctx, payload); err != nil {
+		if err := sender.PublishData(ctx, payload, nil); err != nil {
 			return 0, fmt.Errorf("sending message %d: %w", i, err)
 		}
 	}

@@ -52,17 +52,17 @@ func (r *runner) transfer(out io.Writer) error {
 // arrive whole at receiver.
 func (r *runner) transferOnce(sender, receiver *callstate.Room, payload []byte) (time.Duration, error) {
 	from := sender.LocalParticipant().Identity
-	sub := receiver.Subscribe(callstate.WithFilter(func(e callstate.Event) bool {
+	sub := receiver.Subscribe(&callstate.SubscribeOptions{Filter: func(e callstate.Event) bool {
 		d, ok := e.(callstate.DataReceived)
 		return ok && d.Data.From == from
-	}))
+	}})
 	defer sub.Close()
 	ctx, cancel := context.WithTimeout(r.ctx, arrivalTimeout)
 	defer cancel()
 
 	start := time.Now()
 	sent := make(chan error, 1)
-	go func() { sent <- sender.PublishData(ctx, payload) }()
+	go func() { sent <- sender.PublishData(ctx, payload, nil) }()
 	pending := sent // nil once PublishData has returned
 	for {
 		select {

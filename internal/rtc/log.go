@@ -42,3 +42,12 @@ func (s slogLogger) Warn(msg string)                   { s.log("warn", msg) }
 func (s slogLogger) Warnf(format string, args ...any)  { s.logf("warn", format, args...) }
 func (s slogLogger) Error(msg string)                  { s.log("error", msg) }
 func (s slogLogger) Errorf(format string, args ...any) { s.logf("error", format, args...) }
+
+// LoggerFactory returns a pion LoggerFactory that routes pion's logs into l
+// at debug level; nil l discards them.
+func LoggerFactory(l *slog.Logger) logging.LoggerFactory {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return slogFactory{l: l}
+}

@@ -275,7 +275,10 @@ func (c *Client) pingLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 		if time.Since(time.Unix(0, c.lastRecv.Load())) > c.pingTimeout {
-			c.conn.Close(websocket.StatusGoingAway, "ping timeout")
+			// The connection is dead: a close handshake would wait up
+			// to 5 s for a lock that the blocked reader holds, eating
+			// into the time left to resume.
+			c.conn.CloseNow()
 			return ErrTimeout
 		}
 		req := &lkpb.SignalRequest{Message: &lkpb.SignalRequest_PingReq{PingReq: &lkpb.Ping{
@@ -286,7 +289,7 @@ func (c *Client) pingLoop(ctx context.Context) error {
 		err := c.Send(sctx, req)
 		scancel()
 		if err != nil && ctx.Err() == nil {
-			c.conn.Close(websocket.StatusGoingAway, "ping failed")
+			c.conn.CloseNow() // as above: the connection is unusable
 			return err
 		}
 	}
@@ -317,10 +320,12 @@ func (c *Client) Send(ctx context.Context, req *lkpb.SignalRequest) error {
 }
 
 // Close closes the WebSocket. If leave is true it first tells the server
-// that the participant is leaving (bounded by ctx). Close is idempotent.
-func (c *Client) Close(ctx context.Context, leave bool) {
+// that the participant is leaving (bounded by ctx), and returns the error
+// of sending that. Close is idempotent.
+func (c *Client) Close(ctx context.Context, leave bool) error {
+	var err error
 	if leave {
-		_ = c.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_Leave{Leave: &lkpb.LeaveRequest{
+		err = c.Send(ctx, &lkpb.SignalRequest{Message: &lkpb.SignalRequest_Leave{Leave: &lkpb.LeaveRequest{
 			Reason: lkpb.DisconnectReason_CLIENT_INITIATED,
 			Action: lkpb.LeaveRequest_DISCONNECT,
 		}}})
@@ -341,4 +346,5 @@ func (c *Client) Close(ctx context.Context, leave bool) {
 			<-done
 		}
 	})
+	return err
 }
