@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"maps"
 	"slices"
 )
 
@@ -76,8 +76,8 @@ type Observation struct {
 	// Object reports whether the metadata is a JSON object.
 	Object bool
 	// External reports that the metadata carries no valid version stamps:
-	// a value written outside callstate (a LiveKit app, RoomService), taken
-	// as an authoritative Replace.
+	// a value written outside callstate (a LiveKit app, RoomService), or a
+	// reset (see Replica.Prepare), taken as an authoritative Replace.
 	External bool
 	// Changed lists, sorted, the top-level keys whose value differs from
 	// the previously observed session data (added, removed or modified).
@@ -94,7 +94,8 @@ type Observation struct {
 // UpdateRoomMetadata and then passed to Commit once the server accepted it.
 type Update struct {
 	r        *Replica
-	stamp    stamp // zero for repairs
+	reset    bool  // a reset: plain JSON, without stamps (see Prepare)
+	stamp    stamp // zero for repairs and resets
 	delta    state // what the write adds to the writer's knowledge
 	full     state // the whole state the metadata describes
 	metadata string
@@ -102,6 +103,9 @@ type Update struct {
 }
 
 // Metadata returns the room metadata value to send.
+//
+// It is the session data as a plain JSON object, without ReservedKey, when
+// the update is a reset (see Prepare).
 func (u *Update) Metadata() string { return u.metadata }
 
 // Size returns the length in bytes of Metadata, for checking against the
@@ -179,10 +183,18 @@ func (r *Replica) Observe(metadata string) Observation {
 		sv = d.st
 		r.maxObs = max(r.maxObs, sv.maxClock())
 	} else {
-		e := stamp{clock: r.maxObs, writer: ""}
-		if e.clock < math.MaxUint64 {
-			e.clock++
+		if r.high() {
+			// Stamps from outside took the clock to highClock. Every stamp
+			// known is older than this Replace, so forgetting them loses
+			// nothing, and the clock starts over (see Prepare).
+			r.best = newState()
+			clear(r.awaiting)
+			r.awaiting = r.awaiting[:0]
+			r.clock, r.maxObs = 0, 0
 		}
+		// maxObs <= MaxClock < highClock here: the epoch is strictly after
+		// every stamp observed, whatever their writers.
+		e := stamp{clock: r.maxObs + 1, writer: ""}
 		sv = newState()
 		sv.epoch = e
 		for k, v := range d.data {
@@ -297,6 +309,14 @@ func (r *Replica) assess() (RepairNeed, []string) {
 // null-valued keys are simply absent. Every change gets one fresh stamp,
 // greater than every stamp the replica has seen.
 //
+// A replica whose clock is at highClock (which only stamps written from
+// outside bring about: see MaxClock) stamps nothing: the write is a reset,
+// whose Metadata is the resulting session data as a plain JSON object. Every
+// replica takes it as an outside Replace and, having seen the same high
+// stamps, forgets them and starts its clock over; so Prepare always
+// succeeds on valid changes. Writes concurrent with a reset are ordered by
+// the server, the last applied winning whole.
+//
 // Prepare does not change what the replica knows (beyond advancing its
 // clock): send Metadata, and call Commit only if the server accepted it (if the outcome is unknown, calling
 // Commit makes the write at-least-once: it will be repaired in if it was
@@ -309,8 +329,8 @@ func (r *Replica) Prepare(changes map[string]json.RawMessage, s Strategy) (*Upda
 	if err != nil {
 		return nil, err
 	}
-	if r.clock == math.MaxUint64 {
-		return nil, ErrClockExhausted
+	if r.high() {
+		return r.resetUpdate(r.apply(norm, s)), nil
 	}
 	r.clock++
 	st := stamp{clock: r.clock, writer: r.writer}
@@ -346,6 +366,11 @@ func (r *Replica) Prepare(changes map[string]json.RawMessage, s Strategy) (*Upda
 func (r *Replica) Commit(u *Update, current string) {
 	if u.r != r {
 		panic("sessionstate: Commit of an Update prepared by another Replica")
+	}
+	if u.reset {
+		// A reset takes effect when observed, as an outside Replace does;
+		// there is nothing of it to remember or repair.
+		return
 	}
 	echoed := r.recentlyObserved(u.sum) || r.knowsStamp(u.stamp)
 	if echoed {
@@ -401,6 +426,11 @@ func (r *Replica) Includes(u *Update) bool {
 	if r.lastRaw == u.metadata {
 		return true
 	}
+	if u.reset && r.high() {
+		// The reset has not been observed: the stamps it resets are still
+		// known, and would dominate its state regardless of the values.
+		return false
+	}
 	return r.lastState.dominates(&u.full)
 }
 
@@ -432,7 +462,44 @@ func (r *Replica) RepairFor(writers ...string) (*Update, bool) {
 }
 
 func (r *Replica) snapshot() *Update {
+	if r.high() {
+		// Writing the high stamps back would keep them alive: reset with
+		// the data they describe instead.
+		return r.resetUpdate(r.best.visible())
+	}
 	return r.newUpdate(stamp{}, newState(), r.best.clone())
+}
+
+// high reports whether the next stamp would reach highClock.
+func (r *Replica) high() bool { return max(r.clock, r.maxObs) >= highClock-1 }
+
+// apply returns the session data a write of changes with strategy s makes
+// of the best known state.
+func (r *Replica) apply(changes map[string]json.RawMessage, s Strategy) map[string]json.RawMessage {
+	data := make(map[string]json.RawMessage, len(changes))
+	if s == ShallowMerge {
+		maps.Copy(data, r.best.visible())
+	}
+	for k, v := range changes {
+		if isNull(v) {
+			delete(data, k)
+		} else {
+			data[k] = v
+		}
+	}
+	return data
+}
+
+// resetUpdate returns the reset writing data. Its state is the one every
+// replica that knows the high stamps ends with once it observes the reset.
+func (r *Replica) resetUpdate(data map[string]json.RawMessage) *Update {
+	full := newState()
+	full.epoch = stamp{clock: 1}
+	for k, v := range data {
+		full.entries[k] = entry{stamp: full.epoch, value: v}
+	}
+	md := string(appendObject(nil, data))
+	return &Update{r: r, reset: true, delta: newState(), full: full, metadata: md, sum: hashString(md)}
 }
 
 func (r *Replica) newUpdate(st stamp, delta, full state) *Update {

@@ -483,18 +483,101 @@ func TestPrepareValidates(t *testing.T) {
 	assert.Empty(t, u.Data())
 }
 
-func TestClockExhausted(t *testing.T) {
+// A stamp whose clock exceeds MaxClock makes the metadata unstamped: an
+// outside Replace of its data, which writes then build on as usual.
+func TestClockAboveMaxIsUnstamped(t *testing.T) {
+	for _, c := range []uint64{MaxClock + 1, math.MaxUint64 - 1, math.MaxUint64} {
+		st := newState()
+		st.entries["x"] = entry{stamp{c, "m"}, json.RawMessage(`1`)}
+		a := newReplica(t, "alice")
+		o := a.Observe(encode(&st))
+		assert.True(t, o.External, "clock %d", c)
+		assert.Equal(t, `{"x":1}`, canon(o.Data))
+		u := write(t, a, `{"y":1}`, ShallowMerge)
+		assert.False(t, u.reset)
+		assert.Equal(t, stamp{2, "alice"}, u.stamp)
+		assert.Equal(t, `{"x":1,"y":1}`, canon(u.Data()))
+	}
+}
+
+// At MaxClock the stamps are valid but leave no room: the next write is a
+// reset, after which every replica that knew the stamps, and every
+// newcomer, stamps from 1 again.
+func TestHighClockResets(t *testing.T) {
 	st := newState()
-	st.entries["x"] = entry{stamp{math.MaxUint64, "bob"}, json.RawMessage(`1`)}
-	a := newReplica(t, "alice")
-	o := a.Observe(encode(&st))
-	require.False(t, o.External)
-	_, err := a.Prepare(obj(t, `{"y":1}`), ShallowMerge)
-	assert.ErrorIs(t, err, ErrClockExhausted)
-	// An outside replace with no room left keeps its epoch at the maximum.
-	o = a.Observe(`{"z":1}`)
-	assert.True(t, o.External)
-	assert.Equal(t, `{"z":1}`, canon(o.Data))
+	st.epoch = stamp{MaxClock, "m"}
+	st.entries["x"] = entry{stamp{MaxClock, "m"}, json.RawMessage(`1`)}
+	st.entries["gone"] = entry{stamp: stamp{MaxClock, "zzz"}}
+	forged := encode(&st)
+	a, b := newReplica(t, "alice"), newReplica(t, "bob")
+	for _, r := range []*Replica{a, b} {
+		o := r.Observe(forged)
+		require.False(t, o.External)
+	}
+	u, err := a.Prepare(obj(t, `{"gone":2,"x":null,"y":3}`), ShallowMerge)
+	require.NoError(t, err)
+	require.True(t, u.reset)
+	assert.Equal(t, `{"gone":2,"y":3}`, u.Metadata(), "a reset is plain JSON")
+	assert.False(t, a.Includes(u), "not yet observed")
+	a.Commit(u, u.Metadata())
+	for _, r := range []*Replica{a, b} {
+		o := r.Observe(u.Metadata())
+		assert.True(t, o.External)
+		assert.Equal(t, `{"gone":2,"y":3}`, canon(o.Data))
+		assert.Equal(t, RepairNone, o.Repair)
+		assert.Empty(t, o.Lost, "the forged stamps are forgotten, not blamed")
+		assert.False(t, r.high())
+	}
+	assert.True(t, a.Includes(u))
+	late := newReplica(t, "late")
+	late.Observe(u.Metadata())
+	for _, r := range []*Replica{a, b, late} {
+		assert.Equal(t, stamp{1, ""}, r.best.epoch, "%s agrees on the reset's epoch", r.Writer())
+	}
+	ub := write(t, b, `{"z":4}`, ShallowMerge)
+	assert.Equal(t, stamp{2, "bob"}, ub.stamp)
+	for _, r := range []*Replica{a, late} {
+		o := r.Observe(ub.Metadata())
+		assert.Equal(t, `{"gone":2,"y":3,"z":4}`, canon(o.Data))
+		assert.Equal(t, RepairNone, o.Repair)
+		assert.Empty(t, o.Lost)
+	}
+	// A repair in the high range is a reset too.
+	c := newReplica(t, "carol")
+	c.Observe(forged)
+	uc := write(t, c, `{"c":1}`, ShallowMerge)
+	require.True(t, uc.reset)
+	assert.False(t, c.Includes(uc))
+	c.Observe(forged) // the forged value again, after carol's reset
+	assert.Equal(t, RepairNone, c.Need(), "carol's reset was superseded, like any outside Replace")
+	assert.Empty(t, c.Lost())
+	require.True(t, c.high())
+	ur := c.snapshot()
+	assert.True(t, ur.reset)
+	assert.Equal(t, `{"x":1}`, ur.Metadata())
+}
+
+// The case of the report: a forged stamp at the largest clock, by a writer
+// who never joins, then a plain replace through the server API. The
+// replace removes the forged key for good (nobody blames or repairs it) and
+// writes go on.
+func TestOutsideReplaceAfterForgedMaxStamp(t *testing.T) {
+	for _, c := range []uint64{MaxClock, MaxClock - 1, highClock, highClock - 1, math.MaxUint64} {
+		st := newState()
+		st.entries["x"] = entry{stamp{c, "m"}, json.RawMessage(`1`)}
+		a := newReplica(t, "alice")
+		a.Observe("")
+		write(t, a, `{"mine":1}`, ShallowMerge)
+		a.Observe(encode(&st))
+		o := a.Observe(`{"app":1}`)
+		assert.True(t, o.External)
+		assert.Equal(t, RepairNone, o.Repair, "clock %d", c)
+		assert.Empty(t, o.Lost, "clock %d", c)
+		u := write(t, a, `{"y":1}`, ShallowMerge)
+		assert.False(t, u.reset, "clock %d", c)
+		assert.Less(t, u.stamp.clock, uint64(highClock), "clock %d", c)
+		assert.Equal(t, `{"app":1,"y":1}`, canon(u.Data()), "clock %d", c)
+	}
 }
 
 func TestCommitForeignUpdatePanics(t *testing.T) {
