@@ -61,15 +61,18 @@
 //     metadata counts as an outside Replace of its data (as above);
 //   - clocks grow by one per write or outside Replace, so a room never gets
 //     near 2^52 by use; only stamps written from outside take a replica
-//     there. A replica whose next stamp would reach 2^52 resets instead of
-//     stamping: its write (or repair) is sent as the resulting session data,
-//     a plain JSON object without the reserved key. Every replica takes a
-//     plain object as an outside Replace, and one that knows such high
-//     stamps forgets everything it knew and starts its clock over at the
-//     Replace, epoch [1, ""], as a newcomer does. Writes therefore never
-//     fail for want of a clock, and a forged key, tombstone or epoch lasts
-//     until the next write or outside Replace at most. Writes concurrent
-//     with a reset are ordered by the server: the last applied wins whole.
+//     there. A replica whose next stamp would reach 2^52 resets instead: its
+//     write is a Replace by the session data it knows, stamped afresh from
+//     clock 1 by its writer, plus the write itself stamped just after (a
+//     repair, likewise, without the write). A replica that knows stamps at
+//     2^52 or more forgets everything on observing metadata whose clocks
+//     are all below 2^51 (a reset, or a plain object), and starts over from
+//     that value as a newcomer would, keeping only its own writes still in
+//     flight; an outside Replace observed there also starts the clock over
+//     (epoch [1, ""], as a newcomer computes it). Concurrent resets merge
+//     like any concurrent writes: the base of one wins, every reset's write
+//     survives. So writes never fail for want of a clock, and a forged key,
+//     tombstone or epoch lasts until the next write or outside Replace.
 //
 // # Repair
 //

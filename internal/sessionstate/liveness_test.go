@@ -58,7 +58,8 @@ func forgedStamps(c1, c2, ce uint64, w1, w2 string, flags uint8) string {
 
 // liveness runs three participants that write for a while; then the room
 // metadata is set from outside to forged (and, per flags, to extra and to
-// a plain object) while they are present. Afterwards, whatever the input:
+// a plain object) while they are present, and one of them writes at the
+// same moment: that write survives. Afterwards, whatever the input:
 //   - a newcomer joins, and a write by a present participant succeeds (the
 //     simulation fails on any Prepare error) and converges everywhere,
 //     newcomer included, with nothing left to repair;
@@ -84,7 +85,18 @@ func liveness(t *testing.T, seed uint64, forged, extra string, flags uint8) {
 			{at: 4, replica: 2, strategy: ShallowMerge, changes: map[string]json.RawMessage{"a": json.RawMessage("null")}},
 		},
 		phases: []simPhase{
-			{externals: externals},
+			{
+				externals: externals,
+				// A write racing the forged value and the repairs it
+				// triggers survives, unless a Replace ordered after it
+				// removed it: the forged epoch, or a later outside value.
+				ops: []simOp{{at: 1 + int64(seed%4), replica: (writer + 2) % 3, strategy: ShallowMerge, changes: map[string]json.RawMessage{"during": raw(1)}}},
+				check: func(final map[string]json.RawMessage) {
+					if len(externals) == 1 && flags&4 == 0 {
+						require.Equal(t, "1", string(final["during"]), "seed %d: the write racing %q was lost: %s", seed, forged, canon(final))
+					}
+				},
+			},
 			{
 				joins: 1,
 				ops:   []simOp{{at: 5, replica: writer, strategy: ShallowMerge, changes: map[string]json.RawMessage{"live": live}}},

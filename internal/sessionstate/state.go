@@ -147,3 +147,9 @@ const MaxClock = 1<<53 - 1
 // resetting then, long before MaxClock, means no outside value can exhaust
 // the clock.
 const highClock = 1 << 52
+
+// freshClock bounds the clocks of metadata that a replica whose clock is at
+// highClock takes as a fresh start (see Replica.Prepare): resets stamp from
+// 1, so their clocks stay far below it, while writes made as the clock
+// approached highClock stay above it.
+const freshClock = highClock / 2
