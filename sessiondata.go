@@ -39,7 +39,8 @@ func (s Strategy) String() string {
 // never shows it, SetSessionData refuses it, and a LiveKit app that reads
 // the room metadata should ignore it. A LiveKit app (or RoomService) that
 // sets the room metadata to a plain JSON object without it replaces the
-// session data with that object.
+// session data with that object, and so does an object whose reserved key
+// is invalid (see SetSessionData).
 const SessionDataKey = sessionstate.ReservedKey
 
 // Timing of repairs of lost session-data writes (see SetSessionData): wait
@@ -160,6 +161,19 @@ func (r *Room) DecodeSessionData(v any) error {
 // key written before it. In particular concurrent merges of different keys
 // all survive. A write can still be lost if its writer leaves before its
 // loss is noticed and no participant present had seen it.
+//
+// Room metadata written from outside: any token with roomAdmin can set the
+// room metadata, SessionDataKey included, without joining, so callstate
+// treats the stamps it reads as untrusted. A room metadata object without
+// valid stamps (a plain JSON object, or stamps that fail validation, such as
+// a clock above 2^53-1) replaces the session data with that object, ordered
+// after every write received before it: every older stamp is superseded and
+// no participant writes it back. Stamps that are valid but so high that the
+// clock could run out (2^52 and above, which no room reaches by use) are
+// dropped by the next write or repair: it resets, writing the session data
+// with stamps that start again from 1, and every participant then starts
+// over from it. So no value in the room metadata makes SetSessionData fail
+// or its write lose for good.
 func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) error {
 	const op = "SetSessionData"
 	if err := r.checkOpen(); err != nil {
@@ -218,7 +232,13 @@ func (r *Room) writeSessionData(ctx context.Context, op string, changes map[stri
 	u, err := r.session.rep.Prepare(changes, strat)
 	r.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidJSON, op, err)
+		// changes passed ParseObject and strat is known, so Prepare has no
+		// reason left to fail (it never runs out of clock: see
+		// SetSessionData); name the cause if it does anyway.
+		if errors.Is(err, sessionstate.ErrInvalidData) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidJSON, op, err)
+		}
+		return nil, fmt.Errorf("callstate: %s: %w", op, err)
 	}
 	if u.Size() > MaxMetadataSize {
 		return nil, &SizeError{What: "session data (encoded)", Size: u.Size(), Limit: MaxMetadataSize}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -268,5 +270,102 @@ func TestSessionDataRepairWithoutRoomList(t *testing.T) {
 		awaitSession(t, b, sub, fmt.Sprintf(`{"a":%d,"b":%d}`, i, i))
 		sub.Close()
 		require.NoError(t, b.Close())
+	}
+}
+
+// forgedSessionData is room metadata as an outsider with roomAdmin can write
+// it without joining: {"x":1} with a reserved object that passes every check
+// (its digest is the FNV-1a 64 of the data's canonical encoding) but holds
+// a stamp by the absent writer "m" with the given clock.
+func forgedSessionData(clock uint64) string {
+	h := fnv.New64a()
+	h.Write([]byte(`{"x":1}`))
+	return fmt.Sprintf(`{"x":1,%q:{"v":1,"h":"%016x","w":["m"],"e":[0,0],"k":{"x":[%d,0]}}}`,
+		callstate.SessionDataKey, h.Sum64(), clock)
+}
+
+// Stamps in the room metadata are untrusted: an outsider's stamp at (or
+// near) the largest clock neither makes later writes fail nor survives a
+// plain-JSON replace. A clock above 2^53-1 invalidates the stamps (the value
+// is a plain replace); 2^53-1 is valid, so the forged value is a merge, and
+// participants restore the keys it lacks.
+func TestSessionDataAfterForgedStamps(t *testing.T) {
+	srv := calltest.Shared(t)
+	svc := service(t, srv)
+	for _, tc := range []struct {
+		clock uint64
+		valid bool
+	}{{math.MaxUint64, false}, {math.MaxUint64 - 1, false}, {1<<53 - 1, true}} {
+		t.Run(fmt.Sprint(tc.clock), func(t *testing.T) {
+			room := srv.RoomName(t)
+			ctx := ctxT(t)
+			a := srv.Join(t, room, "alice", callstate.WithReceiveOnly())
+			b := srv.Join(t, room, "bob", callstate.WithReceiveOnly())
+			rooms := []*callstate.Room{a, b}
+			subs := []*callstate.Subscription{a.Subscribe(), b.Subscribe()}
+			awaitAll := func(want string) {
+				t.Helper()
+				for i, r := range rooms {
+					awaitSession(t, r, subs[i], want)
+				}
+			}
+			forge := func() {
+				t.Helper()
+				_, err := svc.UpdateRoomMetadata(ctx, room, forgedSessionData(tc.clock))
+				require.NoError(t, err)
+				for _, sub := range subs {
+					calltest.Await(t, sub, func(e callstate.RoomMetadataChanged) bool { return e.Metadata == forgedSessionData(tc.clock) })
+				}
+			}
+			require.NoError(t, a.SetSessionData(ctx, map[string]int{"a": 1}, callstate.ShallowMerge))
+			awaitAll(`{"a":1}`)
+
+			forge()
+			// A present participant's write succeeds and reaches everyone,
+			// a newcomer included, whose own write does too.
+			require.NoError(t, b.SetSessionData(ctx, map[string]int{"b": 2}, callstate.ShallowMerge))
+			want := `{"x":1,"b":2}`
+			if tc.valid {
+				want = `{"a":1,"x":1,"b":2}`
+			}
+			awaitAll(want)
+			late := srv.Join(t, room, "late", callstate.WithReceiveOnly())
+			assert.JSONEq(t, want, canon(t, late.SessionData()))
+			rooms, subs = append(rooms, late), append(subs, late.Subscribe())
+			require.NoError(t, late.SetSessionData(ctx, map[string]int{"l": 3}, callstate.ShallowMerge))
+			want = want[:len(want)-1] + `,"l":3}`
+			awaitAll(want)
+
+			// Forge again, then replace with plain JSON from the server API:
+			// the replace is the whole session data.
+			forge()
+			if tc.valid {
+				awaitAll(want)
+			} else {
+				awaitAll(`{"x":1}`)
+			}
+			_, err := svc.UpdateRoomMetadata(ctx, room, `{"app":1}`)
+			require.NoError(t, err)
+			awaitAll(`{"app":1}`)
+			// Each participant's write carries all it knows: none brings
+			// back x, or anything older than the replace.
+			final := map[string]int{"app": 1}
+			for i, r := range rooms {
+				key := fmt.Sprintf("w%d", i)
+				final[key] = i
+				require.NoError(t, r.SetSessionData(ctx, map[string]int{key: i}, callstate.ShallowMerge))
+				finalJSON, _ := json.Marshal(final)
+				assert.JSONEq(t, string(finalJSON), canon(t, r.SessionData()))
+			}
+			finalJSON, _ := json.Marshal(final)
+			awaitAll(string(finalJSON))
+			listed, err := svc.ListRooms(ctx, room)
+			require.NoError(t, err)
+			require.Len(t, listed, 1)
+			var onServer map[string]json.RawMessage
+			require.NoError(t, json.Unmarshal([]byte(listed[0].Metadata), &onServer))
+			delete(onServer, callstate.SessionDataKey)
+			assert.JSONEq(t, string(finalJSON), canon(t, onServer))
+		})
 	}
 }

@@ -142,9 +142,10 @@ func decodeStamps(reserved json.RawMessage, data map[string]json.RawMessage) (st
 }
 
 // wireStamp converts [clock, writer index]. Only an epoch may have clock 0
-// (no Replace yet); its writer index is then ignored.
+// (no Replace yet); its writer index is then ignored. A clock above MaxClock
+// is invalid.
 func wireStamp(ws []uint64, writers []string, epoch bool) (stamp, bool) {
-	if len(ws) != 2 {
+	if len(ws) != 2 || ws[0] > MaxClock {
 		return stamp{}, false
 	}
 	if ws[0] == 0 {

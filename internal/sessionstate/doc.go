@@ -21,7 +21,8 @@
 //	{"score":3,"topic":"x","__callstate":{"v":1,"h":"9c1a…","w":["alice","bob"],
 //	 "e":[0,0],"k":{"old":[6,1],"score":[7,0],"topic":[5,1]}}}
 //
-// Every write carries a stamp [Lamport clock, writer identity], ordered by
+// Every write carries a stamp [Lamport clock, writer identity] (the clock at
+// most MaxClock), ordered by
 // clock and then by writer; w lists the writers and stamps name them by
 // index. k holds the stamp of the latest write of each key; a key in k but
 // not in the data was deleted (a tombstone), so a stale copy cannot bring it
@@ -41,12 +42,37 @@
 // writer's own earlier writes that are not yet echoed are not lost.
 //
 // Metadata without valid stamps (a plain JSON object set by a LiveKit app or
-// RoomService, or an object edited without updating the stamps) is an
-// authoritative Replace by the outside writer "" with epoch
-// [largest clock observed in the room metadata + 1, ""]: ordered after every
-// write that had appeared in the room metadata. Metadata that is not a JSON
-// object is such a Replace by an empty object: the session data is then
-// empty (the raw metadata is the caller's to expose).
+// RoomService, an object edited without updating the stamps, or stamps that
+// fail validation: see below) is an authoritative Replace by the outside
+// writer "" with epoch [largest clock observed in the room metadata + 1, ""]:
+// ordered after every write that had appeared in the room metadata, so that
+// every stamp observed before it, whatever its writer, is superseded and
+// never written back. Metadata that is not a JSON object is such a Replace
+// by an empty object: the session data is then empty (the raw metadata is
+// the caller's to expose).
+//
+// # Untrusted stamps
+//
+// Anyone whose token has the roomAdmin grant can write the room metadata,
+// reserved key included, without ever joining; so stamps read from it are
+// validated, and bounded so that no value can exhaust, freeze or out-rank
+// the clock for good:
+//   - a clock above MaxClock (2^53-1) invalidates the reserved object: the
+//     metadata counts as an outside Replace of its data (as above);
+//   - clocks grow by one per write or outside Replace, so a room never gets
+//     near 2^52 by use; only stamps written from outside take a replica
+//     there. A replica whose next stamp would reach 2^52 resets instead: its
+//     write is a Replace by the session data it knows, stamped afresh from
+//     clock 1 by its writer, plus the write itself stamped just after (a
+//     repair, likewise, without the write). A replica that knows stamps at
+//     2^52 or more forgets everything on observing metadata whose clocks
+//     are all below 2^51 (a reset, or a plain object), and starts over from
+//     that value as a newcomer would, keeping only its own writes still in
+//     flight; an outside Replace observed there also starts the clock over
+//     (epoch [1, ""], as a newcomer computes it). Concurrent resets merge
+//     like any concurrent writes: the base of one wins, every reset's write
+//     survives. So writes never fail for want of a clock, and a forged key,
+//     tombstone or epoch lasts until the next write or outside Replace.
 //
 // # Repair
 //

@@ -13,11 +13,6 @@ import (
 // not valid UTF-8, or the reserved key.
 var ErrInvalidData = errors.New("callstate: invalid session data")
 
-// ErrClockExhausted is returned by Prepare when the version clock cannot be
-// advanced (observed metadata carried the largest possible clock). Only a
-// Replace from outside callstate, or a new room, recovers from it.
-var ErrClockExhausted = errors.New("callstate: session data version clock exhausted")
-
 // ParseObject converts caller input into session data: a map from top-level
 // key to compacted JSON value. A json.RawMessage or []byte is taken as JSON
 // text; a map[string]json.RawMessage is validated and copied; any other value

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 )
 
@@ -76,8 +75,8 @@ type Observation struct {
 	// Object reports whether the metadata is a JSON object.
 	Object bool
 	// External reports that the metadata carries no valid version stamps:
-	// a value written outside callstate (a LiveKit app, RoomService), taken
-	// as an authoritative Replace.
+	// a value written outside callstate (a LiveKit app, RoomService),
+	// taken as an authoritative Replace.
 	External bool
 	// Changed lists, sorted, the top-level keys whose value differs from
 	// the previously observed session data (added, removed or modified).
@@ -94,6 +93,7 @@ type Observation struct {
 // UpdateRoomMetadata and then passed to Commit once the server accepted it.
 type Update struct {
 	r        *Replica
+	reset    bool  // stamped afresh from clock 1 (see Prepare)
 	stamp    stamp // zero for repairs
 	delta    state // what the write adds to the writer's knowledge
 	full     state // the whole state the metadata describes
@@ -132,6 +132,11 @@ type Replica struct {
 	clock  uint64 // Lamport clock: the largest clock seen or used
 	maxObs uint64 // the largest clock in observed metadata
 	best   state  // join of everything observed and committed
+
+	// While high (see Prepare): the largest clock used by resets, and the
+	// state of the latest committed reset, not yet observed.
+	lowClock uint64
+	fresh    *state
 
 	observed     bool
 	lastRaw      string
@@ -177,12 +182,26 @@ func (r *Replica) Observe(metadata string) Observation {
 	var sv state
 	if d.stamped {
 		sv = d.st
+		if r.high() && sv.maxClock() < freshClock {
+			// The room metadata has started over (a reset, see Prepare, or
+			// any value written without the high stamps): forget them and
+			// start over from this value, as a newcomer would, keeping
+			// only this replica's own writes below highClock that may
+			// still be in flight. A value stamped just below highClock is
+			// a write made before the clock got there, and is joined.
+			r.forgetHigh()
+		}
 		r.maxObs = max(r.maxObs, sv.maxClock())
 	} else {
-		e := stamp{clock: r.maxObs, writer: ""}
-		if e.clock < math.MaxUint64 {
-			e.clock++
+		if r.high() {
+			// Stamps from outside took the clock to highClock. Every stamp
+			// known is older than this Replace, so forgetting them loses
+			// nothing, and the clock starts over (see Prepare).
+			r.forgetHigh()
 		}
+		// maxObs <= MaxClock < highClock here: the epoch is strictly after
+		// every stamp observed, whatever their writers.
+		e := stamp{clock: r.maxObs + 1, writer: ""}
 		sv = newState()
 		sv.epoch = e
 		for k, v := range d.data {
@@ -192,6 +211,11 @@ func (r *Replica) Observe(metadata string) Observation {
 	}
 	r.clock = max(r.clock, r.maxObs)
 	r.best.join(&sv)
+	for _, u := range r.awaiting {
+		// Nothing when the replica kept its knowledge; after forgetHigh,
+		// the writes it kept.
+		r.best.join(&u.delta)
+	}
 
 	kept := r.awaiting[:0]
 	for _, u := range r.awaiting {
@@ -297,6 +321,16 @@ func (r *Replica) assess() (RepairNeed, []string) {
 // null-valued keys are simply absent. Every change gets one fresh stamp,
 // greater than every stamp the replica has seen.
 //
+// A replica whose next stamp would reach highClock (which only stamps
+// written from outside bring about: see MaxClock) makes a reset instead: a
+// Replace by the session data it knows, stamped [1, writer], plus the write
+// stamped [2, writer]. Every replica that knows high stamps forgets them on
+// observing metadata without any (this reset, for one) and starts over from
+// that value, as a newcomer does; so Prepare always succeeds on valid
+// changes, and the clock never runs out. Concurrent resets merge like any
+// concurrent writes: one base wins (by writer), every reset's write
+// survives.
+//
 // Prepare does not change what the replica knows (beyond advancing its
 // clock): send Metadata, and call Commit only if the server accepted it (if the outcome is unknown, calling
 // Commit makes the write at-least-once: it will be repaired in if it was
@@ -309,11 +343,24 @@ func (r *Replica) Prepare(changes map[string]json.RawMessage, s Strategy) (*Upda
 	if err != nil {
 		return nil, err
 	}
-	if r.clock == math.MaxUint64 {
-		return nil, ErrClockExhausted
+	reset := r.high()
+	var base state
+	var st stamp
+	switch {
+	case !reset:
+		r.clock++
+		base = r.best.clone()
+		st = stamp{clock: r.clock, writer: r.writer}
+	case r.fresh != nil:
+		// A reset of ours was committed but not observed yet: build on it.
+		base = r.fresh.clone()
+		r.lowClock = max(r.lowClock, base.maxClock()) + 1
+		st = stamp{clock: r.lowClock, writer: r.writer}
+	default:
+		base = r.resetBase()
+		st = stamp{clock: r.lowClock + 1, writer: r.writer}
+		r.lowClock++
 	}
-	r.clock++
-	st := stamp{clock: r.clock, writer: r.writer}
 	delta := newState()
 	if s == Replace {
 		delta.epoch = st
@@ -327,9 +374,11 @@ func (r *Replica) Prepare(changes map[string]json.RawMessage, s Strategy) (*Upda
 		}
 		delta.entries[k] = entry{stamp: st, value: v}
 	}
-	full := r.best.clone()
+	full := base
 	full.join(&delta)
-	return r.newUpdate(st, delta, full), nil
+	u := r.newUpdate(st, delta, full)
+	u.reset = reset
+	return u, nil
 }
 
 // Commit records that the server accepted u, which must come from this
@@ -346,6 +395,9 @@ func (r *Replica) Prepare(changes map[string]json.RawMessage, s Strategy) (*Upda
 func (r *Replica) Commit(u *Update, current string) {
 	if u.r != r {
 		panic("sessionstate: Commit of an Update prepared by another Replica")
+	}
+	if u.reset && r.high() {
+		r.fresh = &u.full
 	}
 	echoed := r.recentlyObserved(u.sum) || r.knowsStamp(u.stamp)
 	if echoed {
@@ -401,6 +453,11 @@ func (r *Replica) Includes(u *Update) bool {
 	if r.lastRaw == u.metadata {
 		return true
 	}
+	if u.reset && r.high() {
+		// The reset has not been observed: the high stamps it drops are
+		// still known, and would dominate its state whatever the values.
+		return false
+	}
 	return r.lastState.dominates(&u.full)
 }
 
@@ -432,7 +489,55 @@ func (r *Replica) RepairFor(writers ...string) (*Update, bool) {
 }
 
 func (r *Replica) snapshot() *Update {
+	if r.high() {
+		// Writing the high stamps back would keep them alive: reset with
+		// the data they describe instead.
+		base := r.fresh
+		if base == nil {
+			b := r.resetBase()
+			base = &b
+		}
+		u := r.newUpdate(stamp{}, newState(), base.clone())
+		u.reset = true
+		return u
+	}
 	return r.newUpdate(stamp{}, newState(), r.best.clone())
+}
+
+// high reports whether the next stamp would reach highClock.
+func (r *Replica) high() bool { return max(r.clock, r.maxObs) >= highClock-1 }
+
+// resetBase returns the base of a reset: a Replace by the session data the
+// replica knows, stamped with a fresh low clock.
+func (r *Replica) resetBase() state {
+	r.lowClock++
+	base := newState()
+	base.epoch = stamp{clock: r.lowClock, writer: r.writer}
+	for k, v := range r.best.visible() {
+		base.entries[k] = entry{stamp: base.epoch, value: v}
+	}
+	return base
+}
+
+// forgetHigh drops what the replica knows and restarts its clock, keeping
+// its latest committed reset and the committed writes awaiting their echo
+// whose stamps are below highClock (Observe joins them back in).
+func (r *Replica) forgetHigh() {
+	r.best = newState()
+	if r.fresh != nil {
+		// The latest committed reset is ours to repair if it was lost.
+		r.best = r.fresh.clone()
+	}
+	r.clock, r.maxObs, r.lowClock, r.fresh = r.best.maxClock(), 0, 0, nil
+	kept := r.awaiting[:0]
+	for _, u := range r.awaiting {
+		if u.delta.maxClock() < highClock && u.full.maxClock() < highClock {
+			kept = append(kept, u)
+			r.clock = max(r.clock, u.delta.maxClock())
+		}
+	}
+	clear(r.awaiting[len(kept):])
+	r.awaiting = kept
 }
 
 func (r *Replica) newUpdate(st stamp, delta, full state) *Update {

@@ -483,18 +483,153 @@ func TestPrepareValidates(t *testing.T) {
 	assert.Empty(t, u.Data())
 }
 
-func TestClockExhausted(t *testing.T) {
+// A stamp whose clock exceeds MaxClock makes the metadata unstamped: an
+// outside Replace of its data, which writes then build on as usual.
+func TestClockAboveMaxIsUnstamped(t *testing.T) {
+	for _, c := range []uint64{MaxClock + 1, math.MaxUint64 - 1, math.MaxUint64} {
+		st := newState()
+		st.entries["x"] = entry{stamp{c, "m"}, json.RawMessage(`1`)}
+		a := newReplica(t, "alice")
+		o := a.Observe(encode(&st))
+		assert.True(t, o.External, "clock %d", c)
+		assert.Equal(t, `{"x":1}`, canon(o.Data))
+		u := write(t, a, `{"y":1}`, ShallowMerge)
+		assert.False(t, u.reset)
+		assert.Equal(t, stamp{2, "alice"}, u.stamp)
+		assert.Equal(t, `{"x":1,"y":1}`, canon(u.Data()))
+	}
+}
+
+// At MaxClock the stamps are valid but leave no room: the next write is a
+// reset, stamped from 1, after which every replica that knew the stamps,
+// and every newcomer, has the same state and goes on stamping from there.
+func TestHighClockResets(t *testing.T) {
 	st := newState()
-	st.entries["x"] = entry{stamp{math.MaxUint64, "bob"}, json.RawMessage(`1`)}
-	a := newReplica(t, "alice")
-	o := a.Observe(encode(&st))
-	require.False(t, o.External)
-	_, err := a.Prepare(obj(t, `{"y":1}`), ShallowMerge)
-	assert.ErrorIs(t, err, ErrClockExhausted)
-	// An outside replace with no room left keeps its epoch at the maximum.
-	o = a.Observe(`{"z":1}`)
-	assert.True(t, o.External)
-	assert.Equal(t, `{"z":1}`, canon(o.Data))
+	st.epoch = stamp{MaxClock, "m"}
+	st.entries["x"] = entry{stamp{MaxClock, "m"}, json.RawMessage(`1`)}
+	st.entries["gone"] = entry{stamp: stamp{MaxClock, "zzz"}}
+	forged := encode(&st)
+	a, b := newReplica(t, "alice"), newReplica(t, "bob")
+	for _, r := range []*Replica{a, b} {
+		o := r.Observe(forged)
+		require.False(t, o.External)
+		require.True(t, r.high())
+	}
+	u, err := a.Prepare(obj(t, `{"gone":2,"x":null,"y":3}`), ShallowMerge)
+	require.NoError(t, err)
+	require.True(t, u.reset)
+	assert.Equal(t, stamp{2, "alice"}, u.stamp)
+	du := decode(u.Metadata())
+	assert.Less(t, du.st.maxClock(), uint64(3), "a reset carries no high stamp")
+	assert.Equal(t, `{"gone":2,"y":3}`, canon(u.Data()))
+	assert.False(t, a.Includes(u), "not yet observed")
+	a.Commit(u, u.Metadata())
+	late := newReplica(t, "late")
+	for _, r := range []*Replica{a, b, late} {
+		o := r.Observe(u.Metadata())
+		assert.False(t, o.External)
+		assert.Equal(t, `{"gone":2,"y":3}`, canon(o.Data))
+		assert.Equal(t, RepairNone, o.Repair, r.Writer())
+		assert.Empty(t, o.Lost, "the forged stamps are forgotten, not blamed")
+		assert.False(t, r.high())
+		assert.Equal(t, u.full, r.best, "%s has the reset's state", r.Writer())
+	}
+	assert.True(t, a.Includes(u))
+	ub := write(t, b, `{"z":4}`, ShallowMerge)
+	assert.Equal(t, stamp{3, "bob"}, ub.stamp)
+	for _, r := range []*Replica{a, late} {
+		o := r.Observe(ub.Metadata())
+		assert.Equal(t, `{"gone":2,"y":3,"z":4}`, canon(o.Data))
+		assert.Equal(t, RepairNone, o.Repair)
+		assert.Empty(t, o.Lost)
+	}
+
+	// A repair in the high range is a reset too.
+	c := newReplica(t, "carol")
+	c.Observe(forged)
+	ur, ok := c.RepairFor("m")
+	assert.False(t, ok, "nothing lost")
+	assert.Nil(t, ur)
+	require.True(t, c.high())
+	ur = c.snapshot()
+	assert.True(t, ur.reset)
+	assert.Equal(t, `{"x":1}`, canon(ur.Data()))
+	dr := decode(ur.Metadata())
+	assert.Less(t, dr.st.maxClock(), uint64(highClock))
+}
+
+// Two participants reset at once (each wrote while the clock was high):
+// whatever the order the server applies them, both writes survive.
+func TestConcurrentResetsMerge(t *testing.T) {
+	st := newState()
+	st.entries["x"] = entry{stamp{MaxClock - 1, "m"}, json.RawMessage(`1`)}
+	forged := encode(&st)
+	for _, order := range []string{"ab", "ba"} {
+		a, b := newReplica(t, "alice"), newReplica(t, "bob")
+		a.Observe(forged)
+		b.Observe(forged)
+		ua, err := a.Prepare(obj(t, `{"a":1}`), ShallowMerge)
+		require.NoError(t, err)
+		ub, err := b.Prepare(obj(t, `{"b":2}`), ShallowMerge)
+		require.NoError(t, err)
+		require.True(t, ua.reset)
+		require.True(t, ub.reset)
+		first, second := ua, ub
+		if order == "ba" {
+			first, second = ub, ua
+		}
+		// The server applies both; everyone receives both, in order.
+		a.Commit(ua, second.Metadata())
+		b.Commit(ub, second.Metadata())
+		for _, r := range []*Replica{a, b} {
+			r.Observe(first.Metadata())
+			r.Observe(second.Metadata())
+		}
+		// The base of the higher writer's reset wins; the other write is
+		// repaired by its writer.
+		var repaired *Update
+		for _, r := range []*Replica{a, b} {
+			if up, ok := r.Repair(); ok {
+				require.Nil(t, repaired, "%s: one repair", order)
+				repaired = up
+				r.Commit(up, up.Metadata())
+			}
+		}
+		if repaired != nil {
+			for _, r := range []*Replica{a, b} {
+				r.Observe(repaired.Metadata())
+			}
+		}
+		for _, r := range []*Replica{a, b} {
+			assert.Equal(t, `{"a":1,"b":2,"x":1}`, canon(r.Data()), "%s: %s", order, r.Writer())
+			assert.Equal(t, RepairNone, r.Need(), "%s: %s", order, r.Writer())
+			assert.Empty(t, r.Lost(), "%s: %s", order, r.Writer())
+			assert.False(t, r.high())
+		}
+	}
+}
+
+// The case of the report: a forged stamp at the largest clock, by a writer
+// who never joins, then a plain replace through the server API. The
+// replace removes the forged key for good (nobody blames or repairs it) and
+// writes go on.
+func TestOutsideReplaceAfterForgedMaxStamp(t *testing.T) {
+	for _, c := range []uint64{MaxClock, MaxClock - 1, highClock, highClock - 1, math.MaxUint64} {
+		st := newState()
+		st.entries["x"] = entry{stamp{c, "m"}, json.RawMessage(`1`)}
+		a := newReplica(t, "alice")
+		a.Observe("")
+		a.Observe(write(t, a, `{"mine":1}`, ShallowMerge).Metadata())
+		a.Observe(encode(&st))
+		o := a.Observe(`{"app":1}`)
+		assert.True(t, o.External)
+		assert.Equal(t, RepairNone, o.Repair, "clock %d", c)
+		assert.Empty(t, o.Lost, "clock %d", c)
+		u := write(t, a, `{"y":1}`, ShallowMerge)
+		assert.False(t, u.reset, "clock %d", c)
+		assert.Less(t, u.stamp.clock, uint64(highClock), "clock %d", c)
+		assert.Equal(t, `{"app":1,"y":1}`, canon(u.Data()), "clock %d", c)
+	}
 }
 
 func TestCommitForeignUpdatePanics(t *testing.T) {

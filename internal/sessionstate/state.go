@@ -130,3 +130,26 @@ func (s *state) maxClock() uint64 {
 	}
 	return m
 }
+
+// MaxClock is the largest clock a stamp read from the room metadata may
+// carry: metadata with a larger one has no valid stamps (it counts as an
+// outside Replace of its data). Room metadata comes from anyone with the
+// roomAdmin grant, so its stamps are untrusted; the bound keeps every clock
+// far from the end of the uint64 range, so that an outside Replace is always
+// ordered strictly after everything observed. 2^53-1 is also the largest
+// integer a JavaScript reader of the metadata represents exactly.
+const MaxClock = 1<<53 - 1
+
+// highClock is where a replica stops stamping and resets instead (see
+// Replica.Prepare). Clocks grow by one per write or outside Replace, so no
+// room reaches it by use (2^52 writes take 140,000 years at a thousand a
+// second): only stamps written from outside take a replica there, and
+// resetting then, long before MaxClock, means no outside value can exhaust
+// the clock.
+const highClock = 1 << 52
+
+// freshClock bounds the clocks of metadata that a replica whose clock is at
+// highClock takes as a fresh start (see Replica.Prepare): resets stamp from
+// 1, so their clocks stay far below it, while writes made as the clock
+// approached highClock stay above it.
+const freshClock = highClock / 2
