@@ -317,6 +317,12 @@ func (r *Room) onData(reliable bool, b []byte) {
 	if r.ended {
 		return
 	}
+	if msg.SenderIdentity == "" && msg.SenderSID != "" {
+		// A stream whose header named someone else (LiveKit lets agents do
+		// that), from a sender none of whose own packets came yet: name it
+		// by the sid the server stamped, if the participant is known.
+		msg.SenderIdentity = r.identityOfSIDLocked(msg.SenderSID)
+	}
 	if msg.Topic == AppMessageTopic {
 		if !json.Valid(msg.Payload) {
 			r.malform++
@@ -326,6 +332,18 @@ func (r *Room) onData(reliable bool, b []byte) {
 		return
 	}
 	r.emitLocked(DataReceived{at: at{now}, Data: dataFromReceived(msg)})
+}
+
+// identityOfSIDLocked returns the identity of the remote participant with
+// the sid, "" when there is none (a hidden participant, or one the server
+// has not announced yet). The caller holds r.mu.
+func (r *Room) identityOfSIDLocked(sid string) string {
+	for _, p := range r.remotes {
+		if p.SID == sid {
+			return p.Identity
+		}
+	}
+	return ""
 }
 
 // firstDelivery reports whether pkt is not a repeat of a reliable packet

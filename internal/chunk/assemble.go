@@ -16,8 +16,11 @@ type Received struct {
 	// SenderIdentity is the identity of the sending participant, as the
 	// server stamped it; empty for a message sent with the server API or by
 	// a hidden participant. It never comes from a claim the sender can
-	// make: see Config.IdentityOf for the one packet whose identity the
-	// server leaves to the sender.
+	// make. LiveKit's server lets an agent send a text stream header that
+	// names another participant; such a stream is the agent's, and when no
+	// other packet of the agent has told its identity yet, SenderIdentity
+	// is empty and SenderSID names the agent, for the caller to resolve
+	// from the participants it knows.
 	SenderIdentity string
 	// SenderSID is the session id of the sending participant, as the server
 	// stamped it; empty for a message sent with the server API.
@@ -262,10 +265,6 @@ type pending struct {
 	// not use goes back.
 	inflate int
 	s       *sender
-	// resolve asks Config.IdentityOf for the sender's identity: the
-	// identity on the packet was the sender's own claim, and the server
-	// has stamped no other packet of the sender yet.
-	resolve bool
 }
 
 // Accept takes one received DataPacket and returns the message it
@@ -633,15 +632,6 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 		// such); one that is not is not delivered as text.
 		a.st.malformed.Add(1)
 		return Received{}, false
-	}
-	if p.resolve {
-		// Outside the lock: IdentityOf may take the caller's locks.
-		r.SenderIdentity = ""
-		if f := a.cfg.IdentityOf; f != nil && r.SenderSID != "" {
-			if id, ok := f(r.SenderSID); ok {
-				r.SenderIdentity = id
-			}
-		}
 	}
 	switch r.Via {
 	case ViaFragments:

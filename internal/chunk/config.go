@@ -73,15 +73,6 @@ type Config struct {
 	// MaxDecompressedTotal is the same budget for all senders together.
 	// Default: 8 × MaxMessageSize.
 	MaxDecompressedTotal int
-	// IdentityOf, when set, returns the identity of the participant with
-	// the session id, as the server announced it. LiveKit's server lets an
-	// agent send a text stream header that names another participant; the
-	// Assembler attributes such a stream to its real sender, by the sid the
-	// server stamped, and asks IdentityOf for that sender's identity when
-	// none of the sender's packets told it yet. Without IdentityOf, or when
-	// it reports false, such a stream comes with an empty SenderIdentity
-	// (and its SenderSID). It is called without the Assembler's lock held.
-	IdentityOf func(sid string) (identity string, ok bool)
 }
 
 // DefaultConfig returns a Config with every default limit.

@@ -65,13 +65,12 @@ func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base 
 		return pending{}, false
 	}
 	s := a.senderOf(&base, trust, now)
-	resolve := false
 	if !trust {
-		// The sender named someone else: attribute the stream to the
-		// sender the sid says, by the identity the server stamped on its
-		// other packets, or failing that by Config.IdentityOf.
+		// The sender may have named someone else: attribute the stream to
+		// the sender the sid says, by the identity the server stamped on
+		// its other packets, empty when none came yet (see
+		// Received.SenderIdentity).
 		base.SenderIdentity = s.identity
-		resolve = !s.known
 	}
 	if found, _ := s.streamDone(id); found || s.streams[id] != nil {
 		a.st.duplicates.Add(1)
@@ -118,7 +117,7 @@ func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base 
 			a.st.malformed.Add(1)
 			return pending{}, false
 		}
-		p := pending{r: base, chunks: [][]byte{content}, size: len(content), compression: comp, total: total, s: s, resolve: resolve}
+		p := pending{r: base, chunks: [][]byte{content}, size: len(content), compression: comp, total: total, s: s}
 		if comp != "" && !a.reserveInflate(now, &p) {
 			return pending{}, false
 		}
