@@ -167,7 +167,9 @@ func Join(ctx context.Context, serverURL, token string, opts ...Option) (*Room, 
 
 // chunkConfig returns the packetization limits the options ask for.
 func (r *Room) chunkConfig() chunk.Config {
-	cfg := chunk.DefaultConfig()
+	// Fields left zero take their defaults in NewAssembler and NewEncoder,
+	// where the byte budgets are computed from MaxMessageSize.
+	cfg := chunk.Config{}
 	cfg.MaxMessageSize = r.opts.maxMessage
 	if r.opts.lossyTimeout > 0 {
 		cfg.LossyTimeout = r.opts.lossyTimeout
