@@ -233,8 +233,9 @@ type DataStats struct {
 	// because a fragment or chunk did not arrive in time (or their sender
 	// left).
 	DroppedIncomplete uint64
-	// RejectedMalformed counts packets refused as malformed; RejectedLimit
-	// those refused by a size or memory limit.
+	// RejectedMalformed counts packets refused as malformed (text streams
+	// that are not UTF-8 among them); RejectedLimit those refused by a
+	// size, memory or decompression limit.
 	RejectedMalformed, RejectedLimit uint64
 	// Duplicates counts duplicate fragments and chunks ignored.
 	Duplicates uint64
