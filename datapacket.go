@@ -39,7 +39,10 @@ func (k DataKind) String() string {
 
 // Data is a received data message.
 type Data struct {
-	// From is the sender's identity; empty when the server API sent it.
+	// From is the sender's identity, as the server stamped it; empty when
+	// the server API sent it. It is also empty, with FromSID set, for a
+	// text stream from an agent whose header named another participant
+	// (LiveKit allows it) when the Room does not know the agent yet.
 	From string
 	// FromSID is the sender's participant sid; empty for the server API.
 	FromSID string
