@@ -40,7 +40,10 @@ func (k DataKind) String() string {
 
 // Data is a received data message.
 type Data struct {
-	// From is the sender's identity; empty when the server API sent it.
+	// From is the sender's identity, as the server stamped it; empty when
+	// the server API sent it. It is also empty, with FromSID set, for a
+	// text stream from an agent whose header named another participant
+	// (LiveKit allows it) when the Room does not know the agent yet.
 	From string
 	// FromSID is the sender's participant sid; empty for the server API.
 	FromSID string
@@ -242,8 +245,9 @@ type DataStats struct {
 	// because a fragment or chunk did not arrive in time (or their sender
 	// left).
 	DroppedIncomplete uint64
-	// RejectedMalformed counts packets refused as malformed; RejectedLimit
-	// those refused by a size or memory limit.
+	// RejectedMalformed counts packets refused as malformed (text streams
+	// that are not UTF-8 among them); RejectedLimit those refused by a
+	// size, memory or decompression limit.
 	RejectedMalformed, RejectedLimit uint64
 	// Duplicates counts duplicate fragments and chunks ignored.
 	Duplicates uint64
@@ -326,6 +330,12 @@ func (r *Room) onData(reliable bool, b []byte) {
 	if r.ended {
 		return
 	}
+	if msg.SenderIdentity == "" && msg.SenderSID != "" {
+		// A stream whose header named someone else (LiveKit lets agents do
+		// that), from a sender none of whose own packets came yet: name it
+		// by the sid the server stamped, if the participant is known.
+		msg.SenderIdentity = r.identityOfSIDLocked(msg.SenderSID)
+	}
 	if msg.Topic == AppMessageTopic {
 		if !json.Valid(msg.Payload) {
 			r.malform++
@@ -335,6 +345,18 @@ func (r *Room) onData(reliable bool, b []byte) {
 		return
 	}
 	r.emitLocked(DataReceived{Time: now, Data: dataFromReceived(msg)})
+}
+
+// identityOfSIDLocked returns the identity of the remote participant with
+// the sid, "" when there is none (a hidden participant, or one the server
+// has not announced yet). The caller holds r.mu.
+func (r *Room) identityOfSIDLocked(sid string) string {
+	for _, p := range r.remotes {
+		if p.SID == sid {
+			return p.Identity
+		}
+	}
+	return ""
 }
 
 // firstDelivery reports whether pkt is not a repeat of a reliable packet

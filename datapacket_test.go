@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,13 +62,27 @@ func (w *lossyWire) recv(source string, b []byte) {
 func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	var wire lossyWire
-	a := srv.Join(t, room, "a-sender-with-a-rather-long-identity-to-use-headroom",
-		callstate.WithSendFilter(nil, wire.send))
-	b := srv.Join(t, room, "bob", callstate.WithRawHook(nil, wire.recv))
-	sub := b.Subscribe(nil)
+	// Long identities and several recipients: the server stamps the
+	// sender's identity and sid into every forwarded packet, twice, and
+	// copies the destination identities into it once more.
+	long := func(name string) string { return name + "-" + strings.Repeat("x", 120-len(name)-1) }
+	var sent lossyWire
+	a := srv.Join(t, room, long("sender"), callstate.WithSendFilter(nil, sent.send))
+	recipients := []string{long("bob"), long("carol"), long("dave")}
+	wires := make([]*lossyWire, len(recipients))
+	var b *callstate.Room
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	for i, id := range recipients {
+		wires[i] = &lossyWire{}
+		r := srv.Join(t, room, id, callstate.WithRawHook(nil, wires[i].recv))
+		if i == 0 {
+			b = r
+		}
+		_, err := a.WaitForParticipant(ctx, id)
+		require.NoError(t, err)
+	}
+	sub := b.Subscribe(nil)
 
 	for i, n := range []int{100, 1400, 10 << 10, 200 << 10} {
 		msg := randomBytes(n, uint64(i))
@@ -78,7 +93,7 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 		var got []byte
 		for attempt := 0; attempt < 8 && got == nil; attempt++ {
 			topic := fmt.Sprintf("size-%d-%d", n, attempt)
-			require.NoError(t, a.PublishData(ctx, msg, &callstate.PublishOptions{Kind: callstate.Lossy, Topic: topic}))
+			require.NoError(t, a.PublishData(ctx, msg, &callstate.PublishOptions{Kind: callstate.Lossy, Topic: topic, To: recipients}))
 			e, err := calltest.AwaitEvent(ctx, sub, 3*time.Second, func(e callstate.DataReceived) bool { return e.Data.Topic == topic })
 			if err != nil {
 				t.Logf("lossy %d bytes, attempt %d: %v (receiver stats %+v)", n, attempt, err, b.Stats().Data)
@@ -91,13 +106,17 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 		require.NotNil(t, got, "lossy %d bytes never arrived", n)
 		require.True(t, bytes.Equal(msg, got), "lossy %d bytes arrived altered", n)
 	}
-	wire.mu.Lock()
-	defer wire.mu.Unlock()
-	assert.Greater(t, wire.sent, 150, "large lossy messages were fragmented")
-	assert.LessOrEqual(t, wire.maxSent, callstate.MaxLossyPacketSize)
-	assert.Greater(t, wire.recvd, 150)
-	assert.LessOrEqual(t, wire.maxRecv, callstate.MaxLossyPacketSize, "forwarded lossy packets, stamped by the server, still fit one packet")
-	assert.Greater(t, wire.maxRecv, 1300, "fragments use the room they have")
+	sent.mu.Lock()
+	assert.Greater(t, sent.sent, 150, "large lossy messages were fragmented")
+	assert.LessOrEqual(t, sent.maxSent, callstate.MaxLossyPacketSize)
+	sent.mu.Unlock()
+	for i, w := range wires {
+		w.mu.Lock()
+		assert.Greater(t, w.recvd, 150, "recipient %d", i)
+		assert.LessOrEqual(t, w.maxRecv, callstate.MaxLossyPacketSize, "forwarded lossy packets, stamped and with their destinations copied by the server, still fit one packet (recipient %d)", i)
+		assert.Greater(t, w.maxRecv, 1300, "fragments use the room they have")
+		w.mu.Unlock()
+	}
 	st := b.Stats().Data
 	assert.GreaterOrEqual(t, st.MessagesReassembled, uint64(2))
 }

@@ -1,5 +1,7 @@
 package callstate
 
+import "context"
+
 // WithRawHook returns o (a new JoinOptions when nil) with a hook that sees
 // every signalling frame ("signal") and data channel message ("data")
 // before it is decoded.
@@ -23,3 +25,9 @@ func WithSendFilter(o *JoinOptions, f func(reliable bool, pkt []byte) (keep bool
 
 // MaxLossyPacket returns the largest lossy packet the Room's encoder sends.
 func (r *Room) MaxLossyPacket() int { return maxLossyPacket(r.local.Identity, r.local.SID) }
+
+// SendRawData lets tests send a hand-made DataPacket, as a hostile or
+// foreign client would, on the reliable or lossy data channel.
+func (r *Room) SendRawData(ctx context.Context, reliable bool, pkt []byte) error {
+	return r.tr.Send(ctx, reliable, pkt)
+}

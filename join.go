@@ -149,7 +149,9 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 
 // chunkConfig returns the packetization limits the options ask for.
 func (r *Room) chunkConfig() chunk.Config {
-	cfg := chunk.DefaultConfig()
+	// Fields left zero take their defaults in NewAssembler and NewEncoder,
+	// where the byte budgets are computed from MaxMessageSize.
+	cfg := chunk.Config{}
 	cfg.MaxMessageSize = r.opts.MaxMessageSize
 	if r.opts.LossyReassemblyTimeout > 0 {
 		cfg.LossyTimeout = r.opts.LossyReassemblyTimeout

@@ -299,10 +299,10 @@ func TestSessionDataAfterForgedStamps(t *testing.T) {
 		t.Run(fmt.Sprint(tc.clock), func(t *testing.T) {
 			room := srv.RoomName(t)
 			ctx := ctxT(t)
-			a := srv.Join(t, room, "alice", callstate.WithReceiveOnly())
-			b := srv.Join(t, room, "bob", callstate.WithReceiveOnly())
+			a := srv.Join(t, room, "alice", &callstate.JoinOptions{ReceiveOnly: true})
+			b := srv.Join(t, room, "bob", &callstate.JoinOptions{ReceiveOnly: true})
 			rooms := []*callstate.Room{a, b}
-			subs := []*callstate.Subscription{a.Subscribe(), b.Subscribe()}
+			subs := []*callstate.Subscription{a.Subscribe(nil), b.Subscribe(nil)}
 			awaitAll := func(want string) {
 				t.Helper()
 				for i, r := range rooms {
@@ -329,9 +329,9 @@ func TestSessionDataAfterForgedStamps(t *testing.T) {
 				want = `{"a":1,"x":1,"b":2}`
 			}
 			awaitAll(want)
-			late := srv.Join(t, room, "late", callstate.WithReceiveOnly())
+			late := srv.Join(t, room, "late", &callstate.JoinOptions{ReceiveOnly: true})
 			assert.JSONEq(t, want, canon(t, late.SessionData()))
-			rooms, subs = append(rooms, late), append(subs, late.Subscribe())
+			rooms, subs = append(rooms, late), append(subs, late.Subscribe(nil))
 			require.NoError(t, late.SetSessionData(ctx, map[string]int{"l": 3}, callstate.ShallowMerge))
 			want = want[:len(want)-1] + `,"l":3}`
 			awaitAll(want)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/callstate/callstate/internal/lkpb"
 )
@@ -13,9 +14,16 @@ import (
 // Received is a whole message that arrived.
 type Received struct {
 	// SenderIdentity is the identity of the sending participant, as the
-	// server stamped it; empty for a message sent with the server API.
+	// server stamped it; empty for a message sent with the server API or by
+	// a hidden participant. It never comes from a claim the sender can
+	// make. LiveKit's server lets an agent send a text stream header that
+	// names another participant; such a stream is the agent's, and when no
+	// other packet of the agent has told its identity yet, SenderIdentity
+	// is empty and SenderSID names the agent, for the caller to resolve
+	// from the participants it knows.
 	SenderIdentity string
-	// SenderSID is the session id of the sending participant, when known.
+	// SenderSID is the session id of the sending participant, as the server
+	// stamped it; empty for a message sent with the server API.
 	SenderSID string
 	// Topic is the message topic; empty for none.
 	Topic string
@@ -46,12 +54,39 @@ type Received struct {
 }
 
 // Per-item memory, beyond the bytes of the content, charged against the
-// buffering limits: it covers the bookkeeping of a message under reassembly
-// and of each fragment or chunk it holds.
+// buffering limits for fragmented lossy messages: it covers the bookkeeping
+// of a message under reassembly and of each fragment it holds. Data streams
+// are charged their content bytes alone, so that no stream within
+// MaxMessageSize and the byte budgets is refused however its sender cuts it
+// into chunks; their bookkeeping is bounded instead by coalescing small
+// chunks (see streamMsg.add) and by the limits on how many streams there
+// are.
 const (
 	partialOverhead = 256
 	partOverhead    = 64
 )
+
+// Chunks shorter than coalesceBelow, and chunks that pin a much larger
+// buffer, are copied into a buffer shared with the chunks around them
+// rather than kept as parts of their own: a stream of 1-byte chunks then
+// costs about its length in memory, not a slice header and an allocation
+// per byte. Coalescing buffers grow with the stream up to maxCoalesce.
+const (
+	coalesceBelow = 1024
+	minCoalesce   = 256
+	maxCoalesce   = 16 << 10
+)
+
+// maxSenders is how many senders an Assembler remembers. A sender with
+// nothing under reassembly is only a memory of recently ended messages and
+// of its decompression budget; when a new sender would exceed the count,
+// those are forgotten first. Senders with messages under reassembly are
+// bounded by MaxPartialTotal.
+const maxSenders = 1024
+
+// inflateWindow is the time in which a decompression budget refills from
+// empty to full.
+const inflateWindow = 10 * time.Second
 
 // How many ended messages and streams each sender remembers, so that late
 // packets of those are recognized rather than taken for new messages.
@@ -70,10 +105,11 @@ type Assembler struct {
 	cfg Config
 
 	mu        sync.Mutex
-	senders   map[string]*sender
+	senders   map[senderKey]*sender
 	partial   int // messages under reassembly
 	buffered  int // bytes they hold
 	lastSweep time.Time
+	inflate   bucket // decompressed bytes all senders may still produce
 
 	st recvStats
 }
@@ -84,12 +120,35 @@ type recvStats struct {
 	dropped, malformed, limit, duplicates, ignored, bytes atomic.Uint64
 }
 
+// senderKey names a sender. The server stamps the session id of the
+// sending participant on every packet and no participant can change it,
+// so the sid alone names the sender when there is one: a participant that
+// claims another's identity (LiveKit lets agents do that on text stream
+// headers) still fills only its own slots and budgets. Packets without a
+// sid (the server API's) are told apart by their identity.
+type senderKey struct {
+	sid, identity string
+}
+
+func keyOf(r *Received) senderKey {
+	if r.SenderSID != "" {
+		return senderKey{sid: r.SenderSID}
+	}
+	return senderKey{identity: r.SenderIdentity}
+}
+
 // sender holds the messages of one sender under reassembly.
 type sender struct {
+	// identity is the sender's identity as stamped on a packet whose
+	// identity the server always overwrites, "" until one arrived.
+	identity string
+	known    bool
+
 	lossy    map[uint32]*fragMsg
 	streams  map[string]*streamMsg
 	buffered int
 	last     time.Time
+	inflate  bucket // decompressed bytes this sender may still produce
 
 	doneFrags   [recentFrags]doneFrag
 	doneFragsAt int
@@ -130,16 +189,65 @@ type streamMsg struct {
 	total       int // -1 when unknown
 	compression string
 	next        uint64 // expected chunk index
-	parts       [][]byte
-	bytes       int
-	last        time.Time
-	held        int
+	// parts hold the content in order. The last part may be a coalescing
+	// buffer that owns its array and has room for more.
+	parts [][]byte
+	tail  bool // the last part is a coalescing buffer
+	bytes int
+	last  time.Time
+	held  int
+}
+
+// add appends content to the stream, coalescing it with its neighbours
+// when it is small or pins a much larger buffer.
+func (st *streamMsg) add(content []byte) {
+	st.bytes += len(content)
+	if len(content) >= coalesceBelow && cap(content) <= len(content)+len(content)/4 {
+		st.parts = append(st.parts, content)
+		st.tail = false
+		return
+	}
+	if st.tail {
+		last := &st.parts[len(st.parts)-1]
+		if cap(*last)-len(*last) >= len(content) {
+			*last = append(*last, content...)
+			return
+		}
+	}
+	n := max(len(content), min(max(minCoalesce, st.bytes), maxCoalesce))
+	buf := make([]byte, 0, n)
+	st.parts = append(st.parts, append(buf, content...))
+	st.tail = true
+}
+
+// bucket is a budget of bytes that refills linearly, from empty to size in
+// inflateWindow.
+type bucket struct {
+	avail int
+	at    time.Time
+	init  bool
+}
+
+// refill brings b up to date at now and returns what it holds.
+func (b *bucket) refill(now time.Time, size int) int {
+	if !b.init {
+		b.avail, b.at, b.init = size, now, true
+		return b.avail
+	}
+	if d := now.Sub(b.at); d > 0 {
+		add := int64(size) * int64(min(d, inflateWindow)) / int64(inflateWindow)
+		b.avail = int(min(int64(size), int64(b.avail)+add))
+		b.at = now
+	} else if d < 0 {
+		b.at = now // the clock went back: start again from now
+	}
+	return b.avail
 }
 
 // NewAssembler returns an Assembler with the limits of cfg (zero fields take
 // their defaults).
 func NewAssembler(cfg Config) *Assembler {
-	return &Assembler{cfg: cfg.withDefaults(), senders: make(map[string]*sender)}
+	return &Assembler{cfg: cfg.withDefaults(), senders: make(map[senderKey]*sender)}
 }
 
 // pending is a message that is complete, to be put together outside the
@@ -152,6 +260,11 @@ type pending struct {
 	size        int
 	compression string
 	total       int // of a compressed stream: its length decompressed, -1 for unknown
+	// inflate is the decompressed size reserved from the budgets of s and
+	// of the Assembler for a compressed stream; what decompression does
+	// not use goes back.
+	inflate int
+	s       *sender
 }
 
 // Accept takes one received DataPacket and returns the message it
@@ -177,6 +290,16 @@ func (a *Assembler) Accept(now time.Time, pkt *lkpb.DataPacket) (Received, bool)
 	return a.finish(&p)
 }
 
+// trusted reports whether the server has overwritten the sender identity
+// stamped on pkt. LiveKit's server overwrites it on every packet except a
+// text stream header from an agent that names another participant, which
+// it passes on with TextHeader.generated set: the agent speaks on the named
+// participant's behalf, as in transcriptions. A header with generated set
+// is therefore not taken at its word, whoever sent it.
+func trusted(pkt *lkpb.DataPacket) bool {
+	return !pkt.GetStreamHeader().GetTextHeader().GetGenerated()
+}
+
 // accept does the work of Accept under the lock. It returns a complete
 // message, still in parts.
 func (a *Assembler) accept(now time.Time, pkt *lkpb.DataPacket) (pending, bool) {
@@ -190,12 +313,8 @@ func (a *Assembler) accept(now time.Time, pkt *lkpb.DataPacket) (pending, bool) 
 		Reliable:       pkt.GetKind() == lkpb.DataPacket_RELIABLE,
 		Destinations:   pkt.GetDestinationIdentities(),
 	}
-	switch v := pkt.GetValue().(type) {
-	case *lkpb.DataPacket_User:
-		u := v.User
-		if u == nil {
-			break
-		}
+	if u := pkt.GetUser(); u != nil {
+		// The legacy fields, for packets from older servers.
 		if base.SenderIdentity == "" {
 			base.SenderIdentity = u.GetParticipantIdentity()
 		}
@@ -204,6 +323,18 @@ func (a *Assembler) accept(now time.Time, pkt *lkpb.DataPacket) (pending, bool) 
 		}
 		if len(base.Destinations) == 0 {
 			base.Destinations = u.GetDestinationIdentities()
+		}
+	}
+	if trusted(pkt) {
+		if s := a.senders[keyOf(&base)]; s != nil {
+			s.learn(base.SenderIdentity)
+		}
+	}
+	switch v := pkt.GetValue().(type) {
+	case *lkpb.DataPacket_User:
+		u := v.User
+		if u == nil {
+			break
 		}
 		if u.GetTopic() == FragmentTopic {
 			return a.acceptFragment(now, u, base)
@@ -220,7 +351,7 @@ func (a *Assembler) accept(now time.Time, pkt *lkpb.DataPacket) (pending, bool) 
 		return pending{r: base}, true
 	case *lkpb.DataPacket_StreamHeader:
 		if v.StreamHeader != nil {
-			return a.acceptHeader(now, v.StreamHeader, base)
+			return a.acceptHeader(now, v.StreamHeader, base, trusted(pkt))
 		}
 	case *lkpb.DataPacket_StreamChunk:
 		if v.StreamChunk != nil {
@@ -229,22 +360,49 @@ func (a *Assembler) accept(now time.Time, pkt *lkpb.DataPacket) (pending, bool) 
 		}
 	case *lkpb.DataPacket_StreamTrailer:
 		if v.StreamTrailer != nil {
-			return a.acceptTrailer(v.StreamTrailer, base)
+			return a.acceptTrailer(now, v.StreamTrailer, base)
 		}
 	}
 	a.st.ignored.Add(1)
 	return pending{}, false
 }
 
-// senderOf returns the state of the sender with the identity, creating it.
-func (a *Assembler) senderOf(identity string, now time.Time) *sender {
-	s := a.senders[identity]
+// senderOf returns the state of the sender of base, creating it. trust
+// says whether base.SenderIdentity is the server's word.
+func (a *Assembler) senderOf(base *Received, trust bool, now time.Time) *sender {
+	k := keyOf(base)
+	s := a.senders[k]
 	if s == nil {
+		if len(a.senders) >= maxSenders {
+			a.forgetIdle()
+		}
 		s = &sender{lossy: make(map[uint32]*fragMsg), streams: make(map[string]*streamMsg)}
-		a.senders[identity] = s
+		a.senders[k] = s
+	}
+	if trust {
+		s.learn(base.SenderIdentity)
 	}
 	s.last = now
 	return s
+}
+
+// learn records the identity the server stamped for s.
+func (s *sender) learn(identity string) {
+	s.identity, s.known = identity, true
+}
+
+// forgetIdle forgets the senders with nothing under reassembly.
+func (a *Assembler) forgetIdle() {
+	for k, s := range a.senders {
+		if len(s.lossy) == 0 && len(s.streams) == 0 {
+			delete(a.senders, k)
+		}
+	}
+}
+
+// sender returns the state of the sender of base, nil when there is none.
+func (a *Assembler) sender(base *Received) *sender {
+	return a.senders[keyOf(base)]
 }
 
 // reserve charges n bytes to s and to the total, unless that would exceed
@@ -308,7 +466,7 @@ func (a *Assembler) acceptFragment(now time.Time, u *lkpb.UserPacket, base Recei
 		a.st.limit.Add(1)
 		return pending{}, false
 	}
-	s := a.senderOf(base.SenderIdentity, now)
+	s := a.senderOf(&base, true, now)
 	if found, full := s.fragDone(h.MessageID); found {
 		if full {
 			a.st.duplicates.Add(1)
@@ -440,7 +598,14 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 			r.Payload = append(r.Payload, f.data...)
 		}
 	case p.compression != "":
-		out, err := decompress(p.chunks, p.compression, a.cfg.MaxMessageSize)
+		out, err := decompress(p.chunks, p.compression, p.inflate)
+		// The bytes produced were paid for; the rest of the reservation
+		// goes back.
+		a.mu.Lock()
+		back := p.inflate - min(len(out), p.inflate)
+		p.s.inflate.avail += back
+		a.inflate.avail += back
+		a.mu.Unlock()
 		if err == nil && p.total >= 0 && len(out) != p.total {
 			err = errCompressedLength
 		}
@@ -461,6 +626,12 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 		for _, c := range p.chunks {
 			r.Payload = append(r.Payload, c...)
 		}
+	}
+	if r.Text && !utf8.Valid(r.Payload) {
+		// A text stream must be UTF-8 (livekit-client decodes it as
+		// such); one that is not is not delivered as text.
+		a.st.malformed.Add(1)
+		return Received{}, false
 	}
 	switch r.Via {
 	case ViaFragments:
@@ -509,22 +680,26 @@ func (a *Assembler) expire(now time.Time) int {
 
 // Forget drops every message under reassembly from the sender with the
 // identity, and everything remembered about it. Call it when the
-// participant leaves.
+// participant leaves. The identity is matched against what the server
+// stamped on the sender's packets, so no other participant's claim makes
+// Forget drop its messages, nor keeps them from being dropped.
 func (a *Assembler) Forget(identity string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := a.senders[identity]
-	if s == nil {
-		return
+	n := 0
+	for k, s := range a.senders {
+		if !(k.sid == "" && k.identity == identity) && !(k.sid != "" && s.known && s.identity == identity) {
+			continue
+		}
+		n += len(s.lossy) + len(s.streams)
+		for _, m := range s.lossy {
+			a.dropFrag(s, m, false)
+		}
+		for _, st := range s.streams {
+			a.dropStream(s, st, false)
+		}
+		delete(a.senders, k)
 	}
-	n := len(s.lossy) + len(s.streams)
-	for _, m := range s.lossy {
-		a.dropFrag(s, m, false)
-	}
-	for _, st := range s.streams {
-		a.dropStream(s, st, false)
-	}
-	delete(a.senders, identity)
 	a.st.dropped.Add(uint64(n))
 }
 

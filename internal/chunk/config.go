@@ -46,7 +46,12 @@ type Config struct {
 	// reassembly. Further messages are refused until one ends.
 	MaxPartialTotal int
 	// MaxBufferedPerSender is how many bytes the messages of one sender
-	// under reassembly may hold. Default: 2 × MaxMessageSize.
+	// under reassembly may hold. A data stream is charged the bytes of
+	// content it has received, however they were cut into chunks (memory
+	// in use stays within about 1.3 times that, plus a few kilobytes per
+	// stream); a fragmented lossy message is charged the memory its
+	// fragments take, their bytes plus 64 bytes of bookkeeping each.
+	// Default: 2 × MaxMessageSize.
 	MaxBufferedPerSender int
 	// MaxBufferedTotal is how many bytes all messages under reassembly may
 	// hold. Default: 8 × MaxMessageSize.
@@ -57,6 +62,17 @@ type Config struct {
 	// StreamTimeout is how long a data stream waits for its next packet
 	// before it is dropped.
 	StreamTimeout time.Duration
+	// MaxDecompressedPerSender is how many bytes of decompressed stream
+	// content one sender may produce in 10 seconds: a budget that refills
+	// linearly, from empty to full in 10 s. A few kilobytes of compressed
+	// data can expand to MaxMessageSize; this bounds how much memory and
+	// work one sender can make the receiver spend that way. A compressed
+	// stream that would exceed it is refused and counted in RejectedLimit.
+	// Default: 2 × MaxMessageSize.
+	MaxDecompressedPerSender int
+	// MaxDecompressedTotal is the same budget for all senders together.
+	// Default: 8 × MaxMessageSize.
+	MaxDecompressedTotal int
 }
 
 // DefaultConfig returns a Config with every default limit.
@@ -80,6 +96,8 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxPartialTotal, DefaultMaxPartialTotal)
 	def(&c.MaxBufferedPerSender, 2*c.MaxMessageSize)
 	def(&c.MaxBufferedTotal, 8*c.MaxMessageSize)
+	def(&c.MaxDecompressedPerSender, 2*c.MaxMessageSize)
+	def(&c.MaxDecompressedTotal, 8*c.MaxMessageSize)
 	if c.LossyTimeout <= 0 {
 		c.LossyTimeout = DefaultLossyTimeout
 	}

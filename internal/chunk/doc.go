@@ -17,7 +17,8 @@
 //   - A larger lossy message is split into fragments. Each fragment is a
 //     UserPacket on the reserved topic FragmentTopic, whose payload is a
 //     fragment header followed by a slice of the message. Every encoded
-//     fragment, destination identities and all, fits MaxLossyPacket. Plain
+//     fragment, destination identities and all, fits MaxLossyPacket as the
+//     server forwards it (see below). Plain
 //     LiveKit clients see packets on an unknown topic and never mistake a
 //     fragment for a whole message.
 //   - A reliable message whose encoded DataPacket fits
@@ -33,6 +34,14 @@
 // supplies; lossy packets carry none. DataPacket.kind is set, the
 // participant identity is left for the server to fill, and destination
 // identities are set on every packet of a message.
+//
+// LiveKit's server copies the destination identities of a packet holding a
+// UserPacket into the UserPacket's legacy fields before forwarding it, so
+// the Encoder sizes plain packets and fragments with that copy counted:
+// with destinations they are sent smaller than the limits, by the size of
+// the copy. The server also stamps the sender's identity and sid, twice;
+// the caller accounts for those in the limits it sets (callstate subtracts
+// them from MaxLossyPacket).
 //
 // The Encoder builds every packet with hand-written protobuf appends in a
 // buffer it reuses, and hands it to the caller's emit function, which must
@@ -72,9 +81,20 @@
 // Config.LossyTimeout, a stream with no packet for Config.StreamTimeout is
 // dropped, and a stream whose trailer carries a reason is aborted.
 //
+// Senders are told apart by the participant sid the server stamps on every
+// packet, never by a field the sender writes: the identity on a text stream
+// header from a LiveKit agent may name someone else (the server allows it,
+// for transcriptions), so such a stream is reassembled in the agent's slots
+// and attributed to the agent (see Received.SenderIdentity).
+//
 // Memory is bounded whatever the senders do: claims of sizes over
 // Config.MaxMessageSize or of inconsistent counts are refused, memory is
 // taken only as bytes arrive, and the number of messages under reassembly
-// and the bytes they hold are capped per sender and in total. Every
+// and the bytes they hold are capped per sender and in total. Data streams
+// are charged the bytes of content they hold, however they are cut into
+// chunks (small chunks are copied together), so that no stream within the
+// limits is refused. Compressed streams draw on a decompression budget per
+// sender and in total (Config.MaxDecompressedPerSender), which refills over
+// 10 seconds. A text stream that is not valid UTF-8 is refused. Every
 // refusal is counted in Stats.
 package chunk

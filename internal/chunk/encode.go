@@ -143,6 +143,11 @@ func NewEncoder(cfg Config) *Encoder {
 // DataPacket.sequence); it may be nil for no sequence numbers. Lossy packets
 // carry none.
 //
+// Packets holding a UserPacket (plain packets and fragments) are sized as
+// the server forwards them: it copies their destination identities into the
+// UserPacket, so with destinations the packets sent are smaller than
+// MaxLossyPacket and MaxReliablePacket by the size of that copy.
+//
 // Encode returns a *LimitError when the payload exceeds MaxMessageSize or
 // when the topic and destinations leave no room for content in a packet,
 // ErrReservedTopic, ErrInvalidString, ErrLossyStream or ErrInvalidText; it

@@ -93,7 +93,7 @@ func TestEncodeFragmentWire(t *testing.T) {
 		}, p)
 		assert.Zero(t, dp.Sequence, "lossy packets carry no sequence")
 		if i < 2 {
-			assert.Equal(t, 1400, len(p), "full fragments fill the packet")
+			assert.Equal(t, 1400, len(forwarded(t, p, "", "")), "full fragments fill the packet as forwarded")
 		}
 	}
 	assert.Equal(t, msg, joined)
@@ -165,7 +165,9 @@ func TestEncodeTextStreamHeader(t *testing.T) {
 }
 
 func TestEncodeLossyPacketsFit(t *testing.T) {
-	manyDests := make([]string, 20)
+	// Every destination takes room twice in a forwarded packet: the server
+	// copies the destinations into the UserPacket.
+	manyDests := make([]string, 8)
 	for i := range manyDests {
 		manyDests[i] = strings.Repeat("d", 40) + string(rune('a'+i))
 	}
@@ -186,7 +188,7 @@ func TestEncodeLossyPacketsFit(t *testing.T) {
 				msg := payload(n, uint64(n))
 				pkts, _ := encodeAll(t, e, Message{Topic: tc.topic, Payload: msg, Destinations: tc.dests}, nil)
 				for _, p := range pkts {
-					require.LessOrEqual(t, len(p), 1400)
+					require.LessOrEqual(t, len(forwarded(t, p, "", "")), 1400)
 				}
 				got := feed(a, t0, decode(t, "s", pkts))
 				require.Len(t, got, 1, "size %d", n)
@@ -201,13 +203,32 @@ func TestEncodeLossyPacketsFit(t *testing.T) {
 	}
 }
 
-// plainSize returns the encoded size of m as one plain packet.
+// forwarded returns p as LiveKit's server forwards it from a participant
+// with the identity and sid: stamped with both, in the packet and in the
+// legacy fields of a UserPacket, into which it also copies the
+// destination identities.
+func forwarded(t testing.TB, p []byte, identity, sid string) []byte {
+	t.Helper()
+	var dp lkpb.DataPacket
+	require.NoError(t, proto.Unmarshal(p, &dp))
+	dp.ParticipantIdentity, dp.ParticipantSid = identity, sid
+	if u := dp.GetUser(); u != nil {
+		u.ParticipantIdentity, u.ParticipantSid = identity, sid
+		u.DestinationIdentities = dp.DestinationIdentities
+	}
+	b, err := proto.Marshal(&dp)
+	require.NoError(t, err)
+	return b
+}
+
+// plainSize returns the encoded size of m as one plain packet, as the
+// server forwards it (without the sender's stamps).
 func plainSize(m Message, seq uint32) int {
 	if !m.Reliable {
 		seq = 0
 	}
 	dp := &lkpb.DataPacket{DestinationIdentities: m.Destinations, Sequence: seq,
-		Value: &lkpb.DataPacket_User{User: &lkpb.UserPacket{Payload: m.Payload}}}
+		Value: &lkpb.DataPacket_User{User: &lkpb.UserPacket{Payload: m.Payload, DestinationIdentities: m.Destinations}}}
 	if m.Topic != "" {
 		dp.GetUser().Topic = proto.String(m.Topic)
 	}
@@ -244,7 +265,8 @@ func TestEncodeBoundaries(t *testing.T) {
 			pkts, info := encodeAll(t, e, m, counter())
 			require.Equal(t, ViaPlain, info.Via)
 			require.Len(t, pkts, 1)
-			require.Len(t, pkts[0], tc.limit)
+			require.Len(t, forwarded(t, pkts[0], "", ""), tc.limit, "the packet fills the limit as forwarded")
+			require.Less(t, len(pkts[0]), tc.limit, "and is smaller as sent, by the copy of its destinations")
 			got := feed(a, t0, decode(t, "s", pkts))
 			require.Len(t, got, 1)
 			require.Equal(t, m.Payload, got[0].Payload)
@@ -253,7 +275,7 @@ func TestEncodeBoundaries(t *testing.T) {
 			pkts, info = encodeAll(t, e, m, counter())
 			require.Equal(t, tc.over, info.Via)
 			for _, p := range pkts {
-				require.LessOrEqual(t, len(p), tc.limit)
+				require.LessOrEqual(t, len(forwarded(t, p, "", "")), tc.limit)
 			}
 			got = feed(a, t0, decode(t, "s", pkts))
 			require.Len(t, got, 1)

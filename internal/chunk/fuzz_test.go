@@ -78,9 +78,14 @@ func FuzzFragmentDecode(f *testing.F) {
 	})
 }
 
+// victim is the identity forged stream headers name in FuzzAssembler; no
+// sender has it.
+const victim = "victim"
+
 // FuzzAssembler feeds an Assembler a sequence of packets and events decoded
 // from the input and checks that it never panics, never delivers more than
-// the size limit, and never holds more than its limits.
+// the size limit, never attributes a message to a claimed identity, and
+// never holds more than its limits.
 func FuzzAssembler(f *testing.F) {
 	f.Add([]byte{0, 0, 1, 0, 100, 2, 0, 10, 0, 1, 1, 0, 100, 2, 1, 90})
 	f.Add([]byte{2, 1, 0, 1, 0, 1, 3, 1, 0, 0, 5, 4, 1, 0, 1})
@@ -127,6 +132,12 @@ func FuzzAssembler(f *testing.F) {
 					h.Attributes = map[string]string{attrCompression: compressionGzip}
 				}
 				pkt = ff.header(h)
+				if flags&32 != 0 {
+					// An agent's header naming another participant, as
+					// the server passes it on.
+					h.ContentHeader = &lkpb.DataStream_Header_TextHeader{TextHeader: &lkpb.DataStream_TextHeader{Generated: true}}
+					pkt.ParticipantIdentity = victim
+				}
 			case 3: // a stream chunk
 				ff := foreign{who, fmt.Sprint(s.byte() % 3)}
 				pkt = ff.chunk(uint64(s.byte()%4), s.bytes(int(s.byte())))
@@ -153,8 +164,14 @@ func FuzzAssembler(f *testing.F) {
 				pkt = &dp
 			}
 			if pkt != nil {
+				// The server stamps a sid on every packet of a
+				// participant; p2 stands for senders without one.
+				if pkt.ParticipantSid == "" && who != "p2" {
+					pkt.ParticipantSid = "S" + who
+				}
 				if r, ok := a.Accept(now, pkt); ok {
 					require.LessOrEqual(t, len(r.Payload), fuzzConfig.MaxMessageSize)
+					require.NotEqual(t, victim, r.SenderIdentity, "a message is never attributed to a name its sender claimed")
 				}
 			}
 			checkInvariants(t, a)

@@ -41,11 +41,13 @@ type Stats struct {
 	// RejectedMalformed counts packets and messages refused as malformed or
 	// inconsistent: bad fragment headers, fragments or chunks that
 	// contradict their message, streams whose length does not match their
-	// header, undecodable compressed streams.
+	// header, undecodable compressed streams, text streams that are not
+	// valid UTF-8.
 	RejectedMalformed uint64
 	// RejectedLimit counts packets and messages refused by a limit: sizes
-	// over MaxMessageSize, and messages refused because their sender or all
-	// senders had too many messages or bytes under reassembly.
+	// over MaxMessageSize, messages refused because their sender or all
+	// senders had too many messages or bytes under reassembly, and
+	// compressed streams over the decompression budgets.
 	RejectedLimit uint64
 	// Duplicates counts fragments, chunks and stream headers received again.
 	Duplicates uint64

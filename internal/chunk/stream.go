@@ -7,10 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"slices"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/callstate/callstate/internal/lkpb"
 )
@@ -59,14 +56,22 @@ func compressionOf(h *lkpb.DataStream_Header) (string, error) {
 }
 
 // acceptHeader handles a stream header: it starts a stream, or delivers a
-// single-packet stream at once.
-func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base Received) (pending, bool) {
+// single-packet stream at once. trust says whether the sender identity on
+// the header is the server's word (see trusted).
+func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base Received, trust bool) (pending, bool) {
 	id := h.GetStreamId()
 	if id == "" {
 		a.st.malformed.Add(1)
 		return pending{}, false
 	}
-	s := a.senderOf(base.SenderIdentity, now)
+	s := a.senderOf(&base, trust, now)
+	if !trust {
+		// The sender may have named someone else: attribute the stream to
+		// the sender the sid says, by the identity the server stamped on
+		// its other packets, empty when none came yet (see
+		// Received.SenderIdentity).
+		base.SenderIdentity = s.identity
+	}
 	if found, _ := s.streamDone(id); found || s.streams[id] != nil {
 		a.st.duplicates.Add(1)
 		return pending{}, false
@@ -112,16 +117,16 @@ func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base 
 			a.st.malformed.Add(1)
 			return pending{}, false
 		}
-		return pending{r: base, chunks: [][]byte{content}, size: len(content), compression: comp, total: total}, true
+		p := pending{r: base, chunks: [][]byte{content}, size: len(content), compression: comp, total: total, s: s}
+		if comp != "" && !a.reserveInflate(now, &p) {
+			return pending{}, false
+		}
+		return p, true
 	}
 
+	// Memory is charged as content arrives: a header costs its own packet
+	// and a streamMsg, bounded by the counts checked here.
 	if len(s.streams) >= a.cfg.MaxStreamsPerSender || a.partial >= a.cfg.MaxPartialTotal {
-		a.st.limit.Add(1)
-		s.markStream(id, false)
-		return pending{}, false
-	}
-	fixed := partialOverhead + 2*proto.Size(h)
-	if !a.reserve(s, fixed) {
 		a.st.limit.Add(1)
 		s.markStream(id, false)
 		return pending{}, false
@@ -131,10 +136,31 @@ func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base 
 		total:       total,
 		compression: comp,
 		last:        now,
-		held:        fixed,
 	}
 	a.partial++
 	return pending{}, false
+}
+
+// reserveInflate reserves from the decompression budgets of p's sender and
+// of the Assembler the most bytes p may decompress to, and reports whether
+// there is enough. A stream of known length needs that length; one of
+// unknown length gets what is left, up to MaxMessageSize, and is refused
+// if it decompresses to more.
+func (a *Assembler) reserveInflate(now time.Time, p *pending) bool {
+	n := min(a.cfg.MaxMessageSize,
+		p.s.inflate.refill(now, a.cfg.MaxDecompressedPerSender),
+		a.inflate.refill(now, a.cfg.MaxDecompressedTotal))
+	if n <= 0 || (p.total >= 0 && n < p.total) {
+		a.st.limit.Add(1)
+		return false
+	}
+	if p.total >= 0 {
+		n = p.total
+	}
+	p.inflate = n
+	p.s.inflate.avail -= n
+	a.inflate.avail -= n
+	return true
 }
 
 // inlineContent returns the content a single-packet stream header carries,
@@ -160,7 +186,7 @@ func inlineContent(h *lkpb.DataStream_Header, text bool, comp string) ([]byte, b
 // acceptChunk handles a stream chunk.
 func (a *Assembler) acceptChunk(now time.Time, c *lkpb.DataStream_Chunk, base Received) {
 	a.st.chunks.Add(1)
-	s := a.senders[base.SenderIdentity]
+	s := a.sender(&base)
 	var st *streamMsg
 	if s != nil {
 		st = s.streams[c.GetStreamId()]
@@ -191,24 +217,19 @@ func (a *Assembler) acceptChunk(now time.Time, c *lkpb.DataStream_Chunk, base Re
 		a.dropStream(s, st, false)
 		return
 	}
-	cost, compact := retention(content, cap(content))
-	if st.bytes+len(content) > a.cfg.MaxMessageSize || !a.reserve(s, cost) {
+	if st.bytes+len(content) > a.cfg.MaxMessageSize || !a.reserve(s, len(content)) {
 		a.st.limit.Add(1)
 		a.dropStream(s, st, false)
 		return
 	}
-	if compact {
-		content = slices.Clone(content)
-	}
-	st.held += cost
-	st.bytes += len(content)
-	st.parts = append(st.parts, content)
+	st.held += len(content)
+	st.add(content)
 }
 
 // acceptTrailer handles a stream trailer: it delivers the stream, or drops
 // it when the trailer carries a reason.
-func (a *Assembler) acceptTrailer(t *lkpb.DataStream_Trailer, base Received) (pending, bool) {
-	s := a.senders[base.SenderIdentity]
+func (a *Assembler) acceptTrailer(now time.Time, t *lkpb.DataStream_Trailer, base Received) (pending, bool) {
+	s := a.sender(&base)
 	var st *streamMsg
 	if s != nil {
 		st = s.streams[t.GetStreamId()]
@@ -229,6 +250,9 @@ func (a *Assembler) acceptTrailer(t *lkpb.DataStream_Trailer, base Received) (pe
 	}
 	a.dropStream(s, st, true)
 	r := st.base
+	// The server stamps the trailer with the sender's own identity, even
+	// when the header named someone else.
+	r.SenderIdentity = base.SenderIdentity
 	if len(t.GetAttributes()) > 0 {
 		attrs := cloneAttributes(t.GetAttributes())
 		if r.Attributes == nil {
@@ -239,11 +263,16 @@ func (a *Assembler) acceptTrailer(t *lkpb.DataStream_Trailer, base Received) (pe
 			}
 		}
 	}
-	return pending{r: r, chunks: st.parts, size: st.bytes, compression: st.compression, total: st.total}, true
+	p := pending{r: r, chunks: st.parts, size: st.bytes, compression: st.compression, total: st.total, s: s}
+	if p.compression != "" && !a.reserveInflate(now, &p) {
+		return pending{}, false
+	}
+	return p, true
 }
 
 // decompress returns the decompressed concatenation of parts, refusing to
-// produce more than limit bytes.
+// produce more than limit bytes. With errTooLarge it also returns what it
+// produced, limit+1 bytes, so that the caller can count them.
 func decompress(parts [][]byte, comp string, limit int) ([]byte, error) {
 	readers := make([]io.Reader, len(parts))
 	empty := true
@@ -270,10 +299,10 @@ func decompress(parts [][]byte, comp string, limit int) ([]byte, error) {
 	}
 	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	if len(out) > limit {
-		return nil, errTooLarge
+		return out, errTooLarge
 	}
 	return out, nil
 }

@@ -110,8 +110,17 @@ type packetShape struct {
 }
 
 // size returns the encoded size of a DataPacket whose value field num holds
-// valueLen bytes.
+// valueLen bytes, as the server forwards it (before it stamps the sender's
+// identity and sid, which the caller's limits account for). LiveKit's
+// server copies the destination identities of a packet holding a
+// UserPacket into the UserPacket's legacy destination_identities field
+// (6), which has a one-byte tag like DataPacket's field 5: the forwarded
+// UserPacket is destsSize bytes longer than the one sent. Stream packets
+// get no such copy.
 func (s *packetShape) size(num protowire.Number, valueLen int) int {
+	if num == fieldPacketUser {
+		valueLen += s.destsSize
+	}
 	n := sizeLen(num, valueLen) + s.destsSize + sizeVarint(fieldPacketSequence, uint64(s.seq))
 	if s.lossy {
 		n += sizeVarint(fieldPacketKind, kindLossy)
