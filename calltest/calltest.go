@@ -1,11 +1,12 @@
 // Package calltest runs a real LiveKit server on the loopback interface for
-// tests, examples and local tools.
+// tests and examples.
 //
-// Start launches a livekit-server process that listens on 127.0.0.1 only, on
-// free ports, with a random API key and secret, and returns when the server
-// answers authenticated requests. Close stops it and removes its files.
-// Several servers may run at once, in one process or in parallel test
-// binaries.
+// Start launches a livekit-server process with package lkserver: it listens
+// on 127.0.0.1 only, on free ports, with a random API key and secret, and
+// Start returns when it answers authenticated requests. Close stops it and
+// removes its files. Several servers may run at once, in one process or in
+// parallel test binaries. Commands and other code that must not link the
+// testing package use lkserver directly.
 //
 // In tests, NewServer starts a server for one test and stops it when the
 // test ends, and Shared returns one server for the whole test binary, which
@@ -34,10 +35,14 @@
 //
 // # An existing server
 //
-// When the environment variables CALLSTATE_URL, CALLSTATE_API_KEY and
-// CALLSTATE_API_SECRET are all set, Start starts nothing: the Server it
+// When the environment names a server, Start starts nothing: the Server it
 // returns describes that server, and Close does nothing (unless
-// Options.IgnoreEnv is set). Tests sharing an existing server must use
+// Options.IgnoreEnv is set). The server is named by LiveKit's standard
+// variables LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET, each
+// overridden by CALLSTATE_URL, CALLSTATE_API_KEY or CALLSTATE_API_SECRET
+// when that is set (see lkserver.EndpointFromEnv); the three values must be
+// set together. A shell set up for LiveKit's lk CLI therefore runs the
+// tests against that server. Tests sharing an existing server must use
 // unique room names, as RoomName provides.
 //
 // # Logs
@@ -57,53 +62,36 @@
 package calltest
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/lkserver"
 )
 
 // ServerVersion is the livekit-server release that Start installs when it
 // finds no server binary.
-const ServerVersion = "v1.13.5"
+const ServerVersion = lkserver.Version
 
 // Environment variables read by this package.
 const (
 	// EnvBinary names the livekit-server executable to run.
-	EnvBinary = "CALLSTATE_LIVEKIT_SERVER"
+	EnvBinary = lkserver.EnvBinary
 	// EnvCacheDir overrides the directory where the server is installed
 	// (by default os.UserCacheDir()/callstate).
-	EnvCacheDir = "CALLSTATE_CACHE_DIR"
+	EnvCacheDir = lkserver.EnvCacheDir
 	// EnvServerLog, set to 1, copies the server's log to standard error.
-	EnvServerLog = "CALLSTATE_SERVER_LOG"
+	EnvServerLog = lkserver.EnvServerLog
 	// EnvURL, EnvAPIKey and EnvAPISecret together name an existing server
-	// to use instead of starting one.
-	EnvURL       = "CALLSTATE_URL"
-	EnvAPIKey    = "CALLSTATE_API_KEY"
-	EnvAPISecret = "CALLSTATE_API_SECRET"
-)
-
-const (
-	defaultStopGrace = 100 * time.Millisecond
-	forceStopWait    = 5 * time.Second
-	readyTimeout     = 30 * time.Second
-	startAttempts    = 3
-	logTailBytes     = 4096
+	// to use instead of starting one. Each overrides LiveKit's standard
+	// variable of the same meaning (LIVEKIT_URL, LIVEKIT_API_KEY,
+	// LIVEKIT_API_SECRET), which Start reads as well.
+	EnvURL       = lkserver.EnvURL
+	EnvAPIKey    = lkserver.EnvAPIKey
+	EnvAPISecret = lkserver.EnvAPISecret
 )
 
 // Options configure Start. The zero value (or a nil *Options) is a good
@@ -134,30 +122,21 @@ type Options struct {
 	// retried. The WebRTC UDP port is always picked free.
 	Port int
 
-	// IgnoreEnv makes Start launch a local server even when CALLSTATE_URL
-	// names an existing one. Tests that stop or disturb their server need
-	// it.
+	// IgnoreEnv makes Start launch a local server even when the
+	// environment names an existing one. Tests that stop or disturb their
+	// server need it.
 	IgnoreEnv bool
 }
 
 // Server is a LiveKit server for tests: a local livekit-server process
-// started by Start, or an existing server named by the environment.
+// started by Start, or an existing server named by the environment. The
+// embedded lkserver.Server gives its URLs, credentials, tokens and server
+// API client; Server adds what tests need.
 //
 // Its methods may be called from any goroutine.
 type Server struct {
-	url, httpURL string
-	key, secret  string
-	external     bool
-	shared       bool
-	stopGrace    time.Duration
-
-	cmd     *exec.Cmd
-	dir     string
-	logFile *os.File
-	proc    *process
-
-	closeOnce sync.Once
-	closeErr  error
+	*lkserver.Server
+	shared bool
 }
 
 // Start starts a LiveKit server, or connects to the existing one named by
@@ -176,344 +155,45 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 			return s, err
 		}
 	}
-	bin, err := findBinary(ctx, o.Binary)
+	s, err := lkserver.Start(ctx, &lkserver.Options{
+		Binary:    o.Binary,
+		LogOutput: o.LogOutput,
+		APIKey:    o.APIKey,
+		APISecret: o.APISecret,
+		StopGrace: o.StopGrace,
+		Port:      o.Port,
+	})
 	if err != nil {
 		return nil, err
 	}
-	key, secret := o.APIKey, o.APISecret
-	if key == "" {
-		key = "API" + randomHex(6)
-	}
-	if secret == "" {
-		secret = randomHex(32)
-	}
-	grace := o.StopGrace
-	if grace <= 0 {
-		grace = defaultStopGrace
-	}
-	var lastErr error
-	for range startAttempts {
-		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput, o.Port)
-		if err == nil {
-			return s, nil
-		}
-		lastErr = err
-		if !retry || ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, lastErr
+	return &Server{Server: s}, nil
 }
 
 // fromEnv returns the existing server named by the environment, if any.
 func fromEnv(ctx context.Context) (*Server, bool, error) {
-	u, k, sec := os.Getenv(EnvURL), os.Getenv(EnvAPIKey), os.Getenv(EnvAPISecret)
-	if u == "" && k == "" && sec == "" {
+	ep := lkserver.EndpointFromEnv(os.Getenv)
+	if ep == (lkserver.Endpoint{}) {
 		return nil, false, nil
 	}
-	if u == "" || k == "" || sec == "" {
-		return nil, true, fmt.Errorf("calltest: %s, %s and %s must be set together", EnvURL, EnvAPIKey, EnvAPISecret)
+	if ep.URL == "" || ep.APIKey == "" || ep.APISecret == "" {
+		return nil, true, fmt.Errorf("calltest: the server's URL, API key and secret must be set together "+
+			"(%s or %s, %s or %s, %s or %s)",
+			EnvURL, lkserver.EnvLiveKitURL, EnvAPIKey, lkserver.EnvLiveKitAPIKey, EnvAPISecret, lkserver.EnvLiveKitAPISecret)
 	}
-	wsURL, httpURL, err := serverURLs(u)
+	s, err := lkserver.Connect(ctx, ep)
 	if err != nil {
-		return nil, true, err
+		return nil, true, fmt.Errorf("calltest: the server named by the environment: %w", err)
 	}
-	s := &Server{url: wsURL, httpURL: httpURL, key: k, secret: sec, external: true}
-	probeCtx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	if err := s.probe(probeCtx, 10*time.Second); err != nil {
-		return nil, true, fmt.Errorf("calltest: the server at %s=%s does not answer: %w", EnvURL, u, err)
-	}
-	return s, true, nil
+	return &Server{Server: s}, true, nil
 }
-
-// serverURLs derives the WebSocket and HTTP base URLs from either form.
-func serverURLs(u string) (wsURL, httpURL string, err error) {
-	u = strings.TrimRight(u, "/")
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok || rest == "" {
-		return "", "", fmt.Errorf("calltest: %s=%q is not a ws://, wss://, http:// or https:// URL", EnvURL, u)
-	}
-	switch strings.ToLower(scheme) {
-	case "ws", "http":
-		return "ws://" + rest, "http://" + rest, nil
-	case "wss", "https":
-		return "wss://" + rest, "https://" + rest, nil
-	}
-	return "", "", fmt.Errorf("calltest: %s=%q is not a ws://, wss://, http:// or https:// URL", EnvURL, u)
-}
-
-// startOnce makes one attempt at starting the server on fresh ports. retry
-// reports whether a failure may be a port collision worth another attempt.
-func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer, fixedPort int) (s *Server, retry bool, err error) {
-	httpPort := fixedPort
-	if httpPort == 0 {
-		if httpPort, err = pickPort("tcp"); err != nil {
-			return nil, false, err
-		}
-	}
-	defer func() {
-		if fixedPort != 0 {
-			retry = false
-		}
-	}()
-	udpPort, err := pickPort("udp")
-	if err != nil {
-		return nil, false, err
-	}
-	stunPort, err := pickPort("udp")
-	if err != nil {
-		return nil, false, err
-	}
-	dir, err := os.MkdirTemp("", "calltest-")
-	if err != nil {
-		return nil, false, fmt.Errorf("calltest: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(dir)
-		}
-	}()
-	cfgPath := filepath.Join(dir, "livekit.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configYAML(httpPort, udpPort, stunPort, key, secret)), 0o600); err != nil {
-		return nil, false, fmt.Errorf("calltest: %w", err)
-	}
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		return nil, false, fmt.Errorf("calltest: %w", err)
-	}
-	var out io.Writer = logFile
-	extra := []io.Writer{logFile}
-	if logOut != nil {
-		extra = append(extra, logOut)
-	}
-	if os.Getenv(EnvServerLog) == "1" {
-		extra = append(extra, os.Stderr)
-	}
-	if len(extra) > 1 {
-		out = io.MultiWriter(extra...)
-	}
-
-	cmd := exec.Command(bin, "--dev", "--config", cfgPath)
-	cmd.Dir = dir
-	cmd.Env = serverEnv()
-	cmd.Stdout = out
-	cmd.Stderr = out
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, false, fmt.Errorf("calltest: starting %s: %w", bin, err)
-	}
-	host := fmt.Sprintf("127.0.0.1:%d", httpPort)
-	s = &Server{
-		url:       "ws://" + host,
-		httpURL:   "http://" + host,
-		key:       key,
-		secret:    secret,
-		stopGrace: grace,
-		cmd:       cmd,
-		dir:       dir,
-		logFile:   logFile,
-		proc:      newProcess(cmd),
-	}
-
-	if err := s.waitReady(ctx); err != nil {
-		exitedEarly := s.proc.exited()
-		s.stopProcess()
-		logFile.Close()
-		tail := logTail(filepath.Join(dir, "server.log"))
-		if tail != "" {
-			tail = "\n--- end of the server log ---\n" + tail
-		}
-		// An early exit or a foreign server on our port is likely a port
-		// taken between picking it and binding it.
-		collided := exitedEarly || errors.Is(err, errForeignServer)
-		return nil, collided && ctx.Err() == nil,
-			fmt.Errorf("calltest: livekit-server (%s) did not start on %s: %w%s", bin, host, err, tail)
-	}
-	return s, false, nil
-}
-
-var errForeignServer = errors.New("another server answers on the port")
-
-// probeClient keeps no idle connections, so that no goroutine outlives a
-// probe (tests that check for leaked goroutines stay quiet).
-var probeClient = &http.Client{Transport: &http.Transport{
-	Proxy:             http.ProxyFromEnvironment,
-	DisableKeepAlives: true,
-}}
-
-// waitReady polls the server until it answers an authenticated request with
-// our credentials, the process exits, or the deadline passes.
-func (s *Server) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if s.proc.exited() {
-			s.proc.wait()
-			return fmt.Errorf("the process exited: %s", s.cmd.ProcessState)
-		}
-		// A local server answers within milliseconds; a short timeout
-		// notices soon a port held by something else that does not answer.
-		err := s.probe(ctx, 500*time.Millisecond)
-		if err == nil || errors.Is(err, errForeignServer) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
-}
-
-// probe makes one authenticated ListRooms request.
-func (s *Server) probe(ctx context.Context, timeout time.Duration) error {
-	tok, err := callstate.NewToken(s.key, s.secret, callstate.Claims{
-		Grants:   callstate.Grants{RoomList: true},
-		ValidFor: time.Minute,
-	})
-	if err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.httpURL+"/twirp/livekit.RoomService/ListRooms", strings.NewReader("{}"))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := probeClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch {
-	case resp.StatusCode == http.StatusOK:
-		return nil
-	case resp.StatusCode == http.StatusUnauthorized && !s.external:
-		return fmt.Errorf("%w: %s", errForeignServer, bytes.TrimSpace(body))
-	}
-	return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
-}
-
-// configYAML is the server's configuration: loopback only, fixed ports, one
-// key.
-func configYAML(httpPort, udpPort, stunPort int, key, secret string) string {
-	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
-	return fmt.Sprintf(`port: %d
-bind_addresses: ["127.0.0.1"]
-rtc:
-  udp_port: %d
-  tcp_port: 0
-  node_ip: 127.0.0.1
-  use_external_ip: false
-  enable_loopback_candidate: true
-  ips:
-    includes: ["127.0.0.1/32"]
-  interfaces:
-    includes: ["lo"]
-  stun_servers: ["127.0.0.1:%d"]
-keys:
-  %s: %s
-`, httpPort, udpPort, stunPort, q(key), q(secret))
-}
-
-// serverEnv is the environment of the server process: ours, without the
-// variables livekit-server would read over its configuration file.
-func serverEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(name, "LIVEKIT_"),
-			name == "NODE_IP", name == "UDP_PORT",
-			name == "REDIS_HOST", name == "REDIS_PASSWORD":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// pickPort chooses the server's ports; tests replace it to provoke
-// collisions.
-var pickPort = freePort
-
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(network string) (int, error) {
-	switch network {
-	case "tcp":
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("calltest: finding a free TCP port: %w", err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port, nil
-	default:
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("calltest: finding a free UDP port: %w", err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port, nil
-	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// logTail returns the last few KiB of the log file.
-func logTail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	if len(b) > logTailBytes {
-		b = b[len(b)-logTailBytes:]
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	return strings.TrimRight(string(b), "\n")
-}
-
-// URL returns the server's WebSocket URL, for example ws://127.0.0.1:40123,
-// the URL participants join.
-func (s *Server) URL() string { return s.url }
-
-// HTTPURL returns the server's HTTP URL, for example http://127.0.0.1:40123,
-// the base of its server API.
-func (s *Server) HTTPURL() string { return s.httpURL }
-
-// APIKey returns the API key the server accepts.
-func (s *Server) APIKey() string { return s.key }
-
-// APISecret returns the secret of APIKey.
-func (s *Server) APISecret() string { return s.secret }
 
 // DefaultGrants returns the grants of the tokens that Server.Token mints:
-// join room, publish and subscribe (the server defaults), send data, update
-// one's own metadata, administer room, so that the participant can also
-// write the room's metadata (session data) through the server API, and list
-// rooms, so that session-data writes read the current value first.
-func DefaultGrants(room string) callstate.Grants {
-	return callstate.Grants{
-		Room:                 room,
-		RoomJoin:             true,
-		RoomAdmin:            true,
-		RoomList:             true,
-		CanPublishData:       callstate.Bool(true),
-		CanUpdateOwnMetadata: true,
-	}
-}
+// lkserver.DefaultGrants, which are join room, publish and subscribe (the
+// server defaults), send data, update one's own metadata, administer room
+// (so that the participant can also write the room's metadata, session
+// data, through the server API), and list rooms (so that session-data
+// writes read the current value first).
+func DefaultGrants(room string) callstate.Grants { return lkserver.DefaultGrants(room) }
 
 // Token mints a token for identity to join room on this server, with
 // DefaultGrants and the default validity. It panics if room or identity is
@@ -522,17 +202,11 @@ func (s *Server) Token(room, identity string) string {
 	if room == "" || identity == "" {
 		panic(fmt.Sprintf("calltest: Token needs a room and an identity, got room %q and identity %q", room, identity))
 	}
-	tok, err := s.TokenWith(callstate.Claims{Identity: identity, Grants: DefaultGrants(room)})
+	tok, err := s.Server.Token(room, identity)
 	if err != nil {
 		panic(err)
 	}
 	return tok
-}
-
-// TokenWith mints a token with the given claims, signed with the server's
-// credentials. Errors come from callstate.NewToken.
-func (s *Server) TokenWith(c callstate.Claims) (string, error) {
-	return callstate.NewToken(s.key, s.secret, c)
 }
 
 // Close stops the server: it asks the process to shut down (SIGTERM), forces
@@ -541,64 +215,8 @@ func (s *Server) TokenWith(c callstate.Claims) (string, error) {
 // concurrently; it does nothing for an existing server named by the
 // environment and for the server returned by Shared (see CloseShared).
 func (s *Server) Close() error {
-	if s.external || s.shared {
+	if s.shared {
 		return nil
 	}
-	return s.close()
-}
-
-func (s *Server) close() error {
-	if s.external {
-		return nil
-	}
-	s.closeOnce.Do(func() {
-		s.stopProcess()
-		if err := s.logFile.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-			s.closeErr = fmt.Errorf("calltest: %w", err)
-		}
-		if err := os.RemoveAll(s.dir); err != nil && s.closeErr == nil {
-			s.closeErr = fmt.Errorf("calltest: removing the server's files: %w", err)
-		}
-	})
-	return s.closeErr
-}
-
-// stopProcess terminates the process and reaps it.
-func (s *Server) stopProcess() {
-	defer s.proc.wait()
-	p := s.cmd.Process
-	for _, step := range []struct {
-		sig  os.Signal
-		wait time.Duration
-	}{
-		{syscall.SIGTERM, s.stopGrace},
-		{syscall.SIGTERM, forceStopWait}, // a second SIGTERM skips draining
-		{os.Kill, 0},
-	} {
-		if s.proc.exited() {
-			return
-		}
-		if err := p.Signal(step.sig); err != nil {
-			_ = p.Kill()
-		}
-		s.awaitExit(step.wait)
-	}
-}
-
-// awaitExit polls until the process has exited or d has passed.
-func (s *Server) awaitExit(d time.Duration) {
-	deadline := time.Now().Add(d)
-	for !s.proc.exited() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// RoomService returns a client of the server's API, authenticated with the
-// server's credentials.
-func (s *Server) RoomService() *callstate.RoomService {
-	rs, err := callstate.NewRoomService(s.httpURL, s.key, s.secret)
-	if err != nil {
-		panic(err) // the URL and credentials are valid by construction
-	}
-	return rs
+	return s.Server.Close()
 }

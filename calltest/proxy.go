@@ -30,10 +30,10 @@ type Proxy struct {
 // must be reached over plain HTTP (a local server is). The caller must
 // Close it.
 func (s *Server) StartProxy() (*Proxy, error) {
-	if !strings.HasPrefix(s.httpURL, "http://") {
-		return nil, fmt.Errorf("calltest: a proxy needs a server reached over plain HTTP, not %s", s.httpURL)
+	if !strings.HasPrefix(s.HTTPURL(), "http://") {
+		return nil, fmt.Errorf("calltest: a proxy needs a server reached over plain HTTP, not %s", s.HTTPURL())
 	}
-	target := strings.TrimPrefix(s.httpURL, "http://")
+	target := strings.TrimPrefix(s.HTTPURL(), "http://")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("calltest: starting a proxy: %w", err)

@@ -2,6 +2,8 @@ package calltest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"strings"
 	"sync"
@@ -80,7 +82,7 @@ func CloseShared() error {
 	if s == nil {
 		return nil
 	}
-	return s.close()
+	return s.Server.Close()
 }
 
 // Main runs the tests and stops the shared server before the test binary
@@ -115,5 +117,12 @@ func (s *Server) RoomName(tb testing.TB) string {
 	if len(name) > 48 {
 		name = name[len(name)-48:]
 	}
-	return name + "-" + randomHex(4)
+	return name + "-" + randomSuffix()
+}
+
+// randomSuffix returns 8 random hexadecimal digits.
+func randomSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/callstate/callstate/internal/bench"
+	"github.com/callstate/callstate/cmd/callstate/internal/bench"
 )
 
 type benchConfig struct {

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate"
-	"github.com/callstate/callstate/calltest"
+	"github.com/callstate/callstate/lkserver"
 )
 
 type demoConfig struct {
@@ -252,7 +252,7 @@ func (d *demo) dial(ctx context.Context, identity string, opts *callstate.JoinOp
 	tok, err := callstate.NewToken(d.apiKey, d.apiSecret, callstate.Claims{
 		Identity: identity,
 		Name:     strings.ToUpper(identity[:1]) + identity[1:],
-		Grants:   calltest.DefaultGrants(d.roomName),
+		Grants:   lkserver.DefaultGrants(d.roomName),
 	})
 	if err != nil {
 		return nil, err
@@ -290,14 +290,27 @@ func (d *demo) pair(from, to string) (*callstate.Room, *callstate.Subscription, 
 	return r, d.subs[to], nil
 }
 
-// await waits for an event of type E on sub that matches, within the
-// step's deadline.
+// await waits for an event of type E on sub that matches (nil matches
+// any), within the step's deadline (ctx). Other events are discarded; the
+// end of the Room or of the subscription ends the wait with an error.
 func await[E callstate.Event](ctx context.Context, sub *callstate.Subscription, match func(E) bool) (E, error) {
-	timeout := time.Minute
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+	var zero E
+	for {
+		select {
+		case ev, ok := <-sub.Events():
+			if !ok {
+				return zero, fmt.Errorf("the subscription ended while waiting for %T", zero)
+			}
+			if e, ok := ev.(E); ok && (match == nil || match(e)) {
+				return e, nil
+			}
+			if d, ok := ev.(callstate.Disconnected); ok {
+				return zero, fmt.Errorf("the room ended (%s: %v) while waiting for %T", d.Reason, d.Err, zero)
+			}
+		case <-ctx.Done():
+			return zero, fmt.Errorf("no %T in time: %w", zero, context.Cause(ctx))
+		}
 	}
-	return calltest.AwaitEvent(ctx, sub, timeout, match)
 }
 
 func (d *demo) stepJoin(ctx context.Context) (string, error) {
@@ -620,9 +633,11 @@ func (d *demo) sendLossy(ctx context.Context, from, to, topic string, payload []
 			return callstate.DataReceived{}, attempt, t, err
 		}
 		wait := min(lossyWait, time.Until(deadline(ctx)))
-		ev, err := calltest.AwaitEvent(ctx, sub, wait, func(e callstate.DataReceived) bool {
+		attemptCtx, cancel := context.WithTimeout(ctx, wait)
+		ev, err := await(attemptCtx, sub, func(e callstate.DataReceived) bool {
 			return e.Data.From == from && e.Data.Topic == topic && bytes.Equal(e.Data.Payload, payload)
 		})
+		cancel()
 		if err == nil {
 			if ev.Data.Kind != callstate.Lossy {
 				return ev, attempt, t, fmt.Errorf("%s got it as %s data", to, ev.Data.Kind)

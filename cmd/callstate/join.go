@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate"
-	"github.com/callstate/callstate/calltest"
+	"github.com/callstate/callstate/lkserver"
 )
 
 // maxCommandLine is the longest command line accepted on standard input,
@@ -84,14 +84,14 @@ func runJoin(ctx context.Context, args []string, e *env) int {
 		return code
 	}
 	if c.server.url == "" {
-		return usageError(fs, "-url (or $%s) is required", envURL)
+		return usageError(fs, "-url (or $%s) is required", envLiveKitURL)
 	}
 	token := c.token
 	if token == "" {
 		if c.server.apiKey == "" || c.server.apiSecret == "" || c.room == "" || c.identity == "" {
 			return usageError(fs, "give -token, or -api-key, -api-secret, -room and -identity")
 		}
-		grants := calltest.DefaultGrants(c.room)
+		grants := lkserver.DefaultGrants(c.room)
 		grants.Hidden = c.hidden
 		var err error
 		token, err = callstate.NewToken(c.server.apiKey, c.server.apiSecret, callstate.Claims{

@@ -19,9 +19,11 @@
 // a command. The line formats of the join command are described in
 // docs/cli.md.
 //
-// The flags -url, -api-key and -api-secret default to the environment
-// variables CALLSTATE_URL, CALLSTATE_API_KEY and CALLSTATE_API_SECRET, which
-// "callstate serve" prints for its server.
+// The flags -url, -api-key and -api-secret default to LiveKit's standard
+// environment variables LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET,
+// which LiveKit's lk CLI reads too; CALLSTATE_URL, CALLSTATE_API_KEY and
+// CALLSTATE_API_SECRET, when set, override them one by one. "callstate
+// serve" prints both sets for its server.
 //
 // Exit status: 0 on success, 1 on failure, 2 for invalid usage.
 package main
@@ -36,6 +38,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/callstate/callstate/lkserver"
 )
 
 func main() {
@@ -57,12 +61,16 @@ const (
 	exitUsage   = 2
 )
 
-// Environment variables read by the commands.
+// Environment variables read by the commands. Each CALLSTATE_ variable of
+// the server overrides LiveKit's standard one (see lkserver.EndpointFromEnv).
 const (
-	envURL       = "CALLSTATE_URL"
-	envAPIKey    = "CALLSTATE_API_KEY"
-	envAPISecret = "CALLSTATE_API_SECRET"
-	envToken     = "CALLSTATE_TOKEN"
+	envURL              = lkserver.EnvURL
+	envAPIKey           = lkserver.EnvAPIKey
+	envAPISecret        = lkserver.EnvAPISecret
+	envLiveKitURL       = lkserver.EnvLiveKitURL
+	envLiveKitAPIKey    = lkserver.EnvLiveKitAPIKey
+	envLiveKitAPISecret = lkserver.EnvLiveKitAPISecret
+	envToken            = "CALLSTATE_TOKEN"
 )
 
 // env is what a command runs with: its standard streams and environment.
@@ -150,8 +158,9 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Run "callstate help <command>" or "callstate <command> -h" for its flags.
-The flags -url, -api-key and -api-secret default to the environment
-variables CALLSTATE_URL, CALLSTATE_API_KEY and CALLSTATE_API_SECRET.
+The flags -url, -api-key and -api-secret default to LiveKit's environment
+variables LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET, as for lk;
+CALLSTATE_URL, CALLSTATE_API_KEY and CALLSTATE_API_SECRET override them.
 `)
 }
 
@@ -209,9 +218,10 @@ type serverFlags struct {
 }
 
 func (s *serverFlags) register(fs *flag.FlagSet, e *env, what string) {
-	envStringVar(fs, e, &s.url, "url", envURL, "`URL` of the LiveKit server (ws://, wss://, http:// or https://)"+what)
-	envStringVar(fs, e, &s.apiKey, "api-key", envAPIKey, "API `key` of the server")
-	envStringVar(fs, e, &s.apiSecret, "api-secret", envAPISecret, "API `secret` of the server")
+	ep := lkserver.EndpointFromEnv(e.getenv)
+	envFlag(fs, &s.url, ep.URL, "url", "`URL` of the LiveKit server (ws://, wss://, http:// or https://)"+what, envURL, envLiveKitURL)
+	envFlag(fs, &s.apiKey, ep.APIKey, "api-key", "API `key` of the server", envAPIKey, envLiveKitAPIKey)
+	envFlag(fs, &s.apiSecret, ep.APISecret, "api-secret", "API `secret` of the server", envAPISecret, envLiveKitAPISecret)
 }
 
 // complete reports whether all three are set, and an error when only some
@@ -221,17 +231,23 @@ func (s *serverFlags) complete() (bool, error) {
 	case s.url == "" && s.apiKey == "" && s.apiSecret == "":
 		return false, nil
 	case s.url == "" || s.apiKey == "" || s.apiSecret == "":
-		return false, errors.New("-url, -api-key and -api-secret must be given together")
+		return false, errors.New("-url, -api-key and -api-secret (or their environment variables) must be given together")
 	}
 	return true, nil
 }
 
 // envStringVar defines a string flag whose default is the value of the
-// environment variable env. The usage text names the variable but never
-// shows its value, which may be a secret.
+// environment variable env.
 func envStringVar(fs *flag.FlagSet, e *env, p *string, name, env, usage string) {
-	*p = e.getenv(env)
-	fs.Var(envValue{p}, name, usage+"; default $"+env)
+	envFlag(fs, p, e.getenv(env), name, usage, env)
+}
+
+// envFlag defines a string flag whose default def was read from the
+// environment variables vars, the first set one winning. The usage text
+// names the variables but never shows the value, which may be a secret.
+func envFlag(fs *flag.FlagSet, p *string, def, name, usage string, vars ...string) {
+	*p = def
+	fs.Var(envValue{p}, name, usage+"; default $"+strings.Join(vars, ", else $"))
 }
 
 // envValue is the flag.Value of envStringVar.

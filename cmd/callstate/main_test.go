@@ -119,6 +119,14 @@ func TestBenchQuickOnly(t *testing.T) {
 	assert.Contains(t, r.stdout, "== join")
 	assert.Contains(t, r.stdout, "== lossy")
 	assert.NotContains(t, r.stdout, "== session")
+
+	// The server named by LiveKit's standard variables, as for lk.
+	lkEnv := map[string]string{envLiveKitURL: srv.URL(), envLiveKitAPIKey: srv.APIKey(), envLiveKitAPISecret: srv.APISecret()}
+	r = runCmd(ctx, nil, lkEnv, "bench", "-quick", "-only", "join")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "existing server at "+srv.URL())
+	assert.Contains(t, r.stdout, "== join")
+
 	r = runCmd(ctx, nil, nil, "bench", "-only", "nope")
 	assert.NotEqual(t, exitOK, r.code)
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate"
-	"github.com/callstate/callstate/calltest"
+	"github.com/callstate/callstate/lkserver"
 )
 
 // serverStartTimeout bounds the start of a local server, which includes
@@ -31,7 +31,7 @@ token and the commands to use it, and runs until interrupted (Ctrl-C or
 SIGTERM), when it stops the server.
 
 The first run installs livekit-server with "go install" into the user's
-cache directory, which takes a few minutes (see package calltest).`)
+cache directory, which takes a few minutes (see package lkserver).`)
 	fs.StringVar(&c.apiKey, "api-key", "", "API `key` the server accepts (default random)")
 	fs.StringVar(&c.apiSecret, "api-secret", "", "API `secret` of the key, at least 32 characters (default random)")
 	fs.IntVar(&c.port, "port", 0, "HTTP and WebSocket `port` on 127.0.0.1 (default a free one)")
@@ -58,7 +58,7 @@ func runServe(ctx context.Context, args []string, e *env) int {
 		return usageError(fs, "-room and -identity must not be empty")
 	}
 	fmt.Fprintln(e.stderr, "callstate serve: starting a local LiveKit server...")
-	srv, err := startLocalServer(ctx, e, c.verbose, &calltest.Options{APIKey: c.apiKey, APISecret: c.apiSecret, Port: c.port})
+	srv, err := startLocalServer(ctx, e, c.verbose, &lkserver.Options{APIKey: c.apiKey, APISecret: c.apiSecret, Port: c.port})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "callstate serve: %v\n", err)
 		return exitFailure
@@ -69,7 +69,7 @@ func runServe(ctx context.Context, args []string, e *env) int {
 			fmt.Fprintf(e.stderr, "callstate serve: %v\n", err)
 		}
 	}()
-	tok, err := srv.TokenWith(callstate.Claims{Identity: c.identity, Grants: calltest.DefaultGrants(c.room)})
+	tok, err := srv.Token(c.room, c.identity)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "callstate serve: %v\n", err)
 		return exitFailure
@@ -80,30 +80,32 @@ func runServe(ctx context.Context, args []string, e *env) int {
 	return exitOK
 }
 
-// startLocalServer starts a loopback LiveKit server with calltest, copying
+// startLocalServer starts a loopback LiveKit server with lkserver, copying
 // its log to standard error when verbose.
-func startLocalServer(ctx context.Context, e *env, verbose bool, o *calltest.Options) (*calltest.Server, error) {
-	opts := calltest.Options{IgnoreEnv: true}
+func startLocalServer(ctx context.Context, e *env, verbose bool, o *lkserver.Options) (*lkserver.Server, error) {
+	var opts lkserver.Options
 	if o != nil {
 		opts = *o
-		opts.IgnoreEnv = true
 	}
 	if verbose {
 		opts.LogOutput = e.stderr
 	}
 	ctx, cancel := context.WithTimeout(ctx, serverStartTimeout)
 	defer cancel()
-	return calltest.Start(ctx, &opts)
+	return lkserver.Start(ctx, &opts)
 }
 
-func printServerInfo(w io.Writer, srv *calltest.Server, room, identity, tok string) {
+// printServerInfo prints how to use the server: its URLs and credentials,
+// the exports for callstate and for LiveKit's lk CLI, and an example token.
+func printServerInfo(w io.Writer, srv *lkserver.Server, room, identity, tok string) {
 	fmt.Fprintf(w, `LiveKit server ready (loopback only)
   URL:        %s
   HTTP URL:   %s
   API key:    %s
   API secret: %s
 
-Use it from another shell:
+Use it from another shell (callstate and LiveKit's lk CLI both read these;
+%s, %s and %s, when set, override them for callstate):
   export %s=%s %s=%s %s=%s
 
 A token for %q in room %q (join, publish data, update metadata, room admin; valid %v):
@@ -113,7 +115,8 @@ Join as a scripted participant (JSON lines, see docs/cli.md):
   callstate join -room %s -identity %s
 `,
 		srv.URL(), srv.HTTPURL(), srv.APIKey(), srv.APISecret(),
-		envURL, srv.URL(), envAPIKey, srv.APIKey(), envAPISecret, srv.APISecret(),
+		envURL, envAPIKey, envAPISecret,
+		envLiveKitURL, srv.URL(), envLiveKitAPIKey, srv.APIKey(), envLiveKitAPISecret, srv.APISecret(),
 		identity, room, callstate.DefaultTokenValidity, tok,
 		room, identity)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/lkserver"
 )
 
 // tokenConfig holds the flags of the token command.
@@ -38,8 +39,9 @@ treats as true when they are absent from the token.
 Example:
 
 	callstate token -identity alice -room standup -can-update-metadata -admin`)
-	envStringVar(fs, e, &c.apiKey, "api-key", envAPIKey, "API `key` that issues the token")
-	envStringVar(fs, e, &c.apiSecret, "api-secret", envAPISecret, "API `secret` that signs the token")
+	ep := lkserver.EndpointFromEnv(e.getenv)
+	envFlag(fs, &c.apiKey, ep.APIKey, "api-key", "API `key` that issues the token", envAPIKey, envLiveKitAPIKey)
+	envFlag(fs, &c.apiSecret, ep.APISecret, "api-secret", "API `secret` that signs the token", envAPISecret, envLiveKitAPISecret)
 	fs.StringVar(&c.identity, "identity", "", "participant `identity`")
 	fs.StringVar(&c.room, "room", "", "`room` the grants apply to")
 	fs.StringVar(&c.name, "name", "", "participant's initial display `name`")
@@ -66,7 +68,7 @@ func runToken(_ context.Context, args []string, e *env) int {
 		return code
 	}
 	if c.apiKey == "" || c.apiSecret == "" {
-		return usageError(fs, "-api-key and -api-secret (or $%s and $%s) are required", envAPIKey, envAPISecret)
+		return usageError(fs, "-api-key and -api-secret (or $%s and $%s) are required", envLiveKitAPIKey, envLiveKitAPISecret)
 	}
 	claims := callstate.Claims{
 		Identity: c.identity,

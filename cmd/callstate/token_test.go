@@ -104,3 +104,35 @@ func TestTokenErrors(t *testing.T) {
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "key=value")
 }
+
+// TestTokenKeyFromLiveKitEnvironment checks that the token command reads
+// LiveKit's standard variables, as lk does, and that the CALLSTATE_ ones
+// override them.
+func TestTokenKeyFromLiveKitEnvironment(t *testing.T) {
+	vars := map[string]string{envLiveKitAPIKey: testKey, envLiveKitAPISecret: testSecret}
+	c := mint(t, vars, "-identity", "carol", "-room", "r")
+	assert.Equal(t, "carol", c.Identity)
+	assert.Equal(t, "r", c.Grants.Room)
+
+	// The CALLSTATE_ secret wins: the token no longer verifies with the
+	// LiveKit one.
+	vars[envAPISecret] = testSecret + "-override"
+	r := runCmd(context.Background(), nil, vars, "token", "-identity", "carol", "-room", "r")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	tok := strings.TrimSpace(r.stdout)
+	_, err := callstate.ParseToken(tok, testSecret)
+	assert.Error(t, err, "signed with the overriding secret")
+	_, err = callstate.ParseToken(tok, testSecret+"-override")
+	assert.NoError(t, err)
+
+	// An empty CALLSTATE_ variable does not hide the LiveKit one.
+	vars[envAPISecret] = ""
+	mint(t, vars, "-identity", "carol", "-room", "r")
+
+	// The usage names both variables.
+	r = runCmd(context.Background(), nil, nil, "token", "-h")
+	assert.Contains(t, r.stderr, "$"+envAPISecret+", else $"+envLiveKitAPISecret)
+	r = runCmd(context.Background(), nil, nil, "token", "-identity", "a", "-room", "r")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "$"+envLiveKitAPIKey)
+}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package calltest
+package lkserver
 
 import (
 	"os/exec"

@@ -13,7 +13,7 @@ import (
 
 	"github.com/callstate/callstate"
 	"github.com/callstate/callstate/calltest"
-	"github.com/callstate/callstate/internal/bench"
+	"github.com/callstate/callstate/cmd/callstate/internal/bench"
 )
 
 func TestMain(m *testing.M) { calltest.Main(m) }

@@ -1,15 +1,17 @@
-package calltest
+package lkserver
 
 import (
+	"errors"
 	"os/exec"
 	"sync"
 	"syscall"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // setProcAttr puts the server in its own process group, so that a Ctrl-C
-// meant for the test binary does not start a graceful drain, and has the
-// kernel kill it if the test binary dies without calling Close.
+// meant for the parent does not start a graceful drain, and has the kernel
+// kill it if the parent dies without calling Close.
 func setProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
@@ -33,19 +35,18 @@ func (p *process) exited() bool {
 	if done {
 		return true
 	}
-	// waitid(P_PID, pid, WEXITED|WNOHANG|WNOWAIT) leaves the child
-	// waitable; si_signo stays 0 when the child has not exited.
-	var info [128]byte
-	const pPID = 1
-	_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(p.cmd.Process.Pid),
-		uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOHANG|syscall.WNOWAIT, 0, 0)
-	if errno == syscall.EINTR {
+	// WNOWAIT leaves the child waitable, so that wait (exec.Cmd.Wait) still
+	// reaps it and collects its status; WNOHANG returns at once, with
+	// si_signo left 0 while the child runs.
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, p.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	switch {
+	case errors.Is(err, unix.EINTR):
 		return false
-	}
-	if errno != 0 {
+	case err != nil:
 		return true // ECHILD: already reaped
 	}
-	return *(*int32)(unsafe.Pointer(&info[0])) != 0
+	return info.Signo != 0
 }
 
 // wait reaps the process, blocking until it has exited.

@@ -1,6 +1,6 @@
 //go:build unix
 
-package calltest
+package lkserver
 
 import (
 	"context"

@@ -5,7 +5,7 @@
 //
 // Every measurement but the packetization engine's goes over real WebRTC to
 // a livekit-server on the loopback interface: one that Run starts with
-// package calltest, or an existing local one named in Config. It is the
+// package lkserver, or an existing local one named in Config. It is the
 // logic of the "callstate bench" command.
 package bench
 
@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate"
-	"github.com/callstate/callstate/calltest"
+	"github.com/callstate/callstate/lkserver"
 )
 
 // Config configures Run. The zero value runs every section at full size
@@ -32,7 +32,7 @@ import (
 type Config struct {
 	// URL, APIKey and APISecret name an existing LiveKit server on this
 	// machine (the Rooms connect over the loopback interface). When URL is
-	// empty, Run starts a local livekit-server with calltest.Start and stops
+	// empty, Run starts a local livekit-server with lkserver.Start and stops
 	// it before returning.
 	URL, APIKey, APISecret string
 
@@ -112,7 +112,7 @@ func Run(ctx context.Context, out io.Writer, cfg Config) (err error) {
 	serverDesc := "existing server at " + cfg.URL
 	if needsServer(selected) && cfg.URL == "" {
 		r.logf("starting a local livekit-server")
-		srv, serr := calltest.Start(ctx, &calltest.Options{IgnoreEnv: true})
+		srv, serr := lkserver.Start(ctx, nil)
 		if serr != nil {
 			return fmt.Errorf("bench: starting a local server: %w", serr)
 		}
@@ -224,10 +224,10 @@ func roomName(section string) string {
 // joinTimeout bounds one join.
 const joinTimeout = 30 * time.Second
 
-// joinRoom joins room as identity with calltest's default grants over the
+// joinRoom joins room as identity with lkserver.DefaultGrants over the
 // loopback interface, and returns the Room and how long Join took.
 func (r *runner) joinRoom(room, identity string, opts *callstate.JoinOptions) (*callstate.Room, time.Duration, error) {
-	tok, err := callstate.NewToken(r.key, r.secret, callstate.Claims{Identity: identity, Grants: calltest.DefaultGrants(room)})
+	tok, err := callstate.NewToken(r.key, r.secret, callstate.Claims{Identity: identity, Grants: lkserver.DefaultGrants(room)})
 	if err != nil {
 		return nil, 0, err
 	}

@@ -1,4 +1,4 @@
-package calltest
+package lkserver
 
 import (
 	"context"
@@ -29,7 +29,7 @@ func findBinary(ctx context.Context, explicit string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(cache, "livekit-server-"+ServerVersion, "server")
+	bin := filepath.Join(cache, "livekit-server-"+Version, "server")
 	if isExecutable(bin) {
 		return bin, nil
 	}
@@ -41,7 +41,7 @@ func findBinary(ctx context.Context, explicit string) (string, error) {
 
 func checkBinary(p, from string) (string, error) {
 	if !isExecutable(p) {
-		return "", fmt.Errorf("calltest: %s names %q, which is not an executable file", from, p)
+		return "", fmt.Errorf("lkserver: %s names %q, which is not an executable file", from, p)
 	}
 	return p, nil
 }
@@ -70,11 +70,11 @@ func cacheDir() (string, error) {
 // lock so that concurrent test binaries build it once.
 func install(ctx context.Context, cache, bin string) error {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return fmt.Errorf("calltest: %w", err)
+		return fmt.Errorf("lkserver: %w", err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(cache, "livekit-server-"+ServerVersion+".lock"))
+	unlock, err := lockFile(ctx, filepath.Join(cache, "livekit-server-"+Version+".lock"))
 	if err != nil {
-		return fmt.Errorf("calltest: waiting for the install lock: %w", err)
+		return fmt.Errorf("lkserver: waiting for the install lock: %w", err)
 	}
 	defer unlock()
 	if isExecutable(bin) { // installed while we waited for the lock
@@ -83,19 +83,19 @@ func install(ctx context.Context, cache, bin string) error {
 
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
-		return fmt.Errorf("calltest: livekit-server not found and no go command to install it; "+
-			"install it with \"go install %s@%s\" and set %s to its path: %w", serverModule, ServerVersion, EnvBinary, err)
+		return fmt.Errorf("lkserver: livekit-server not found and no go command to install it; "+
+			"install it with \"go install %s@%s\" and set %s to its path: %w", serverModule, Version, EnvBinary, err)
 	}
 	final := filepath.Dir(bin)
-	tmp, err := os.MkdirTemp(cache, "livekit-server-"+ServerVersion+".tmp-")
+	tmp, err := os.MkdirTemp(cache, "livekit-server-"+Version+".tmp-")
 	if err != nil {
-		return fmt.Errorf("calltest: %w", err)
+		return fmt.Errorf("lkserver: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 
-	fmt.Fprintf(os.Stderr, "calltest: installing livekit-server %s into %s (first run, 1-3 minutes)\n", ServerVersion, final)
+	fmt.Fprintf(os.Stderr, "lkserver: installing livekit-server %s into %s (first run, 1-3 minutes)\n", Version, final)
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, goCmd, "install", serverModule+"@"+ServerVersion)
+	cmd := exec.CommandContext(ctx, goCmd, "install", serverModule+"@"+Version)
 	cmd.Dir = tmp
 	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOOS=", "GOARCH=")
 	cmd.Stdout = os.Stderr
@@ -104,17 +104,17 @@ func install(ctx context.Context, cache, bin string) error {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return fmt.Errorf("calltest: installing livekit-server with \"go install %s@%s\" failed: %w", serverModule, ServerVersion, err)
+		return fmt.Errorf("lkserver: installing livekit-server with \"go install %s@%s\" failed: %w", serverModule, Version, err)
 	}
 	if !isExecutable(filepath.Join(tmp, "server")) {
-		return fmt.Errorf("calltest: \"go install %s@%s\" produced no server binary in %s", serverModule, ServerVersion, tmp)
+		return fmt.Errorf("lkserver: \"go install %s@%s\" produced no server binary in %s", serverModule, Version, tmp)
 	}
 	// Publish the directory in one step so that nobody sees a partial file.
 	_ = os.Chmod(tmp, 0o755)
 	_ = os.RemoveAll(final) // a leftover without a binary; we hold the lock
 	if err := os.Rename(tmp, final); err != nil && !errors.Is(err, fs.ErrExist) && !isExecutable(bin) {
-		return fmt.Errorf("calltest: %w", err)
+		return fmt.Errorf("lkserver: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "calltest: installed livekit-server %s in %s\n", ServerVersion, time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "lkserver: installed livekit-server %s in %s\n", Version, time.Since(start).Round(time.Second))
 	return nil
 }
