@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -28,7 +29,39 @@ const (
 	maxResponseBody = 64 << 20
 	// maxErrorBody bounds the body of an error response.
 	maxErrorBody = 64 << 10
+	// defaultAttempts is how many times an idempotent call is made at
+	// most, like LiveKit's own server SDK.
+	defaultAttempts = 3
+	// retryBackoff is the pause before the first retry; it doubles for the
+	// next.
+	retryBackoff = 200 * time.Millisecond
 )
+
+// RequestIDHeader is the HTTP header carrying the id of a server API call,
+// LiveKit's name for it. Every attempt of one call carries the same id, so
+// that the server can recognise a retried request.
+const RequestIDHeader = "X-Livekit-Request-Id"
+
+// idempotentMethods are the server API methods that are retried after a
+// failure that may have happened before the server acted: repeating them
+// has the effect of doing them once. Reads are idempotent; CreateRoom
+// returns the existing room; the updates set values (attributes merge the
+// same keys again); SendData carries a nonce by which the server drops a
+// repeated packet. DeleteRoom and RemoveParticipant are not retried (a
+// repeat answers not_found after the first succeeded), nor are
+// ForwardParticipant, MoveParticipant and PerformRpc (a repeat acts
+// twice, or runs the participant's handler twice).
+var idempotentMethods = map[string]bool{
+	"CreateRoom":          true,
+	"ListRooms":           true,
+	"ListParticipants":    true,
+	"GetParticipant":      true,
+	"UpdateParticipant":   true,
+	"UpdateRoomMetadata":  true,
+	"MutePublishedTrack":  true,
+	"UpdateSubscriptions": true,
+	"SendData":            true,
+}
 
 // RoomService is a client of a LiveKit server's API (LiveKit's RoomService):
 // it creates, lists and deletes rooms, and lists, updates and removes
@@ -39,8 +72,23 @@ const (
 // One made with a fixed token (NewRoomServiceWithToken) sends that token, so
 // its calls succeed only as far as the token's grants allow.
 //
+// The methods addressed to one participant's session (MutePublishedTrack,
+// UpdateSubscriptions, PerformRpc) are routed by LiveKit to that session:
+// for an identity that is not in the room, nobody answers and, after about
+// 3 s, the call fails with an error matching ErrServerUnreachable (Code
+// "unavailable") rather than ErrNotFound.
+//
 // A RoomService is safe for concurrent use. Every call takes a context that
-// bounds it.
+// bounds it, retries included.
+//
+// Calls whose repetition has the effect of one call (the reads, CreateRoom,
+// the updates, MutePublishedTrack, UpdateSubscriptions, and SendData, which
+// the server deduplicates by its nonce) are made again, up to 3 times in
+// all, when no answer from LiveKit arrived: a connection failure, or an
+// HTTP 502, 503 or 504 that is not a Twirp error (a proxy's). An answer
+// from LiveKit itself is final. Every attempt of a call carries the same
+// RequestIDHeader. DeleteRoom, RemoveParticipant, ForwardParticipant,
+// MoveParticipant and PerformRpc are made once.
 type RoomService struct {
 	base   string // http(s)://host[:port][/prefix], without a trailing slash
 	key    string
@@ -49,6 +97,8 @@ type RoomService struct {
 	client *http.Client
 	// maxBody bounds the body of a successful response.
 	maxBody int
+	// attempts is how many times an idempotent call is made at most.
+	attempts int
 }
 
 // RoomServiceOption configures a RoomService.
@@ -62,6 +112,13 @@ func WithRoomServiceHTTPClient(c *http.Client) RoomServiceOption {
 			s.client = c
 		}
 	}
+}
+
+// WithRoomServiceAttempts sets how many times an idempotent call (see
+// RoomService) is made at most when the server cannot be reached; n < 1 is
+// taken as 1 (no retry). The default is 3.
+func WithRoomServiceAttempts(n int) RoomServiceOption {
+	return func(s *RoomService) { s.attempts = max(n, 1) }
 }
 
 // NewRoomService returns a client of the server API of the LiveKit server at
@@ -109,7 +166,7 @@ func newRoomService(serverURL string, opts []RoomServiceOption) (*RoomService, e
 	if err != nil {
 		return nil, err
 	}
-	s := &RoomService{base: base, client: http.DefaultClient, maxBody: maxResponseBody}
+	s := &RoomService{base: base, client: http.DefaultClient, maxBody: maxResponseBody, attempts: defaultAttempts}
 	for _, o := range opts {
 		o(s)
 	}
@@ -399,7 +456,8 @@ func durationSeconds(method, field string, d time.Duration) (uint32, error) {
 
 // call makes one Twirp call: it POSTs req in protobuf to the method's path
 // with a bearer token, and decodes the answer into resp or into a
-// *ServerError.
+// *ServerError. Idempotent methods are tried again after a failure that
+// left the server's decision unknown.
 func (s *RoomService) call(ctx context.Context, method string, grants Grants, req, resp proto.Message) error {
 	token := s.token
 	if token == "" {
@@ -413,41 +471,81 @@ func (s *RoomService) call(ctx context.Context, method string, grants Grants, re
 	if err != nil {
 		return fmt.Errorf("%w: RoomService.%s: %v", ErrInvalidArgument, method, err)
 	}
+	id := newRequestID()
+	attempts := 1
+	if idempotentMethods[method] {
+		attempts = s.attempts
+	}
+	backoff := retryBackoff
+	for attempt := 1; ; attempt++ {
+		retry, err := s.attempt(ctx, method, token, id, body, resp)
+		if !retry || attempt >= attempts {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// newRequestID returns a random id for RequestIDHeader.
+func newRequestID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// attempt makes one HTTP request of a call; retry reports whether the
+// failure leaves the server's decision unknown.
+func (s *RoomService) attempt(ctx context.Context, method, token, id string, body []byte, resp proto.Message) (retry bool, err error) {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/twirp/livekit.RoomService/"+method, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("%w: RoomService.%s: %v", ErrInvalidArgument, method, err)
+		return false, fmt.Errorf("%w: RoomService.%s: %v", ErrInvalidArgument, method, err)
 	}
 	hreq.Header.Set("Content-Type", "application/protobuf")
 	hreq.Header.Set("Accept", "application/protobuf")
 	hreq.Header.Set("Authorization", "Bearer "+token)
+	hreq.Header.Set(RequestIDHeader, id)
 	hresp, err := s.client.Do(hreq)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
+			return false, fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
 		}
-		return &ServerError{Method: method, Message: redactTokens(err.Error()), Err: err}
+		return true, &ServerError{Method: method, Message: redactTokens(err.Error()), Err: err}
 	}
 	defer hresp.Body.Close()
 
 	if hresp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(hresp.Body, maxErrorBody))
-		return serverError(method, hresp.StatusCode, b)
+		var te twirpError
+		fromLiveKit := json.Unmarshal(b, &te) == nil && te.Code != ""
+		switch hresp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			retry = !fromLiveKit
+		}
+		return retry, serverError(method, hresp.StatusCode, b)
 	}
 	b, err := io.ReadAll(io.LimitReader(hresp.Body, int64(s.maxBody)+1))
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
+			return false, fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
 		}
-		return &ServerError{Method: method, Message: "reading the response: " + redactTokens(err.Error()), Err: err}
+		// The server acted: the answer was on its way.
+		return false, &ServerError{Method: method, Message: "reading the response: " + redactTokens(err.Error()), Err: err}
 	}
 	if len(b) > s.maxBody {
-		return &SizeError{What: "RoomService." + method + " response", Size: len(b), Limit: s.maxBody}
+		return false, &SizeError{What: "RoomService." + method + " response", Size: len(b), Limit: s.maxBody}
 	}
 	if err := proto.Unmarshal(b, resp); err != nil {
-		return &ServerError{Method: method, HTTPStatus: hresp.StatusCode,
+		return false, &ServerError{Method: method, HTTPStatus: hresp.StatusCode,
 			Message: fmt.Sprintf("unreadable response (Content-Type %q): %v", hresp.Header.Get("Content-Type"), err)}
 	}
-	return nil
+	return false, nil
 }
 
 // ServerError is an error answered by the server API, or the failure to
@@ -593,4 +691,139 @@ var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0
 // logged safely (LiveKit quotes the token it refuses).
 func redactTokens(s string) string {
 	return jwtPattern.ReplaceAllString(s, "<token>")
+}
+
+// MutePublishedTrack mutes (or unmutes) a track a participant publishes and
+// returns the track as updated. It needs the roomAdmin grant for the room.
+//
+// An unknown track answers an error matching ErrNotFound. LiveKit refuses
+// to unmute, with Code "failed_precondition" (ErrRejected), unless its
+// configuration allows remote unmuting (room.enable_remote_unmute).
+func (s *RoomService) MutePublishedTrack(ctx context.Context, room, identity, trackSID string, muted bool) (TrackInfo, error) {
+	const method = "MutePublishedTrack"
+	if err := checkRoomIdentity(method, room, identity); err != nil {
+		return TrackInfo{}, err
+	}
+	if trackSID == "" {
+		return TrackInfo{}, invalidArg(method, "empty track SID")
+	}
+	var resp lkpb.MuteRoomTrackResponse
+	req := &lkpb.MuteRoomTrackRequest{Room: room, Identity: identity, TrackSid: trackSID, Muted: muted}
+	if err := s.call(ctx, method, adminGrants(room), req, &resp); err != nil {
+		return TrackInfo{}, err
+	}
+	// LiveKit answers success without a track when the participant
+	// publishes no track of that SID.
+	if resp.GetTrack() == nil {
+		return TrackInfo{}, fmt.Errorf("%w: RoomService.%s: participant %q publishes no track %q", ErrNotFound, method, identity, trackSID)
+	}
+	return *trackFromProto(resp.GetTrack()), nil
+}
+
+// UpdateSubscriptions subscribes a participant to tracks, or unsubscribes
+// it from them, on its behalf. It needs the roomAdmin grant for the room.
+// LiveKit ignores track SIDs it does not know.
+func (s *RoomService) UpdateSubscriptions(ctx context.Context, room, identity string, trackSIDs []string, subscribe bool) error {
+	const method = "UpdateSubscriptions"
+	if err := checkRoomIdentity(method, room, identity); err != nil {
+		return err
+	}
+	if len(trackSIDs) == 0 {
+		return invalidArg(method, "no track SID")
+	}
+	req := &lkpb.UpdateSubscriptionsRequest{Room: room, Identity: identity, TrackSids: trackSIDs, Subscribe: subscribe}
+	return s.call(ctx, method, adminGrants(room), req, &lkpb.UpdateSubscriptionsResponse{})
+}
+
+// ForwardParticipant makes a participant of room also appear in
+// destinationRoom, publishing its tracks there, while it stays in room. It
+// needs the roomAdmin grant for room and destinationRoom as the
+// destinationRoom grant.
+//
+// The open-source LiveKit server (v1.13.5 at least) does not implement it:
+// it answers an error matching ErrRejected with Code "unknown" (HTTP 500)
+// and the message "not implemented". LiveKit Cloud does.
+func (s *RoomService) ForwardParticipant(ctx context.Context, room, identity, destinationRoom string) error {
+	const method = "ForwardParticipant"
+	if err := checkMove(method, room, identity, destinationRoom); err != nil {
+		return err
+	}
+	req := &lkpb.ForwardParticipantRequest{Room: room, Identity: identity, DestinationRoom: destinationRoom}
+	return s.call(ctx, method, moveGrants(room, destinationRoom), req, &lkpb.ForwardParticipantResponse{})
+}
+
+// MoveParticipant moves a participant from room to destinationRoom without
+// it reconnecting. It needs the same grants as ForwardParticipant, and the
+// open-source server does not implement it either (same error).
+func (s *RoomService) MoveParticipant(ctx context.Context, room, identity, destinationRoom string) error {
+	const method = "MoveParticipant"
+	if err := checkMove(method, room, identity, destinationRoom); err != nil {
+		return err
+	}
+	req := &lkpb.MoveParticipantRequest{Room: room, Identity: identity, DestinationRoom: destinationRoom}
+	return s.call(ctx, method, moveGrants(room, destinationRoom), req, &lkpb.MoveParticipantResponse{})
+}
+
+func checkMove(method, room, identity, destination string) error {
+	if err := checkRoomIdentity(method, room, identity); err != nil {
+		return err
+	}
+	switch destination {
+	case "":
+		return invalidArg(method, "empty destination room")
+	case room:
+		return invalidArg(method, "the destination room is the participant's room")
+	}
+	return nil
+}
+
+func moveGrants(room, destination string) Grants {
+	g := adminGrants(room)
+	g.DestinationRoom = destination
+	return g
+}
+
+// RpcOptions tune RoomService.PerformRpc.
+type RpcOptions struct {
+	// ResponseTimeout is how long the server waits for the handler's
+	// answer; zero means LiveKit's default, 10 s. It is rounded up to
+	// whole milliseconds.
+	ResponseTimeout time.Duration
+}
+
+// PerformRpc calls method on the participant destination of room, as the
+// server (LiveKit relays it as an RPC request from the server), and returns
+// the handler's answer. It needs the roomAdmin grant for the room.
+//
+// A failure of the call itself is an *RpcError: LiveKit's codes (the
+// recipient did not acknowledge within 2 s: RpcConnectionTimeout; it did
+// not answer in time: RpcResponseTimeout; a payload over MaxRpcPayload:
+// RpcRequestPayloadTooLarge; ...) or the code and message the handler
+// answered. A destination not in the room is a *ServerError matching
+// ErrServerUnreachable (see RoomService). ctx should allow for
+// ResponseTimeout.
+func (s *RoomService) PerformRpc(ctx context.Context, room, destination, method, payload string, o RpcOptions) (string, error) {
+	const name = "PerformRpc"
+	if err := checkRoomIdentity(name, room, destination); err != nil {
+		return "", err
+	}
+	if method == "" {
+		return "", invalidArg(name, "empty method")
+	}
+	timeout, err := millis("RoomService."+name, "ResponseTimeout", o.ResponseTimeout)
+	if err != nil {
+		return "", err
+	}
+	req := &lkpb.PerformRpcRequest{Room: room, DestinationIdentity: destination, Method: method, Payload: payload, ResponseTimeoutMs: timeout}
+	var resp lkpb.PerformRpcResponse
+	if err := s.call(ctx, name, adminGrants(room), req, &resp); err != nil {
+		var se *ServerError
+		if errors.As(err, &se) && se.HTTPStatus != 0 {
+			if re, ok := parseRpcErrorText(se.Message); ok {
+				return "", re
+			}
+		}
+		return "", err
+	}
+	return resp.GetPayload(), nil
 }

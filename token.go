@@ -1,11 +1,17 @@
 package callstate
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/callstate/callstate/internal/lkpb"
 )
 
 // DefaultTokenValidity is how long a token minted by NewToken stays valid
@@ -43,6 +49,95 @@ type Grants struct {
 	CanUpdateOwnMetadata bool
 	// Hidden makes the participant invisible to the others in the room.
 	Hidden bool
+	// RoomRecord allows the egress (recording) server API.
+	RoomRecord bool
+	// IngressAdmin allows the ingress server API, for every room.
+	IngressAdmin bool
+	// CanPublishSources limits publishing to these track sources; empty
+	// means any source.
+	CanPublishSources []TrackSource
+	// Recorder marks the participant as a recorder (deprecated by LiveKit
+	// in favour of the egress kind; the server still reads it).
+	Recorder bool
+	// Agent marks the participant as an agent (deprecated by LiveKit in
+	// favour of Claims.Kind; the server still reads it).
+	Agent bool
+	// CanSubscribeMetrics allows receiving the room's metrics; nil means
+	// the server default (false).
+	CanSubscribeMetrics *bool
+	// CanManageAgentSession allows controlling an agent's session; nil
+	// means the server default.
+	CanManageAgentSession *bool
+	// DestinationRoom is the room RoomService.ForwardParticipant and
+	// MoveParticipant may send participants of Room to.
+	DestinationRoom string
+}
+
+// SIPGrants are the permissions over LiveKit's SIP (telephony) server API.
+type SIPGrants struct {
+	// Admin allows managing SIP trunks and dispatch rules.
+	Admin bool
+	// Call allows making outbound calls.
+	Call bool
+}
+
+// ParticipantKindDetail refines a participant's kind, as LiveKit classifies
+// it.
+type ParticipantKindDetail int32
+
+// Participant kind details.
+const (
+	KindDetailCloudAgent        ParticipantKindDetail = ParticipantKindDetail(lkpb.ParticipantInfo_CLOUD_AGENT)
+	KindDetailForwarded         ParticipantKindDetail = ParticipantKindDetail(lkpb.ParticipantInfo_FORWARDED)
+	KindDetailConnectorWhatsApp ParticipantKindDetail = ParticipantKindDetail(lkpb.ParticipantInfo_CONNECTOR_WHATSAPP)
+	KindDetailConnectorTwilio   ParticipantKindDetail = ParticipantKindDetail(lkpb.ParticipantInfo_CONNECTOR_TWILIO)
+	KindDetailBridgeRTSP        ParticipantKindDetail = ParticipantKindDetail(lkpb.ParticipantInfo_BRIDGE_RTSP)
+	KindDetailSimulation        ParticipantKindDetail = ParticipantKindDetail(lkpb.ParticipantInfo_SIMULATION)
+)
+
+// String returns the detail's name in lower case, as tokens spell it, for
+// example "cloud_agent".
+func (d ParticipantKindDetail) String() string {
+	if name, ok := lkpb.ParticipantInfo_KindDetail_name[int32(d)]; ok {
+		return strings.ToLower(name)
+	}
+	return fmt.Sprintf("kind_detail(%d)", int32(d))
+}
+
+// RoomConfig is the room a participant's join creates when the room does
+// not exist yet (the token's "roomConfig" claim), including the agents
+// dispatched to it.
+type RoomConfig struct {
+	// Name names the configuration (LiveKit uses it as an id).
+	Name string
+	// EmptyTimeout and DepartureTimeout are those of CreateRoomOptions;
+	// they are rounded up to whole seconds.
+	EmptyTimeout, DepartureTimeout time.Duration
+	// MaxParticipants limits the number of participants; zero means no
+	// limit.
+	MaxParticipants int
+	// Metadata is the room's initial metadata.
+	Metadata string
+	// MinPlayoutDelay and MaxPlayoutDelay bound the receivers' playout
+	// delay; they are rounded up to whole milliseconds.
+	MinPlayoutDelay, MaxPlayoutDelay time.Duration
+	// SyncStreams asks receivers to synchronise the audio and video of a
+	// participant.
+	SyncStreams bool
+	// Agents are dispatched to the room when it is created.
+	Agents []AgentDispatch
+	// Tags label the room (LiveKit Cloud reads them).
+	Tags map[string]string
+}
+
+// AgentDispatch asks for an agent to be dispatched to a room.
+type AgentDispatch struct {
+	// AgentName is the name the agent registered with.
+	AgentName string
+	// Metadata is handed to the agent's job.
+	Metadata string
+	// Attributes are set on the agent's participant.
+	Attributes map[string]string
 }
 
 // Claims are the contents of an access token: who the participant is and
@@ -65,6 +160,19 @@ type Claims struct {
 	// NotBefore is when the token becomes valid. The zero value means now.
 	// Times are kept with a precision of one second.
 	NotBefore time.Time
+	// Kind is the participant's kind; the zero value is KindStandard. The
+	// server trusts it: a token minted with KindAgent joins as an agent.
+	Kind ParticipantKind
+	// KindDetails refine Kind.
+	KindDetails []ParticipantKindDetail
+	// SIP are the SIP server API grants; nil grants none.
+	SIP *SIPGrants
+	// RoomConfig configures the room the participant's join creates; nil
+	// leaves the server's defaults.
+	RoomConfig *RoomConfig
+	// RoomPreset names a room configuration stored on the server (LiveKit
+	// Cloud only); RoomConfig overrides its parameters.
+	RoomPreset string
 }
 
 // Bool returns a pointer to b, for the tri-state grants of Grants.
@@ -82,15 +190,42 @@ type videoGrant struct {
 	CanPublishData       *bool  `json:"canPublishData,omitempty"`
 	CanUpdateOwnMetadata bool   `json:"canUpdateOwnMetadata,omitempty"`
 	Hidden               bool   `json:"hidden,omitempty"`
+
+	RoomRecord            bool     `json:"roomRecord,omitempty"`
+	IngressAdmin          bool     `json:"ingressAdmin,omitempty"`
+	CanPublishSources     []string `json:"canPublishSources,omitempty"`
+	Recorder              bool     `json:"recorder,omitempty"`
+	Agent                 bool     `json:"agent,omitempty"`
+	CanSubscribeMetrics   *bool    `json:"canSubscribeMetrics,omitempty"`
+	CanManageAgentSession *bool    `json:"canManageAgentSession,omitempty"`
+	DestinationRoom       string   `json:"destinationRoom,omitempty"`
 }
 
-// tokenClaims is the JSON form of a token's claims.
+// sipGrant is the JSON form of SIPGrants in the "sip" claim.
+type sipGrant struct {
+	Admin bool `json:"admin,omitempty"`
+	Call  bool `json:"call,omitempty"`
+}
+
+// tokenClaims is the JSON form of a token's claims. Names are LiveKit's
+// (its auth package's ClaimGrants).
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	Name       string            `json:"name,omitempty"`
-	Metadata   string            `json:"metadata,omitempty"`
-	Attributes map[string]string `json:"attributes,omitempty"`
-	Video      *videoGrant       `json:"video,omitempty"`
+	// Identity duplicates "sub" in LiveKit's own tokens; it is read when
+	// "sub" is absent and never written.
+	Identity    string            `json:"identity,omitempty"`
+	Name        string            `json:"name,omitempty"`
+	Kind        string            `json:"kind,omitempty"`
+	KindDetails []string          `json:"kindDetails,omitempty"`
+	Metadata    string            `json:"metadata,omitempty"`
+	Attributes  map[string]string `json:"attributes,omitempty"`
+	Video       *videoGrant       `json:"video,omitempty"`
+	SIP         *sipGrant         `json:"sip,omitempty"`
+	// RoomConfig is LiveKit's RoomConfiguration in protobuf JSON.
+	RoomConfig json.RawMessage `json:"roomConfig,omitempty"`
+	RoomPreset string          `json:"roomPreset,omitempty"`
+	// Sha256 is set only in the tokens that sign webhooks.
+	Sha256 string `json:"sha256,omitempty"`
 }
 
 // NewToken mints an access token for a LiveKit server: a JWT signed with
@@ -111,6 +246,22 @@ func NewToken(apiKey, apiSecret string, c Claims) (string, error) {
 		return "", fmt.Errorf("%w: NewToken: the roomJoin grant needs an identity", ErrInvalidArgument)
 	case c.Grants.RoomJoin && c.Grants.Room == "":
 		return "", fmt.Errorf("%w: NewToken: the roomJoin grant needs a room", ErrInvalidArgument)
+	case !knownKind(c.Kind):
+		return "", fmt.Errorf("%w: NewToken: unknown participant kind %v", ErrInvalidArgument, c.Kind)
+	}
+	for _, s := range c.Grants.CanPublishSources {
+		if _, ok := lkpb.TrackSource_name[int32(s)]; !ok || s == SourceUnknown {
+			return "", fmt.Errorf("%w: NewToken: unknown track source %v in canPublishSources", ErrInvalidArgument, s)
+		}
+	}
+	for _, d := range c.KindDetails {
+		if _, ok := lkpb.ParticipantInfo_KindDetail_name[int32(d)]; !ok {
+			return "", fmt.Errorf("%w: NewToken: unknown kind detail %v", ErrInvalidArgument, d)
+		}
+	}
+	roomConfig, err := encodeRoomConfig(c.RoomConfig)
+	if err != nil {
+		return "", err
 	}
 	nbf := c.NotBefore
 	if nbf.IsZero() {
@@ -128,9 +279,12 @@ func NewToken(apiKey, apiSecret string, c Claims) (string, error) {
 			NotBefore: jwt.NewNumericDate(nbf),
 			ExpiresAt: jwt.NewNumericDate(nbf.Add(validFor)),
 		},
-		Name:       c.Name,
-		Metadata:   c.Metadata,
-		Attributes: c.Attributes,
+		Name:        c.Name,
+		Metadata:    c.Metadata,
+		Attributes:  c.Attributes,
+		RoomConfig:  roomConfig,
+		RoomPreset:  c.RoomPreset,
+		KindDetails: kindDetailNames(c.KindDetails),
 		Video: &videoGrant{
 			Room:                 g.Room,
 			RoomJoin:             g.RoomJoin,
@@ -142,7 +296,24 @@ func NewToken(apiKey, apiSecret string, c Claims) (string, error) {
 			CanPublishData:       g.CanPublishData,
 			CanUpdateOwnMetadata: g.CanUpdateOwnMetadata,
 			Hidden:               g.Hidden,
+
+			RoomRecord:            g.RoomRecord,
+			IngressAdmin:          g.IngressAdmin,
+			CanPublishSources:     sourceNames(g.CanPublishSources),
+			Recorder:              g.Recorder,
+			Agent:                 g.Agent,
+			CanSubscribeMetrics:   g.CanSubscribeMetrics,
+			CanManageAgentSession: g.CanManageAgentSession,
+			DestinationRoom:       g.DestinationRoom,
 		},
+	}
+	// The standard kind is LiveKit's default: it is left out, as LiveKit's
+	// own tokens for standard participants leave it out.
+	if c.Kind != KindStandard {
+		tc.Kind = c.Kind.String()
+	}
+	if c.SIP != nil && (c.SIP.Admin || c.SIP.Call) {
+		tc.SIP = &sipGrant{Admin: c.SIP.Admin, Call: c.SIP.Call}
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, tc).SignedString([]byte(apiSecret))
 	if err != nil {
@@ -167,7 +338,10 @@ func ParseToken(token, apiSecret string) (*Claims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadToken, err)
 	}
-	c := tc.claims()
+	c, err := tc.claims()
+	if err != nil {
+		return nil, err
+	}
 	return &c, nil
 }
 
@@ -179,17 +353,37 @@ func parseTokenUnverified(token string) (Claims, string, error) {
 	if _, _, err := jwt.NewParser().ParseUnverified(token, &tc); err != nil {
 		return Claims{}, "", fmt.Errorf("%w: %v", ErrBadToken, err)
 	}
-	return tc.claims(), tc.Issuer, nil
+	c, err := tc.claims()
+	return c, tc.Issuer, err
 }
 
 // claims converts the JSON form into Claims.
-func (tc *tokenClaims) claims() Claims {
+func (tc *tokenClaims) claims() (Claims, error) {
 	c := Claims{
 		Identity:   tc.Subject,
 		Name:       tc.Name,
 		Metadata:   tc.Metadata,
 		Attributes: maps.Clone(tc.Attributes),
+		RoomPreset: tc.RoomPreset,
+		Kind:       parseKind(tc.Kind),
 	}
+	if c.Identity == "" {
+		c.Identity = tc.Identity
+	}
+	for _, name := range tc.KindDetails {
+		// Unknown details are dropped, as LiveKit's server drops them.
+		if v, ok := lkpb.ParticipantInfo_KindDetail_value[strings.ToUpper(name)]; ok {
+			c.KindDetails = append(c.KindDetails, ParticipantKindDetail(v))
+		}
+	}
+	if tc.SIP != nil {
+		c.SIP = &SIPGrants{Admin: tc.SIP.Admin, Call: tc.SIP.Call}
+	}
+	rc, err := decodeRoomConfig(tc.RoomConfig)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: roomConfig claim: %v", ErrBadToken, err)
+	}
+	c.RoomConfig = rc
 	if tc.NotBefore != nil {
 		c.NotBefore = tc.NotBefore.Time
 	}
@@ -208,7 +402,144 @@ func (tc *tokenClaims) claims() Claims {
 			CanPublishData:       v.CanPublishData,
 			CanUpdateOwnMetadata: v.CanUpdateOwnMetadata,
 			Hidden:               v.Hidden,
+
+			RoomRecord:            v.RoomRecord,
+			IngressAdmin:          v.IngressAdmin,
+			Recorder:              v.Recorder,
+			Agent:                 v.Agent,
+			CanSubscribeMetrics:   v.CanSubscribeMetrics,
+			CanManageAgentSession: v.CanManageAgentSession,
+			DestinationRoom:       v.DestinationRoom,
+		}
+		for _, name := range v.CanPublishSources {
+			// Unknown sources are dropped, as LiveKit's server drops them.
+			if s, ok := parseTrackSource(name); ok {
+				c.Grants.CanPublishSources = append(c.Grants.CanPublishSources, s)
+			}
 		}
 	}
-	return c
+	return c, nil
+}
+
+func knownKind(k ParticipantKind) bool {
+	_, ok := lkpb.ParticipantInfo_Kind_name[int32(k)]
+	return ok
+}
+
+// parseKind reads the "kind" claim; like LiveKit's server, it takes an
+// unknown kind for the standard one.
+func parseKind(s string) ParticipantKind {
+	return ParticipantKind(lkpb.ParticipantInfo_Kind_value[strings.ToUpper(s)])
+}
+
+func sourceNames(ss []TrackSource) []string {
+	if len(ss) == 0 {
+		return nil
+	}
+	names := make([]string, len(ss))
+	for i, s := range ss {
+		names[i] = s.String()
+	}
+	return names
+}
+
+func kindDetailNames(ds []ParticipantKindDetail) []string {
+	if len(ds) == 0 {
+		return nil
+	}
+	names := make([]string, len(ds))
+	for i, d := range ds {
+		names[i] = d.String()
+	}
+	return names
+}
+
+// encodeRoomConfig returns the protobuf JSON of rc, as LiveKit writes the
+// "roomConfig" claim; nil for nil.
+func encodeRoomConfig(rc *RoomConfig) (json.RawMessage, error) {
+	if rc == nil {
+		return nil, nil
+	}
+	const what = "NewToken: RoomConfig"
+	seconds := func(field string, d time.Duration) (uint32, error) {
+		ms, err := millis(what, field, d)
+		return (ms + 999) / 1000, err
+	}
+	empty, err := seconds("EmptyTimeout", rc.EmptyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	departure, err := seconds("DepartureTimeout", rc.DepartureTimeout)
+	if err != nil {
+		return nil, err
+	}
+	minDelay, err := millis(what, "MinPlayoutDelay", rc.MinPlayoutDelay)
+	if err != nil {
+		return nil, err
+	}
+	maxDelay, err := millis(what, "MaxPlayoutDelay", rc.MaxPlayoutDelay)
+	if err != nil {
+		return nil, err
+	}
+	if rc.MaxParticipants < 0 || int64(rc.MaxParticipants) > math.MaxUint32 {
+		return nil, fmt.Errorf("%w: %s: MaxParticipants %d out of range", ErrInvalidArgument, what, rc.MaxParticipants)
+	}
+	pb := &lkpb.RoomConfiguration{
+		Name:             rc.Name,
+		EmptyTimeout:     empty,
+		DepartureTimeout: departure,
+		MaxParticipants:  uint32(rc.MaxParticipants),
+		Metadata:         rc.Metadata,
+		MinPlayoutDelay:  minDelay,
+		MaxPlayoutDelay:  maxDelay,
+		SyncStreams:      rc.SyncStreams,
+		Tags:             rc.Tags,
+	}
+	for _, a := range rc.Agents {
+		pb.Agents = append(pb.Agents, &lkpb.RoomAgentDispatch{AgentName: a.AgentName, Metadata: a.Metadata, Attributes: a.Attributes})
+	}
+	b, err := protojson.Marshal(pb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, what, err)
+	}
+	return b, nil
+}
+
+// decodeRoomConfig reads the "roomConfig" claim; fields callstate does not
+// know (egress, for example) are ignored.
+func decodeRoomConfig(b json.RawMessage) (*RoomConfig, error) {
+	if len(b) == 0 || string(b) == "null" {
+		return nil, nil
+	}
+	var pb lkpb.RoomConfiguration
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &pb); err != nil {
+		return nil, err
+	}
+	rc := &RoomConfig{
+		Name:             pb.GetName(),
+		EmptyTimeout:     time.Duration(pb.GetEmptyTimeout()) * time.Second,
+		DepartureTimeout: time.Duration(pb.GetDepartureTimeout()) * time.Second,
+		MaxParticipants:  int(pb.GetMaxParticipants()),
+		Metadata:         pb.GetMetadata(),
+		MinPlayoutDelay:  time.Duration(pb.GetMinPlayoutDelay()) * time.Millisecond,
+		MaxPlayoutDelay:  time.Duration(pb.GetMaxPlayoutDelay()) * time.Millisecond,
+		SyncStreams:      pb.GetSyncStreams(),
+		Tags:             maps.Clone(pb.GetTags()),
+	}
+	for _, a := range pb.GetAgents() {
+		rc.Agents = append(rc.Agents, AgentDispatch{AgentName: a.GetAgentName(), Metadata: a.GetMetadata(), Attributes: maps.Clone(a.GetAttributes())})
+	}
+	return rc, nil
+}
+
+// millis converts a delay to whole milliseconds, rounding up.
+func millis(what, field string, d time.Duration) (uint32, error) {
+	if d < 0 {
+		return 0, fmt.Errorf("%w: %s: negative %s %v", ErrInvalidArgument, what, field, d)
+	}
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	if ms > math.MaxUint32 {
+		return 0, fmt.Errorf("%w: %s: %s %v out of range", ErrInvalidArgument, what, field, d)
+	}
+	return uint32(ms), nil
 }

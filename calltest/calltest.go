@@ -122,6 +122,10 @@ type Options struct {
 	// retried. The WebRTC UDP port is always picked free.
 	Port int
 
+	// WebhookURLs are the URLs the server posts its webhooks to, signed
+	// with APIKey.
+	WebhookURLs []string
+
 	// IgnoreEnv makes Start launch a local server even when the
 	// environment names an existing one. Tests that stop or disturb their
 	// server need it.
@@ -162,6 +166,8 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 		APISecret: o.APISecret,
 		StopGrace: o.StopGrace,
 		Port:      o.Port,
+
+		WebhookURLs: o.WebhookURLs,
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,8 @@
 //   - recorder: a hidden, receive-only participant that records a room to
 //     a JSON-lines file, and prints a recording's timeline.
 //   - scenario: an integration test that scripts a call with calltest.
+//   - webhookbot: a server-side bot driven by LiveKit's webhooks (it
+//     always starts its own server, configured to post to it).
 //
 // Each runs with "go run ./examples/<name>" against a local LiveKit server
 // that it starts itself, or against an existing server given with -url,

@@ -53,9 +53,16 @@ func runExample(t *testing.T, bin string, args ...string) (stdout, stderr string
 }
 
 func TestExamples(t *testing.T) {
-	dir := build(t, "quickstart", "pollbot", "recorder")
+	dir := build(t, "quickstart", "pollbot", "recorder", "webhookbot")
 	srv := calltest.Shared(t)
 	existing := []string{"-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", srv.APISecret()}
+
+	t.Run("webhookbot", func(t *testing.T) {
+		t.Parallel()
+		// With a server of its own, configured to post to the bot.
+		out, _ := runExample(t, filepath.Join(dir, "webhookbot"))
+		assert.Contains(t, out, "alice received: welcome, alice")
+	})
 
 	t.Run("quickstart", func(t *testing.T) {
 		t.Parallel()

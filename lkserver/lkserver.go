@@ -114,6 +114,10 @@ type Options struct {
 	// picks a free one (and retries on a collision); a fixed port is not
 	// retried. The WebRTC UDP port is always picked free.
 	Port int
+
+	// WebhookURLs are the URLs the server posts its webhooks to, signed
+	// with APIKey.
+	WebhookURLs []string
 }
 
 // Server is a LiveKit server: a local livekit-server process started by
@@ -163,7 +167,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 	}
 	var lastErr error
 	for range startAttempts {
-		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput, o.Port)
+		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput, o.Port, o.WebhookURLs)
 		if err == nil {
 			return s, nil
 		}
@@ -214,7 +218,7 @@ func serverURLs(u string) (wsURL, httpURL string, err error) {
 
 // startOnce makes one attempt at starting the server on fresh ports. retry
 // reports whether a failure may be a port collision worth another attempt.
-func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer, fixedPort int) (s *Server, retry bool, err error) {
+func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer, fixedPort int, webhooks []string) (s *Server, retry bool, err error) {
 	httpPort := fixedPort
 	if httpPort == 0 {
 		if httpPort, err = pickPort("tcp"); err != nil {
@@ -244,7 +248,7 @@ func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration
 		}
 	}()
 	cfgPath := filepath.Join(dir, "livekit.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configYAML(httpPort, udpPort, stunPort, key, secret)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(configYAML(httpPort, udpPort, stunPort, key, secret)+webhookYAML(key, webhooks)), 0o600); err != nil {
 		return nil, false, fmt.Errorf("lkserver: %w", err)
 	}
 	logFile, err := os.Create(filepath.Join(dir, "server.log"))
@@ -390,6 +394,20 @@ rtc:
 keys:
   %s: %s
 `, httpPort, udpPort, stunPort, q(key), q(secret))
+}
+
+// webhookYAML is the configuration of the server's webhooks; empty without
+// URLs.
+func webhookYAML(key string, urls []string) string {
+	if len(urls) == 0 {
+		return ""
+	}
+	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
+	s := "webhook:\n  api_key: " + q(key) + "\n  urls:\n"
+	for _, u := range urls {
+		s += "    - " + q(u) + "\n"
+	}
+	return s
 }
 
 // serverEnv is the environment of the server process: ours, without the

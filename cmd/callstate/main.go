@@ -13,6 +13,11 @@
 //	join    join a room as a participant scripted with JSON lines on
 //	        standard input and output
 //	bench   measure callstate against a LiveKit server and print the figures
+//	room    list, create, delete rooms and set their metadata (server API)
+//	participant
+//	        list, show, remove and update participants (server API)
+//	send    send data or an app message to a room (server API)
+//	webhook receive webhooks and print the verified events as JSON lines
 //	help    show the help of a command
 //
 // Run "callstate help <command>" or "callstate <command> -h" for the flags of
@@ -97,6 +102,10 @@ func commands() []command {
 		{name: "token", summary: "mint an access token", flags: tokenFlags, run: runToken},
 		{name: "join", summary: "join a room as a participant scripted with JSON lines", flags: joinFlags, run: runJoin},
 		{name: "bench", summary: "measure callstate against a LiveKit server and print the figures", flags: benchFlags, run: runBench},
+		{name: "room", summary: "list, create, delete rooms and set their metadata (server API)", flags: roomFlags, run: runRoom},
+		{name: "participant", summary: "list, show, remove and update participants (server API)", flags: participantFlags, run: runParticipant},
+		{name: "send", summary: "send data or an app message to a room (server API)", flags: sendFlags, run: runSend},
+		{name: "webhook", summary: "receive webhooks and print the verified events", flags: webhookFlags, run: runWebhook},
 	}
 }
 
@@ -154,7 +163,7 @@ Commands:
 
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "\t%-6s  %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "\t%-11s  %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Run "callstate help <command>" or "callstate <command> -h" for its flags.

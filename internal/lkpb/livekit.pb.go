@@ -127,6 +127,110 @@ func (ClientConfigSetting) EnumDescriptor() ([]byte, []int) {
 	return file_livekit_proto_rawDescGZIP(), []int{1}
 }
 
+type TrackType int32
+
+const (
+	TrackType_AUDIO TrackType = 0
+	TrackType_VIDEO TrackType = 1
+	TrackType_DATA  TrackType = 2
+)
+
+// Enum value maps for TrackType.
+var (
+	TrackType_name = map[int32]string{
+		0: "AUDIO",
+		1: "VIDEO",
+		2: "DATA",
+	}
+	TrackType_value = map[string]int32{
+		"AUDIO": 0,
+		"VIDEO": 1,
+		"DATA":  2,
+	}
+)
+
+func (x TrackType) Enum() *TrackType {
+	p := new(TrackType)
+	*p = x
+	return p
+}
+
+func (x TrackType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TrackType) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[2].Descriptor()
+}
+
+func (TrackType) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[2]
+}
+
+func (x TrackType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TrackType.Descriptor instead.
+func (TrackType) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{2}
+}
+
+type TrackSource int32
+
+const (
+	TrackSource_UNKNOWN            TrackSource = 0
+	TrackSource_CAMERA             TrackSource = 1
+	TrackSource_MICROPHONE         TrackSource = 2
+	TrackSource_SCREEN_SHARE       TrackSource = 3
+	TrackSource_SCREEN_SHARE_AUDIO TrackSource = 4
+)
+
+// Enum value maps for TrackSource.
+var (
+	TrackSource_name = map[int32]string{
+		0: "UNKNOWN",
+		1: "CAMERA",
+		2: "MICROPHONE",
+		3: "SCREEN_SHARE",
+		4: "SCREEN_SHARE_AUDIO",
+	}
+	TrackSource_value = map[string]int32{
+		"UNKNOWN":            0,
+		"CAMERA":             1,
+		"MICROPHONE":         2,
+		"SCREEN_SHARE":       3,
+		"SCREEN_SHARE_AUDIO": 4,
+	}
+)
+
+func (x TrackSource) Enum() *TrackSource {
+	p := new(TrackSource)
+	*p = x
+	return p
+}
+
+func (x TrackSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TrackSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[3].Descriptor()
+}
+
+func (TrackSource) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[3]
+}
+
+func (x TrackSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TrackSource.Descriptor instead.
+func (TrackSource) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{3}
+}
+
 type DisconnectReason int32
 
 const (
@@ -202,11 +306,11 @@ func (x DisconnectReason) String() string {
 }
 
 func (DisconnectReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[2].Descriptor()
+	return file_livekit_proto_enumTypes[4].Descriptor()
 }
 
 func (DisconnectReason) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[2]
+	return &file_livekit_proto_enumTypes[4]
 }
 
 func (x DisconnectReason) Number() protoreflect.EnumNumber {
@@ -215,7 +319,7 @@ func (x DisconnectReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DisconnectReason.Descriptor instead.
 func (DisconnectReason) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{2}
+	return file_livekit_proto_rawDescGZIP(), []int{4}
 }
 
 type ReconnectReason int32
@@ -257,11 +361,11 @@ func (x ReconnectReason) String() string {
 }
 
 func (ReconnectReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[3].Descriptor()
+	return file_livekit_proto_enumTypes[5].Descriptor()
 }
 
 func (ReconnectReason) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[3]
+	return &file_livekit_proto_enumTypes[5]
 }
 
 func (x ReconnectReason) Number() protoreflect.EnumNumber {
@@ -270,7 +374,117 @@ func (x ReconnectReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReconnectReason.Descriptor instead.
 func (ReconnectReason) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{3}
+	return file_livekit_proto_rawDescGZIP(), []int{5}
+}
+
+type EgressStatus int32
+
+const (
+	EgressStatus_EGRESS_STARTING      EgressStatus = 0
+	EgressStatus_EGRESS_ACTIVE        EgressStatus = 1
+	EgressStatus_EGRESS_ENDING        EgressStatus = 2
+	EgressStatus_EGRESS_COMPLETE      EgressStatus = 3
+	EgressStatus_EGRESS_FAILED        EgressStatus = 4
+	EgressStatus_EGRESS_ABORTED       EgressStatus = 5
+	EgressStatus_EGRESS_LIMIT_REACHED EgressStatus = 6
+)
+
+// Enum value maps for EgressStatus.
+var (
+	EgressStatus_name = map[int32]string{
+		0: "EGRESS_STARTING",
+		1: "EGRESS_ACTIVE",
+		2: "EGRESS_ENDING",
+		3: "EGRESS_COMPLETE",
+		4: "EGRESS_FAILED",
+		5: "EGRESS_ABORTED",
+		6: "EGRESS_LIMIT_REACHED",
+	}
+	EgressStatus_value = map[string]int32{
+		"EGRESS_STARTING":      0,
+		"EGRESS_ACTIVE":        1,
+		"EGRESS_ENDING":        2,
+		"EGRESS_COMPLETE":      3,
+		"EGRESS_FAILED":        4,
+		"EGRESS_ABORTED":       5,
+		"EGRESS_LIMIT_REACHED": 6,
+	}
+)
+
+func (x EgressStatus) Enum() *EgressStatus {
+	p := new(EgressStatus)
+	*p = x
+	return p
+}
+
+func (x EgressStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EgressStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[6].Descriptor()
+}
+
+func (EgressStatus) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[6]
+}
+
+func (x EgressStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EgressStatus.Descriptor instead.
+func (EgressStatus) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{6}
+}
+
+type IngressInput int32
+
+const (
+	IngressInput_RTMP_INPUT IngressInput = 0
+	IngressInput_WHIP_INPUT IngressInput = 1
+	IngressInput_URL_INPUT  IngressInput = 2
+)
+
+// Enum value maps for IngressInput.
+var (
+	IngressInput_name = map[int32]string{
+		0: "RTMP_INPUT",
+		1: "WHIP_INPUT",
+		2: "URL_INPUT",
+	}
+	IngressInput_value = map[string]int32{
+		"RTMP_INPUT": 0,
+		"WHIP_INPUT": 1,
+		"URL_INPUT":  2,
+	}
+)
+
+func (x IngressInput) Enum() *IngressInput {
+	p := new(IngressInput)
+	*p = x
+	return p
+}
+
+func (x IngressInput) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IngressInput) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[7].Descriptor()
+}
+
+func (IngressInput) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[7]
+}
+
+func (x IngressInput) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IngressInput.Descriptor instead.
+func (IngressInput) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{7}
 }
 
 type LeaveRequest_Action int32
@@ -306,11 +520,11 @@ func (x LeaveRequest_Action) String() string {
 }
 
 func (LeaveRequest_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[4].Descriptor()
+	return file_livekit_proto_enumTypes[8].Descriptor()
 }
 
 func (LeaveRequest_Action) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[4]
+	return &file_livekit_proto_enumTypes[8]
 }
 
 func (x LeaveRequest_Action) Number() protoreflect.EnumNumber {
@@ -382,11 +596,11 @@ func (x RequestResponse_Reason) String() string {
 }
 
 func (RequestResponse_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[5].Descriptor()
+	return file_livekit_proto_enumTypes[9].Descriptor()
 }
 
 func (RequestResponse_Reason) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[5]
+	return &file_livekit_proto_enumTypes[9]
 }
 
 func (x RequestResponse_Reason) Number() protoreflect.EnumNumber {
@@ -428,11 +642,11 @@ func (x WrappedJoinRequest_Compression) String() string {
 }
 
 func (WrappedJoinRequest_Compression) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[6].Descriptor()
+	return file_livekit_proto_enumTypes[10].Descriptor()
 }
 
 func (WrappedJoinRequest_Compression) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[6]
+	return &file_livekit_proto_enumTypes[10]
 }
 
 func (x WrappedJoinRequest_Compression) Number() protoreflect.EnumNumber {
@@ -480,11 +694,11 @@ func (x ParticipantInfo_State) String() string {
 }
 
 func (ParticipantInfo_State) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[7].Descriptor()
+	return file_livekit_proto_enumTypes[11].Descriptor()
 }
 
 func (ParticipantInfo_State) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[7]
+	return &file_livekit_proto_enumTypes[11]
 }
 
 func (x ParticipantInfo_State) Number() protoreflect.EnumNumber {
@@ -541,11 +755,11 @@ func (x ParticipantInfo_Kind) String() string {
 }
 
 func (ParticipantInfo_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[8].Descriptor()
+	return file_livekit_proto_enumTypes[12].Descriptor()
 }
 
 func (ParticipantInfo_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[8]
+	return &file_livekit_proto_enumTypes[12]
 }
 
 func (x ParticipantInfo_Kind) Number() protoreflect.EnumNumber {
@@ -555,6 +769,65 @@ func (x ParticipantInfo_Kind) Number() protoreflect.EnumNumber {
 // Deprecated: Use ParticipantInfo_Kind.Descriptor instead.
 func (ParticipantInfo_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_livekit_proto_rawDescGZIP(), []int{26, 1}
+}
+
+// Refines Kind: how an agent or connector came to be in the room.
+type ParticipantInfo_KindDetail int32
+
+const (
+	ParticipantInfo_CLOUD_AGENT        ParticipantInfo_KindDetail = 0
+	ParticipantInfo_FORWARDED          ParticipantInfo_KindDetail = 1
+	ParticipantInfo_CONNECTOR_WHATSAPP ParticipantInfo_KindDetail = 2
+	ParticipantInfo_CONNECTOR_TWILIO   ParticipantInfo_KindDetail = 3
+	ParticipantInfo_BRIDGE_RTSP        ParticipantInfo_KindDetail = 4
+	ParticipantInfo_SIMULATION         ParticipantInfo_KindDetail = 5
+)
+
+// Enum value maps for ParticipantInfo_KindDetail.
+var (
+	ParticipantInfo_KindDetail_name = map[int32]string{
+		0: "CLOUD_AGENT",
+		1: "FORWARDED",
+		2: "CONNECTOR_WHATSAPP",
+		3: "CONNECTOR_TWILIO",
+		4: "BRIDGE_RTSP",
+		5: "SIMULATION",
+	}
+	ParticipantInfo_KindDetail_value = map[string]int32{
+		"CLOUD_AGENT":        0,
+		"FORWARDED":          1,
+		"CONNECTOR_WHATSAPP": 2,
+		"CONNECTOR_TWILIO":   3,
+		"BRIDGE_RTSP":        4,
+		"SIMULATION":         5,
+	}
+)
+
+func (x ParticipantInfo_KindDetail) Enum() *ParticipantInfo_KindDetail {
+	p := new(ParticipantInfo_KindDetail)
+	*p = x
+	return p
+}
+
+func (x ParticipantInfo_KindDetail) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ParticipantInfo_KindDetail) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[13].Descriptor()
+}
+
+func (ParticipantInfo_KindDetail) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[13]
+}
+
+func (x ParticipantInfo_KindDetail) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ParticipantInfo_KindDetail.Descriptor instead.
+func (ParticipantInfo_KindDetail) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{26, 2}
 }
 
 type ServerInfo_Edition int32
@@ -587,11 +860,11 @@ func (x ServerInfo_Edition) String() string {
 }
 
 func (ServerInfo_Edition) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[9].Descriptor()
+	return file_livekit_proto_enumTypes[14].Descriptor()
 }
 
 func (ServerInfo_Edition) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[9]
+	return &file_livekit_proto_enumTypes[14]
 }
 
 func (x ServerInfo_Edition) Number() protoreflect.EnumNumber {
@@ -600,7 +873,7 @@ func (x ServerInfo_Edition) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ServerInfo_Edition.Descriptor instead.
 func (ServerInfo_Edition) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{27, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{28, 0}
 }
 
 type ClientInfo_SDK int32
@@ -645,11 +918,11 @@ func (x ClientInfo_SDK) String() string {
 }
 
 func (ClientInfo_SDK) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[10].Descriptor()
+	return file_livekit_proto_enumTypes[15].Descriptor()
 }
 
 func (ClientInfo_SDK) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[10]
+	return &file_livekit_proto_enumTypes[15]
 }
 
 func (x ClientInfo_SDK) Number() protoreflect.EnumNumber {
@@ -658,7 +931,7 @@ func (x ClientInfo_SDK) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClientInfo_SDK.Descriptor instead.
 func (ClientInfo_SDK) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{28, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{29, 0}
 }
 
 type DataPacket_Kind int32
@@ -691,11 +964,11 @@ func (x DataPacket_Kind) String() string {
 }
 
 func (DataPacket_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[11].Descriptor()
+	return file_livekit_proto_enumTypes[16].Descriptor()
 }
 
 func (DataPacket_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[11]
+	return &file_livekit_proto_enumTypes[16]
 }
 
 func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
@@ -704,7 +977,7 @@ func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataPacket_Kind.Descriptor instead.
 func (DataPacket_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{29, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{30, 0}
 }
 
 type DataStream_OperationType int32
@@ -743,11 +1016,11 @@ func (x DataStream_OperationType) String() string {
 }
 
 func (DataStream_OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[12].Descriptor()
+	return file_livekit_proto_enumTypes[17].Descriptor()
 }
 
 func (DataStream_OperationType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[12]
+	return &file_livekit_proto_enumTypes[17]
 }
 
 func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
@@ -756,7 +1029,7 @@ func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataStream_OperationType.Descriptor instead.
 func (DataStream_OperationType) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 0}
 }
 
 type DataStream_CompressionType int32
@@ -789,11 +1062,11 @@ func (x DataStream_CompressionType) String() string {
 }
 
 func (DataStream_CompressionType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[13].Descriptor()
+	return file_livekit_proto_enumTypes[18].Descriptor()
 }
 
 func (DataStream_CompressionType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[13]
+	return &file_livekit_proto_enumTypes[18]
 }
 
 func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
@@ -802,7 +1075,62 @@ func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataStream_CompressionType.Descriptor instead.
 func (DataStream_CompressionType) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 1}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 1}
+}
+
+type IngressState_Status int32
+
+const (
+	IngressState_ENDPOINT_INACTIVE   IngressState_Status = 0
+	IngressState_ENDPOINT_BUFFERING  IngressState_Status = 1
+	IngressState_ENDPOINT_PUBLISHING IngressState_Status = 2
+	IngressState_ENDPOINT_ERROR      IngressState_Status = 3
+	IngressState_ENDPOINT_COMPLETE   IngressState_Status = 4
+)
+
+// Enum value maps for IngressState_Status.
+var (
+	IngressState_Status_name = map[int32]string{
+		0: "ENDPOINT_INACTIVE",
+		1: "ENDPOINT_BUFFERING",
+		2: "ENDPOINT_PUBLISHING",
+		3: "ENDPOINT_ERROR",
+		4: "ENDPOINT_COMPLETE",
+	}
+	IngressState_Status_value = map[string]int32{
+		"ENDPOINT_INACTIVE":   0,
+		"ENDPOINT_BUFFERING":  1,
+		"ENDPOINT_PUBLISHING": 2,
+		"ENDPOINT_ERROR":      3,
+		"ENDPOINT_COMPLETE":   4,
+	}
+)
+
+func (x IngressState_Status) Enum() *IngressState_Status {
+	p := new(IngressState_Status)
+	*p = x
+	return p
+}
+
+func (x IngressState_Status) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IngressState_Status) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[19].Descriptor()
+}
+
+func (IngressState_Status) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[19]
+}
+
+func (x IngressState_Status) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IngressState_Status.Descriptor instead.
+func (IngressState_Status) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{65, 0}
 }
 
 // Client to server.
@@ -2846,17 +3174,19 @@ func (x *Room) GetCreationTimeMs() int64 {
 }
 
 type ParticipantPermission struct {
-	state               protoimpl.MessageState `protogen:"open.v1"`
-	CanSubscribe        bool                   `protobuf:"varint,1,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
-	CanPublish          bool                   `protobuf:"varint,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
-	CanPublishData      bool                   `protobuf:"varint,3,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
-	Hidden              bool                   `protobuf:"varint,7,opt,name=hidden,proto3" json:"hidden,omitempty"`
-	Recorder            bool                   `protobuf:"varint,8,opt,name=recorder,proto3" json:"recorder,omitempty"`
-	CanUpdateMetadata   bool                   `protobuf:"varint,10,opt,name=can_update_metadata,json=canUpdateMetadata,proto3" json:"can_update_metadata,omitempty"`
-	Agent               bool                   `protobuf:"varint,11,opt,name=agent,proto3" json:"agent,omitempty"`
-	CanSubscribeMetrics bool                   `protobuf:"varint,12,opt,name=can_subscribe_metrics,json=canSubscribeMetrics,proto3" json:"can_subscribe_metrics,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	CanSubscribe          bool                   `protobuf:"varint,1,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
+	CanPublish            bool                   `protobuf:"varint,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
+	CanPublishData        bool                   `protobuf:"varint,3,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
+	Hidden                bool                   `protobuf:"varint,7,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	Recorder              bool                   `protobuf:"varint,8,opt,name=recorder,proto3" json:"recorder,omitempty"`
+	CanUpdateMetadata     bool                   `protobuf:"varint,10,opt,name=can_update_metadata,json=canUpdateMetadata,proto3" json:"can_update_metadata,omitempty"`
+	Agent                 bool                   `protobuf:"varint,11,opt,name=agent,proto3" json:"agent,omitempty"`
+	CanSubscribeMetrics   bool                   `protobuf:"varint,12,opt,name=can_subscribe_metrics,json=canSubscribeMetrics,proto3" json:"can_subscribe_metrics,omitempty"`
+	CanPublishSources     []TrackSource          `protobuf:"varint,9,rep,packed,name=can_publish_sources,json=canPublishSources,proto3,enum=callstate.lkwire.TrackSource" json:"can_publish_sources,omitempty"`
+	CanManageAgentSession bool                   `protobuf:"varint,13,opt,name=can_manage_agent_session,json=canManageAgentSession,proto3" json:"can_manage_agent_session,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *ParticipantPermission) Reset() {
@@ -2945,23 +3275,39 @@ func (x *ParticipantPermission) GetCanSubscribeMetrics() bool {
 	return false
 }
 
+func (x *ParticipantPermission) GetCanPublishSources() []TrackSource {
+	if x != nil {
+		return x.CanPublishSources
+	}
+	return nil
+}
+
+func (x *ParticipantPermission) GetCanManageAgentSession() bool {
+	if x != nil {
+		return x.CanManageAgentSession
+	}
+	return false
+}
+
 type ParticipantInfo struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	Sid              string                 `protobuf:"bytes,1,opt,name=sid,proto3" json:"sid,omitempty"`
-	Identity         string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
-	State            ParticipantInfo_State  `protobuf:"varint,3,opt,name=state,proto3,enum=callstate.lkwire.ParticipantInfo_State" json:"state,omitempty"`
-	Metadata         string                 `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	JoinedAt         int64                  `protobuf:"varint,6,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
-	Name             string                 `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
-	Version          uint32                 `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
-	Permission       *ParticipantPermission `protobuf:"bytes,11,opt,name=permission,proto3" json:"permission,omitempty"`
-	Region           string                 `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
-	IsPublisher      bool                   `protobuf:"varint,13,opt,name=is_publisher,json=isPublisher,proto3" json:"is_publisher,omitempty"`
-	Kind             ParticipantInfo_Kind   `protobuf:"varint,14,opt,name=kind,proto3,enum=callstate.lkwire.ParticipantInfo_Kind" json:"kind,omitempty"`
-	Attributes       map[string]string      `protobuf:"bytes,15,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	DisconnectReason DisconnectReason       `protobuf:"varint,16,opt,name=disconnect_reason,json=disconnectReason,proto3,enum=callstate.lkwire.DisconnectReason" json:"disconnect_reason,omitempty"`
-	JoinedAtMs       int64                  `protobuf:"varint,17,opt,name=joined_at_ms,json=joinedAtMs,proto3" json:"joined_at_ms,omitempty"`
-	ClientProtocol   int32                  `protobuf:"varint,20,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
+	state            protoimpl.MessageState       `protogen:"open.v1"`
+	Sid              string                       `protobuf:"bytes,1,opt,name=sid,proto3" json:"sid,omitempty"`
+	Identity         string                       `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	State            ParticipantInfo_State        `protobuf:"varint,3,opt,name=state,proto3,enum=callstate.lkwire.ParticipantInfo_State" json:"state,omitempty"`
+	Metadata         string                       `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	JoinedAt         int64                        `protobuf:"varint,6,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	Name             string                       `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	Version          uint32                       `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
+	Permission       *ParticipantPermission       `protobuf:"bytes,11,opt,name=permission,proto3" json:"permission,omitempty"`
+	Region           string                       `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
+	IsPublisher      bool                         `protobuf:"varint,13,opt,name=is_publisher,json=isPublisher,proto3" json:"is_publisher,omitempty"`
+	Kind             ParticipantInfo_Kind         `protobuf:"varint,14,opt,name=kind,proto3,enum=callstate.lkwire.ParticipantInfo_Kind" json:"kind,omitempty"`
+	Attributes       map[string]string            `protobuf:"bytes,15,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DisconnectReason DisconnectReason             `protobuf:"varint,16,opt,name=disconnect_reason,json=disconnectReason,proto3,enum=callstate.lkwire.DisconnectReason" json:"disconnect_reason,omitempty"`
+	JoinedAtMs       int64                        `protobuf:"varint,17,opt,name=joined_at_ms,json=joinedAtMs,proto3" json:"joined_at_ms,omitempty"`
+	ClientProtocol   int32                        `protobuf:"varint,20,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
+	Tracks           []*TrackInfo                 `protobuf:"bytes,4,rep,name=tracks,proto3" json:"tracks,omitempty"`
+	KindDetails      []ParticipantInfo_KindDetail `protobuf:"varint,18,rep,packed,name=kind_details,json=kindDetails,proto3,enum=callstate.lkwire.ParticipantInfo_KindDetail" json:"kind_details,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -3101,6 +3447,137 @@ func (x *ParticipantInfo) GetClientProtocol() int32 {
 	return 0
 }
 
+func (x *ParticipantInfo) GetTracks() []*TrackInfo {
+	if x != nil {
+		return x.Tracks
+	}
+	return nil
+}
+
+func (x *ParticipantInfo) GetKindDetails() []ParticipantInfo_KindDetail {
+	if x != nil {
+		return x.KindDetails
+	}
+	return nil
+}
+
+// A published track, as the server API and webhooks describe it.
+type TrackInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sid           string                 `protobuf:"bytes,1,opt,name=sid,proto3" json:"sid,omitempty"`
+	Type          TrackType              `protobuf:"varint,2,opt,name=type,proto3,enum=callstate.lkwire.TrackType" json:"type,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Muted         bool                   `protobuf:"varint,4,opt,name=muted,proto3" json:"muted,omitempty"`
+	Width         uint32                 `protobuf:"varint,5,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,6,opt,name=height,proto3" json:"height,omitempty"`
+	Source        TrackSource            `protobuf:"varint,9,opt,name=source,proto3,enum=callstate.lkwire.TrackSource" json:"source,omitempty"`
+	MimeType      string                 `protobuf:"bytes,11,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
+	Mid           string                 `protobuf:"bytes,12,opt,name=mid,proto3" json:"mid,omitempty"`
+	Stream        string                 `protobuf:"bytes,17,opt,name=stream,proto3" json:"stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackInfo) Reset() {
+	*x = TrackInfo{}
+	mi := &file_livekit_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackInfo) ProtoMessage() {}
+
+func (x *TrackInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackInfo.ProtoReflect.Descriptor instead.
+func (*TrackInfo) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TrackInfo) GetSid() string {
+	if x != nil {
+		return x.Sid
+	}
+	return ""
+}
+
+func (x *TrackInfo) GetType() TrackType {
+	if x != nil {
+		return x.Type
+	}
+	return TrackType_AUDIO
+}
+
+func (x *TrackInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TrackInfo) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *TrackInfo) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *TrackInfo) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *TrackInfo) GetSource() TrackSource {
+	if x != nil {
+		return x.Source
+	}
+	return TrackSource_UNKNOWN
+}
+
+func (x *TrackInfo) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *TrackInfo) GetMid() string {
+	if x != nil {
+		return x.Mid
+	}
+	return ""
+}
+
+func (x *TrackInfo) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
 type ServerInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Edition       ServerInfo_Edition     `protobuf:"varint,1,opt,name=edition,proto3,enum=callstate.lkwire.ServerInfo_Edition" json:"edition,omitempty"`
@@ -3116,7 +3593,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_livekit_proto_msgTypes[27]
+	mi := &file_livekit_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3605,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[27]
+	mi := &file_livekit_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3618,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{27}
+	return file_livekit_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ServerInfo) GetEdition() ServerInfo_Edition {
@@ -3213,7 +3690,7 @@ type ClientInfo struct {
 
 func (x *ClientInfo) Reset() {
 	*x = ClientInfo{}
-	mi := &file_livekit_proto_msgTypes[28]
+	mi := &file_livekit_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3225,7 +3702,7 @@ func (x *ClientInfo) String() string {
 func (*ClientInfo) ProtoMessage() {}
 
 func (x *ClientInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[28]
+	mi := &file_livekit_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3238,7 +3715,7 @@ func (x *ClientInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientInfo.ProtoReflect.Descriptor instead.
 func (*ClientInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{28}
+	return file_livekit_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClientInfo) GetSdk() ClientInfo_SDK {
@@ -3336,6 +3813,9 @@ type DataPacket struct {
 	//	*DataPacket_StreamHeader
 	//	*DataPacket_StreamChunk
 	//	*DataPacket_StreamTrailer
+	//	*DataPacket_RpcRequest
+	//	*DataPacket_RpcAck
+	//	*DataPacket_RpcResponse
 	Value          isDataPacket_Value `protobuf_oneof:"value"`
 	Sequence       uint32             `protobuf:"varint,16,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	ParticipantSid string             `protobuf:"bytes,17,opt,name=participant_sid,json=participantSid,proto3" json:"participant_sid,omitempty"`
@@ -3345,7 +3825,7 @@ type DataPacket struct {
 
 func (x *DataPacket) Reset() {
 	*x = DataPacket{}
-	mi := &file_livekit_proto_msgTypes[29]
+	mi := &file_livekit_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3357,7 +3837,7 @@ func (x *DataPacket) String() string {
 func (*DataPacket) ProtoMessage() {}
 
 func (x *DataPacket) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[29]
+	mi := &file_livekit_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3370,7 +3850,7 @@ func (x *DataPacket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPacket.ProtoReflect.Descriptor instead.
 func (*DataPacket) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{29}
+	return file_livekit_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DataPacket) GetKind() DataPacket_Kind {
@@ -3437,6 +3917,33 @@ func (x *DataPacket) GetStreamTrailer() *DataStream_Trailer {
 	return nil
 }
 
+func (x *DataPacket) GetRpcRequest() *RpcRequest {
+	if x != nil {
+		if x, ok := x.Value.(*DataPacket_RpcRequest); ok {
+			return x.RpcRequest
+		}
+	}
+	return nil
+}
+
+func (x *DataPacket) GetRpcAck() *RpcAck {
+	if x != nil {
+		if x, ok := x.Value.(*DataPacket_RpcAck); ok {
+			return x.RpcAck
+		}
+	}
+	return nil
+}
+
+func (x *DataPacket) GetRpcResponse() *RpcResponse {
+	if x != nil {
+		if x, ok := x.Value.(*DataPacket_RpcResponse); ok {
+			return x.RpcResponse
+		}
+	}
+	return nil
+}
+
 func (x *DataPacket) GetSequence() uint32 {
 	if x != nil {
 		return x.Sequence
@@ -3471,6 +3978,18 @@ type DataPacket_StreamTrailer struct {
 	StreamTrailer *DataStream_Trailer `protobuf:"bytes,15,opt,name=stream_trailer,json=streamTrailer,proto3,oneof"`
 }
 
+type DataPacket_RpcRequest struct {
+	RpcRequest *RpcRequest `protobuf:"bytes,10,opt,name=rpc_request,json=rpcRequest,proto3,oneof"`
+}
+
+type DataPacket_RpcAck struct {
+	RpcAck *RpcAck `protobuf:"bytes,11,opt,name=rpc_ack,json=rpcAck,proto3,oneof"`
+}
+
+type DataPacket_RpcResponse struct {
+	RpcResponse *RpcResponse `protobuf:"bytes,12,opt,name=rpc_response,json=rpcResponse,proto3,oneof"`
+}
+
 func (*DataPacket_User) isDataPacket_Value() {}
 
 func (*DataPacket_StreamHeader) isDataPacket_Value() {}
@@ -3478,6 +3997,12 @@ func (*DataPacket_StreamHeader) isDataPacket_Value() {}
 func (*DataPacket_StreamChunk) isDataPacket_Value() {}
 
 func (*DataPacket_StreamTrailer) isDataPacket_Value() {}
+
+func (*DataPacket_RpcRequest) isDataPacket_Value() {}
+
+func (*DataPacket_RpcAck) isDataPacket_Value() {}
+
+func (*DataPacket_RpcResponse) isDataPacket_Value() {}
 
 type UserPacket struct {
 	state                 protoimpl.MessageState `protogen:"open.v1"`
@@ -3497,7 +4022,7 @@ type UserPacket struct {
 
 func (x *UserPacket) Reset() {
 	*x = UserPacket{}
-	mi := &file_livekit_proto_msgTypes[30]
+	mi := &file_livekit_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +4034,7 @@ func (x *UserPacket) String() string {
 func (*UserPacket) ProtoMessage() {}
 
 func (x *UserPacket) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[30]
+	mi := &file_livekit_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +4047,7 @@ func (x *UserPacket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPacket.ProtoReflect.Descriptor instead.
 func (*UserPacket) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{30}
+	return file_livekit_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UserPacket) GetParticipantSid() string {
@@ -3595,6 +4120,276 @@ func (x *UserPacket) GetNonce() []byte {
 	return nil
 }
 
+type RpcRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Method            string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	Payload           string                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	ResponseTimeoutMs uint32                 `protobuf:"varint,4,opt,name=response_timeout_ms,json=responseTimeoutMs,proto3" json:"response_timeout_ms,omitempty"`
+	Version           uint32                 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RpcRequest) Reset() {
+	*x = RpcRequest{}
+	mi := &file_livekit_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RpcRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RpcRequest) ProtoMessage() {}
+
+func (x *RpcRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
+func (*RpcRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RpcRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RpcRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RpcRequest) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+func (x *RpcRequest) GetResponseTimeoutMs() uint32 {
+	if x != nil {
+		return x.ResponseTimeoutMs
+	}
+	return 0
+}
+
+func (x *RpcRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type RpcAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RpcAck) Reset() {
+	*x = RpcAck{}
+	mi := &file_livekit_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RpcAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RpcAck) ProtoMessage() {}
+
+func (x *RpcAck) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RpcAck.ProtoReflect.Descriptor instead.
+func (*RpcAck) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RpcAck) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RpcResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Types that are valid to be assigned to Value:
+	//
+	//	*RpcResponse_Payload
+	//	*RpcResponse_Error
+	Value         isRpcResponse_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RpcResponse) Reset() {
+	*x = RpcResponse{}
+	mi := &file_livekit_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RpcResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RpcResponse) ProtoMessage() {}
+
+func (x *RpcResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RpcResponse.ProtoReflect.Descriptor instead.
+func (*RpcResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RpcResponse) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RpcResponse) GetValue() isRpcResponse_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *RpcResponse) GetPayload() string {
+	if x != nil {
+		if x, ok := x.Value.(*RpcResponse_Payload); ok {
+			return x.Payload
+		}
+	}
+	return ""
+}
+
+func (x *RpcResponse) GetError() *RpcError {
+	if x != nil {
+		if x, ok := x.Value.(*RpcResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isRpcResponse_Value interface {
+	isRpcResponse_Value()
+}
+
+type RpcResponse_Payload struct {
+	Payload string `protobuf:"bytes,2,opt,name=payload,proto3,oneof"`
+}
+
+type RpcResponse_Error struct {
+	Error *RpcError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*RpcResponse_Payload) isRpcResponse_Value() {}
+
+func (*RpcResponse_Error) isRpcResponse_Value() {}
+
+type RpcError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Data          string                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RpcError) Reset() {
+	*x = RpcError{}
+	mi := &file_livekit_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RpcError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RpcError) ProtoMessage() {}
+
+func (x *RpcError) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RpcError.ProtoReflect.Descriptor instead.
+func (*RpcError) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RpcError) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RpcError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RpcError) GetData() string {
+	if x != nil {
+		return x.Data
+	}
+	return ""
+}
+
 type DataStream struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3603,7 +4398,7 @@ type DataStream struct {
 
 func (x *DataStream) Reset() {
 	*x = DataStream{}
-	mi := &file_livekit_proto_msgTypes[31]
+	mi := &file_livekit_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3615,7 +4410,7 @@ func (x *DataStream) String() string {
 func (*DataStream) ProtoMessage() {}
 
 func (x *DataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[31]
+	mi := &file_livekit_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3628,7 +4423,7 @@ func (x *DataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream.ProtoReflect.Descriptor instead.
 func (*DataStream) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31}
+	return file_livekit_proto_rawDescGZIP(), []int{36}
 }
 
 type CreateRoomRequest struct {
@@ -3645,7 +4440,7 @@ type CreateRoomRequest struct {
 
 func (x *CreateRoomRequest) Reset() {
 	*x = CreateRoomRequest{}
-	mi := &file_livekit_proto_msgTypes[32]
+	mi := &file_livekit_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +4452,7 @@ func (x *CreateRoomRequest) String() string {
 func (*CreateRoomRequest) ProtoMessage() {}
 
 func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[32]
+	mi := &file_livekit_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +4465,7 @@ func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoomRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoomRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{32}
+	return file_livekit_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateRoomRequest) GetName() string {
@@ -3724,7 +4519,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_livekit_proto_msgTypes[33]
+	mi := &file_livekit_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3736,7 +4531,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[33]
+	mi := &file_livekit_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3749,7 +4544,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{33}
+	return file_livekit_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListRoomsRequest) GetNames() []string {
@@ -3768,7 +4563,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_livekit_proto_msgTypes[34]
+	mi := &file_livekit_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3780,7 +4575,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[34]
+	mi := &file_livekit_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3793,7 +4588,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{34}
+	return file_livekit_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*Room {
@@ -3812,7 +4607,7 @@ type DeleteRoomRequest struct {
 
 func (x *DeleteRoomRequest) Reset() {
 	*x = DeleteRoomRequest{}
-	mi := &file_livekit_proto_msgTypes[35]
+	mi := &file_livekit_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3824,7 +4619,7 @@ func (x *DeleteRoomRequest) String() string {
 func (*DeleteRoomRequest) ProtoMessage() {}
 
 func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[35]
+	mi := &file_livekit_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3837,7 +4632,7 @@ func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoomRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{35}
+	return file_livekit_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteRoomRequest) GetRoom() string {
@@ -3855,7 +4650,7 @@ type DeleteRoomResponse struct {
 
 func (x *DeleteRoomResponse) Reset() {
 	*x = DeleteRoomResponse{}
-	mi := &file_livekit_proto_msgTypes[36]
+	mi := &file_livekit_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +4662,7 @@ func (x *DeleteRoomResponse) String() string {
 func (*DeleteRoomResponse) ProtoMessage() {}
 
 func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[36]
+	mi := &file_livekit_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +4675,7 @@ func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoomResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36}
+	return file_livekit_proto_rawDescGZIP(), []int{41}
 }
 
 type ListParticipantsRequest struct {
@@ -3892,7 +4687,7 @@ type ListParticipantsRequest struct {
 
 func (x *ListParticipantsRequest) Reset() {
 	*x = ListParticipantsRequest{}
-	mi := &file_livekit_proto_msgTypes[37]
+	mi := &file_livekit_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3904,7 +4699,7 @@ func (x *ListParticipantsRequest) String() string {
 func (*ListParticipantsRequest) ProtoMessage() {}
 
 func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[37]
+	mi := &file_livekit_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3917,7 +4712,7 @@ func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsRequest.ProtoReflect.Descriptor instead.
 func (*ListParticipantsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{37}
+	return file_livekit_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListParticipantsRequest) GetRoom() string {
@@ -3936,7 +4731,7 @@ type ListParticipantsResponse struct {
 
 func (x *ListParticipantsResponse) Reset() {
 	*x = ListParticipantsResponse{}
-	mi := &file_livekit_proto_msgTypes[38]
+	mi := &file_livekit_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3948,7 +4743,7 @@ func (x *ListParticipantsResponse) String() string {
 func (*ListParticipantsResponse) ProtoMessage() {}
 
 func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[38]
+	mi := &file_livekit_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3961,7 +4756,7 @@ func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsResponse.ProtoReflect.Descriptor instead.
 func (*ListParticipantsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{38}
+	return file_livekit_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListParticipantsResponse) GetParticipants() []*ParticipantInfo {
@@ -3981,7 +4776,7 @@ type RoomParticipantIdentity struct {
 
 func (x *RoomParticipantIdentity) Reset() {
 	*x = RoomParticipantIdentity{}
-	mi := &file_livekit_proto_msgTypes[39]
+	mi := &file_livekit_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3993,7 +4788,7 @@ func (x *RoomParticipantIdentity) String() string {
 func (*RoomParticipantIdentity) ProtoMessage() {}
 
 func (x *RoomParticipantIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[39]
+	mi := &file_livekit_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4006,7 +4801,7 @@ func (x *RoomParticipantIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomParticipantIdentity.ProtoReflect.Descriptor instead.
 func (*RoomParticipantIdentity) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{39}
+	return file_livekit_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RoomParticipantIdentity) GetRoom() string {
@@ -4031,7 +4826,7 @@ type RemoveParticipantResponse struct {
 
 func (x *RemoveParticipantResponse) Reset() {
 	*x = RemoveParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[40]
+	mi := &file_livekit_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4043,7 +4838,7 @@ func (x *RemoveParticipantResponse) String() string {
 func (*RemoveParticipantResponse) ProtoMessage() {}
 
 func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[40]
+	mi := &file_livekit_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4056,7 +4851,7 @@ func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{40}
+	return file_livekit_proto_rawDescGZIP(), []int{45}
 }
 
 type UpdateParticipantRequest struct {
@@ -4073,7 +4868,7 @@ type UpdateParticipantRequest struct {
 
 func (x *UpdateParticipantRequest) Reset() {
 	*x = UpdateParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[41]
+	mi := &file_livekit_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4085,7 +4880,7 @@ func (x *UpdateParticipantRequest) String() string {
 func (*UpdateParticipantRequest) ProtoMessage() {}
 
 func (x *UpdateParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[41]
+	mi := &file_livekit_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4098,7 +4893,7 @@ func (x *UpdateParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateParticipantRequest.ProtoReflect.Descriptor instead.
 func (*UpdateParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{41}
+	return file_livekit_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UpdateParticipantRequest) GetRoom() string {
@@ -4157,7 +4952,7 @@ type SendDataRequest struct {
 
 func (x *SendDataRequest) Reset() {
 	*x = SendDataRequest{}
-	mi := &file_livekit_proto_msgTypes[42]
+	mi := &file_livekit_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4169,7 +4964,7 @@ func (x *SendDataRequest) String() string {
 func (*SendDataRequest) ProtoMessage() {}
 
 func (x *SendDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[42]
+	mi := &file_livekit_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4182,7 +4977,7 @@ func (x *SendDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDataRequest.ProtoReflect.Descriptor instead.
 func (*SendDataRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{42}
+	return file_livekit_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SendDataRequest) GetRoom() string {
@@ -4235,7 +5030,7 @@ type SendDataResponse struct {
 
 func (x *SendDataResponse) Reset() {
 	*x = SendDataResponse{}
-	mi := &file_livekit_proto_msgTypes[43]
+	mi := &file_livekit_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4247,7 +5042,7 @@ func (x *SendDataResponse) String() string {
 func (*SendDataResponse) ProtoMessage() {}
 
 func (x *SendDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[43]
+	mi := &file_livekit_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4260,7 +5055,7 @@ func (x *SendDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDataResponse.ProtoReflect.Descriptor instead.
 func (*SendDataResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{43}
+	return file_livekit_proto_rawDescGZIP(), []int{48}
 }
 
 type UpdateRoomMetadataRequest struct {
@@ -4273,7 +5068,7 @@ type UpdateRoomMetadataRequest struct {
 
 func (x *UpdateRoomMetadataRequest) Reset() {
 	*x = UpdateRoomMetadataRequest{}
-	mi := &file_livekit_proto_msgTypes[44]
+	mi := &file_livekit_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4285,7 +5080,7 @@ func (x *UpdateRoomMetadataRequest) String() string {
 func (*UpdateRoomMetadataRequest) ProtoMessage() {}
 
 func (x *UpdateRoomMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[44]
+	mi := &file_livekit_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4298,7 +5093,7 @@ func (x *UpdateRoomMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoomMetadataRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoomMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{44}
+	return file_livekit_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UpdateRoomMetadataRequest) GetRoom() string {
@@ -4315,6 +5110,1216 @@ func (x *UpdateRoomMetadataRequest) GetMetadata() string {
 	return ""
 }
 
+type MuteRoomTrackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	TrackSid      string                 `protobuf:"bytes,3,opt,name=track_sid,json=trackSid,proto3" json:"track_sid,omitempty"`
+	Muted         bool                   `protobuf:"varint,4,opt,name=muted,proto3" json:"muted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteRoomTrackRequest) Reset() {
+	*x = MuteRoomTrackRequest{}
+	mi := &file_livekit_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteRoomTrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteRoomTrackRequest) ProtoMessage() {}
+
+func (x *MuteRoomTrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteRoomTrackRequest.ProtoReflect.Descriptor instead.
+func (*MuteRoomTrackRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *MuteRoomTrackRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MuteRoomTrackRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *MuteRoomTrackRequest) GetTrackSid() string {
+	if x != nil {
+		return x.TrackSid
+	}
+	return ""
+}
+
+func (x *MuteRoomTrackRequest) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+type MuteRoomTrackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Track         *TrackInfo             `protobuf:"bytes,1,opt,name=track,proto3" json:"track,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteRoomTrackResponse) Reset() {
+	*x = MuteRoomTrackResponse{}
+	mi := &file_livekit_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteRoomTrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteRoomTrackResponse) ProtoMessage() {}
+
+func (x *MuteRoomTrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteRoomTrackResponse.ProtoReflect.Descriptor instead.
+func (*MuteRoomTrackResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *MuteRoomTrackResponse) GetTrack() *TrackInfo {
+	if x != nil {
+		return x.Track
+	}
+	return nil
+}
+
+type ParticipantTracks struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ParticipantSid string                 `protobuf:"bytes,1,opt,name=participant_sid,json=participantSid,proto3" json:"participant_sid,omitempty"`
+	TrackSids      []string               `protobuf:"bytes,2,rep,name=track_sids,json=trackSids,proto3" json:"track_sids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ParticipantTracks) Reset() {
+	*x = ParticipantTracks{}
+	mi := &file_livekit_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParticipantTracks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParticipantTracks) ProtoMessage() {}
+
+func (x *ParticipantTracks) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParticipantTracks.ProtoReflect.Descriptor instead.
+func (*ParticipantTracks) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ParticipantTracks) GetParticipantSid() string {
+	if x != nil {
+		return x.ParticipantSid
+	}
+	return ""
+}
+
+func (x *ParticipantTracks) GetTrackSids() []string {
+	if x != nil {
+		return x.TrackSids
+	}
+	return nil
+}
+
+type UpdateSubscriptionsRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Room              string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Identity          string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	TrackSids         []string               `protobuf:"bytes,3,rep,name=track_sids,json=trackSids,proto3" json:"track_sids,omitempty"`
+	Subscribe         bool                   `protobuf:"varint,4,opt,name=subscribe,proto3" json:"subscribe,omitempty"`
+	ParticipantTracks []*ParticipantTracks   `protobuf:"bytes,5,rep,name=participant_tracks,json=participantTracks,proto3" json:"participant_tracks,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *UpdateSubscriptionsRequest) Reset() {
+	*x = UpdateSubscriptionsRequest{}
+	mi := &file_livekit_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSubscriptionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSubscriptionsRequest) ProtoMessage() {}
+
+func (x *UpdateSubscriptionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSubscriptionsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSubscriptionsRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *UpdateSubscriptionsRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *UpdateSubscriptionsRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *UpdateSubscriptionsRequest) GetTrackSids() []string {
+	if x != nil {
+		return x.TrackSids
+	}
+	return nil
+}
+
+func (x *UpdateSubscriptionsRequest) GetSubscribe() bool {
+	if x != nil {
+		return x.Subscribe
+	}
+	return false
+}
+
+func (x *UpdateSubscriptionsRequest) GetParticipantTracks() []*ParticipantTracks {
+	if x != nil {
+		return x.ParticipantTracks
+	}
+	return nil
+}
+
+type UpdateSubscriptionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSubscriptionsResponse) Reset() {
+	*x = UpdateSubscriptionsResponse{}
+	mi := &file_livekit_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSubscriptionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSubscriptionsResponse) ProtoMessage() {}
+
+func (x *UpdateSubscriptionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSubscriptionsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSubscriptionsResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{54}
+}
+
+type ForwardParticipantRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Room            string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Identity        string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	DestinationRoom string                 `protobuf:"bytes,3,opt,name=destination_room,json=destinationRoom,proto3" json:"destination_room,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ForwardParticipantRequest) Reset() {
+	*x = ForwardParticipantRequest{}
+	mi := &file_livekit_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardParticipantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardParticipantRequest) ProtoMessage() {}
+
+func (x *ForwardParticipantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardParticipantRequest.ProtoReflect.Descriptor instead.
+func (*ForwardParticipantRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ForwardParticipantRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *ForwardParticipantRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *ForwardParticipantRequest) GetDestinationRoom() string {
+	if x != nil {
+		return x.DestinationRoom
+	}
+	return ""
+}
+
+type ForwardParticipantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardParticipantResponse) Reset() {
+	*x = ForwardParticipantResponse{}
+	mi := &file_livekit_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardParticipantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardParticipantResponse) ProtoMessage() {}
+
+func (x *ForwardParticipantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardParticipantResponse.ProtoReflect.Descriptor instead.
+func (*ForwardParticipantResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{56}
+}
+
+type MoveParticipantRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Room            string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Identity        string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	DestinationRoom string                 `protobuf:"bytes,3,opt,name=destination_room,json=destinationRoom,proto3" json:"destination_room,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MoveParticipantRequest) Reset() {
+	*x = MoveParticipantRequest{}
+	mi := &file_livekit_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveParticipantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveParticipantRequest) ProtoMessage() {}
+
+func (x *MoveParticipantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveParticipantRequest.ProtoReflect.Descriptor instead.
+func (*MoveParticipantRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *MoveParticipantRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MoveParticipantRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *MoveParticipantRequest) GetDestinationRoom() string {
+	if x != nil {
+		return x.DestinationRoom
+	}
+	return ""
+}
+
+type MoveParticipantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveParticipantResponse) Reset() {
+	*x = MoveParticipantResponse{}
+	mi := &file_livekit_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveParticipantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveParticipantResponse) ProtoMessage() {}
+
+func (x *MoveParticipantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveParticipantResponse.ProtoReflect.Descriptor instead.
+func (*MoveParticipantResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{58}
+}
+
+type PerformRpcRequest struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Room                string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	DestinationIdentity string                 `protobuf:"bytes,2,opt,name=destination_identity,json=destinationIdentity,proto3" json:"destination_identity,omitempty"`
+	Method              string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Payload             string                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	ResponseTimeoutMs   uint32                 `protobuf:"varint,5,opt,name=response_timeout_ms,json=responseTimeoutMs,proto3" json:"response_timeout_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PerformRpcRequest) Reset() {
+	*x = PerformRpcRequest{}
+	mi := &file_livekit_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PerformRpcRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PerformRpcRequest) ProtoMessage() {}
+
+func (x *PerformRpcRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PerformRpcRequest.ProtoReflect.Descriptor instead.
+func (*PerformRpcRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *PerformRpcRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *PerformRpcRequest) GetDestinationIdentity() string {
+	if x != nil {
+		return x.DestinationIdentity
+	}
+	return ""
+}
+
+func (x *PerformRpcRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *PerformRpcRequest) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+func (x *PerformRpcRequest) GetResponseTimeoutMs() uint32 {
+	if x != nil {
+		return x.ResponseTimeoutMs
+	}
+	return 0
+}
+
+type PerformRpcResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Payload       string                 `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PerformRpcResponse) Reset() {
+	*x = PerformRpcResponse{}
+	mi := &file_livekit_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PerformRpcResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PerformRpcResponse) ProtoMessage() {}
+
+func (x *PerformRpcResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PerformRpcResponse.ProtoReflect.Descriptor instead.
+func (*PerformRpcResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *PerformRpcResponse) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+// The room a participant's join creates, when the room does not exist yet.
+type RoomConfiguration struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	EmptyTimeout     uint32                 `protobuf:"varint,2,opt,name=empty_timeout,json=emptyTimeout,proto3" json:"empty_timeout,omitempty"`
+	DepartureTimeout uint32                 `protobuf:"varint,3,opt,name=departure_timeout,json=departureTimeout,proto3" json:"departure_timeout,omitempty"`
+	MaxParticipants  uint32                 `protobuf:"varint,4,opt,name=max_participants,json=maxParticipants,proto3" json:"max_participants,omitempty"`
+	Metadata         string                 `protobuf:"bytes,11,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	MinPlayoutDelay  uint32                 `protobuf:"varint,7,opt,name=min_playout_delay,json=minPlayoutDelay,proto3" json:"min_playout_delay,omitempty"`
+	MaxPlayoutDelay  uint32                 `protobuf:"varint,8,opt,name=max_playout_delay,json=maxPlayoutDelay,proto3" json:"max_playout_delay,omitempty"`
+	SyncStreams      bool                   `protobuf:"varint,9,opt,name=sync_streams,json=syncStreams,proto3" json:"sync_streams,omitempty"`
+	Agents           []*RoomAgentDispatch   `protobuf:"bytes,10,rep,name=agents,proto3" json:"agents,omitempty"`
+	Tags             map[string]string      `protobuf:"bytes,12,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RoomConfiguration) Reset() {
+	*x = RoomConfiguration{}
+	mi := &file_livekit_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomConfiguration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomConfiguration) ProtoMessage() {}
+
+func (x *RoomConfiguration) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomConfiguration.ProtoReflect.Descriptor instead.
+func (*RoomConfiguration) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *RoomConfiguration) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoomConfiguration) GetEmptyTimeout() uint32 {
+	if x != nil {
+		return x.EmptyTimeout
+	}
+	return 0
+}
+
+func (x *RoomConfiguration) GetDepartureTimeout() uint32 {
+	if x != nil {
+		return x.DepartureTimeout
+	}
+	return 0
+}
+
+func (x *RoomConfiguration) GetMaxParticipants() uint32 {
+	if x != nil {
+		return x.MaxParticipants
+	}
+	return 0
+}
+
+func (x *RoomConfiguration) GetMetadata() string {
+	if x != nil {
+		return x.Metadata
+	}
+	return ""
+}
+
+func (x *RoomConfiguration) GetMinPlayoutDelay() uint32 {
+	if x != nil {
+		return x.MinPlayoutDelay
+	}
+	return 0
+}
+
+func (x *RoomConfiguration) GetMaxPlayoutDelay() uint32 {
+	if x != nil {
+		return x.MaxPlayoutDelay
+	}
+	return 0
+}
+
+func (x *RoomConfiguration) GetSyncStreams() bool {
+	if x != nil {
+		return x.SyncStreams
+	}
+	return false
+}
+
+func (x *RoomConfiguration) GetAgents() []*RoomAgentDispatch {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *RoomConfiguration) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// An agent dispatched to the room when the room is created.
+type RoomAgentDispatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentName     string                 `protobuf:"bytes,1,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	Metadata      string                 `protobuf:"bytes,2,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Attributes    map[string]string      `protobuf:"bytes,5,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomAgentDispatch) Reset() {
+	*x = RoomAgentDispatch{}
+	mi := &file_livekit_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomAgentDispatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomAgentDispatch) ProtoMessage() {}
+
+func (x *RoomAgentDispatch) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomAgentDispatch.ProtoReflect.Descriptor instead.
+func (*RoomAgentDispatch) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RoomAgentDispatch) GetAgentName() string {
+	if x != nil {
+		return x.AgentName
+	}
+	return ""
+}
+
+func (x *RoomAgentDispatch) GetMetadata() string {
+	if x != nil {
+		return x.Metadata
+	}
+	return ""
+}
+
+func (x *RoomAgentDispatch) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+type WebhookEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         string                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Room          *Room                  `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	Participant   *ParticipantInfo       `protobuf:"bytes,3,opt,name=participant,proto3" json:"participant,omitempty"`
+	EgressInfo    *EgressInfo            `protobuf:"bytes,9,opt,name=egress_info,json=egressInfo,proto3" json:"egress_info,omitempty"`
+	IngressInfo   *IngressInfo           `protobuf:"bytes,10,opt,name=ingress_info,json=ingressInfo,proto3" json:"ingress_info,omitempty"`
+	Track         *TrackInfo             `protobuf:"bytes,8,opt,name=track,proto3" json:"track,omitempty"`
+	Id            string                 `protobuf:"bytes,6,opt,name=id,proto3" json:"id,omitempty"`
+	CreatedAt     int64                  `protobuf:"varint,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	NumDropped    int32                  `protobuf:"varint,11,opt,name=num_dropped,json=numDropped,proto3" json:"num_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookEvent) Reset() {
+	*x = WebhookEvent{}
+	mi := &file_livekit_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookEvent) ProtoMessage() {}
+
+func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookEvent.ProtoReflect.Descriptor instead.
+func (*WebhookEvent) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *WebhookEvent) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *WebhookEvent) GetRoom() *Room {
+	if x != nil {
+		return x.Room
+	}
+	return nil
+}
+
+func (x *WebhookEvent) GetParticipant() *ParticipantInfo {
+	if x != nil {
+		return x.Participant
+	}
+	return nil
+}
+
+func (x *WebhookEvent) GetEgressInfo() *EgressInfo {
+	if x != nil {
+		return x.EgressInfo
+	}
+	return nil
+}
+
+func (x *WebhookEvent) GetIngressInfo() *IngressInfo {
+	if x != nil {
+		return x.IngressInfo
+	}
+	return nil
+}
+
+func (x *WebhookEvent) GetTrack() *TrackInfo {
+	if x != nil {
+		return x.Track
+	}
+	return nil
+}
+
+func (x *WebhookEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WebhookEvent) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *WebhookEvent) GetNumDropped() int32 {
+	if x != nil {
+		return x.NumDropped
+	}
+	return 0
+}
+
+// The parts of an egress (recording or stream) that callstate reports; the
+// request and the output details are left out.
+type EgressInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EgressId      string                 `protobuf:"bytes,1,opt,name=egress_id,json=egressId,proto3" json:"egress_id,omitempty"`
+	RoomId        string                 `protobuf:"bytes,2,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	RoomName      string                 `protobuf:"bytes,13,opt,name=room_name,json=roomName,proto3" json:"room_name,omitempty"`
+	Status        EgressStatus           `protobuf:"varint,3,opt,name=status,proto3,enum=callstate.lkwire.EgressStatus" json:"status,omitempty"`
+	StartedAt     int64                  `protobuf:"varint,10,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EndedAt       int64                  `protobuf:"varint,11,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	UpdatedAt     int64                  `protobuf:"varint,18,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	ErrorCode     int32                  `protobuf:"varint,22,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	Details       string                 `protobuf:"bytes,21,opt,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressInfo) Reset() {
+	*x = EgressInfo{}
+	mi := &file_livekit_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressInfo) ProtoMessage() {}
+
+func (x *EgressInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressInfo.ProtoReflect.Descriptor instead.
+func (*EgressInfo) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *EgressInfo) GetEgressId() string {
+	if x != nil {
+		return x.EgressId
+	}
+	return ""
+}
+
+func (x *EgressInfo) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *EgressInfo) GetRoomName() string {
+	if x != nil {
+		return x.RoomName
+	}
+	return ""
+}
+
+func (x *EgressInfo) GetStatus() EgressStatus {
+	if x != nil {
+		return x.Status
+	}
+	return EgressStatus_EGRESS_STARTING
+}
+
+func (x *EgressInfo) GetStartedAt() int64 {
+	if x != nil {
+		return x.StartedAt
+	}
+	return 0
+}
+
+func (x *EgressInfo) GetEndedAt() int64 {
+	if x != nil {
+		return x.EndedAt
+	}
+	return 0
+}
+
+func (x *EgressInfo) GetUpdatedAt() int64 {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return 0
+}
+
+func (x *EgressInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *EgressInfo) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *EgressInfo) GetDetails() string {
+	if x != nil {
+		return x.Details
+	}
+	return ""
+}
+
+type IngressState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        IngressState_Status    `protobuf:"varint,1,opt,name=status,proto3,enum=callstate.lkwire.IngressState_Status" json:"status,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	RoomId        string                 `protobuf:"bytes,5,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	StartedAt     int64                  `protobuf:"varint,7,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EndedAt       int64                  `protobuf:"varint,8,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	UpdatedAt     int64                  `protobuf:"varint,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	ResourceId    string                 `protobuf:"bytes,9,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
+	Tracks        []*TrackInfo           `protobuf:"bytes,6,rep,name=tracks,proto3" json:"tracks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngressState) Reset() {
+	*x = IngressState{}
+	mi := &file_livekit_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngressState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngressState) ProtoMessage() {}
+
+func (x *IngressState) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngressState.ProtoReflect.Descriptor instead.
+func (*IngressState) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *IngressState) GetStatus() IngressState_Status {
+	if x != nil {
+		return x.Status
+	}
+	return IngressState_ENDPOINT_INACTIVE
+}
+
+func (x *IngressState) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *IngressState) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *IngressState) GetStartedAt() int64 {
+	if x != nil {
+		return x.StartedAt
+	}
+	return 0
+}
+
+func (x *IngressState) GetEndedAt() int64 {
+	if x != nil {
+		return x.EndedAt
+	}
+	return 0
+}
+
+func (x *IngressState) GetUpdatedAt() int64 {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return 0
+}
+
+func (x *IngressState) GetResourceId() string {
+	if x != nil {
+		return x.ResourceId
+	}
+	return ""
+}
+
+func (x *IngressState) GetTracks() []*TrackInfo {
+	if x != nil {
+		return x.Tracks
+	}
+	return nil
+}
+
+// The parts of an ingress that callstate reports. The stream key, a
+// credential, is left out on purpose so that it cannot reach a log.
+type IngressInfo struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	IngressId           string                 `protobuf:"bytes,1,opt,name=ingress_id,json=ingressId,proto3" json:"ingress_id,omitempty"`
+	Name                string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Url                 string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	InputType           IngressInput           `protobuf:"varint,5,opt,name=input_type,json=inputType,proto3,enum=callstate.lkwire.IngressInput" json:"input_type,omitempty"`
+	RoomName            string                 `protobuf:"bytes,8,opt,name=room_name,json=roomName,proto3" json:"room_name,omitempty"`
+	ParticipantIdentity string                 `protobuf:"bytes,9,opt,name=participant_identity,json=participantIdentity,proto3" json:"participant_identity,omitempty"`
+	ParticipantName     string                 `protobuf:"bytes,10,opt,name=participant_name,json=participantName,proto3" json:"participant_name,omitempty"`
+	ParticipantMetadata string                 `protobuf:"bytes,14,opt,name=participant_metadata,json=participantMetadata,proto3" json:"participant_metadata,omitempty"`
+	Reusable            bool                   `protobuf:"varint,11,opt,name=reusable,proto3" json:"reusable,omitempty"`
+	State               *IngressState          `protobuf:"bytes,12,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *IngressInfo) Reset() {
+	*x = IngressInfo{}
+	mi := &file_livekit_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngressInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngressInfo) ProtoMessage() {}
+
+func (x *IngressInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngressInfo.ProtoReflect.Descriptor instead.
+func (*IngressInfo) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *IngressInfo) GetIngressId() string {
+	if x != nil {
+		return x.IngressId
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetInputType() IngressInput {
+	if x != nil {
+		return x.InputType
+	}
+	return IngressInput_RTMP_INPUT
+}
+
+func (x *IngressInfo) GetRoomName() string {
+	if x != nil {
+		return x.RoomName
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetParticipantIdentity() string {
+	if x != nil {
+		return x.ParticipantIdentity
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetParticipantName() string {
+	if x != nil {
+		return x.ParticipantName
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetParticipantMetadata() string {
+	if x != nil {
+		return x.ParticipantMetadata
+	}
+	return ""
+}
+
+func (x *IngressInfo) GetReusable() bool {
+	if x != nil {
+		return x.Reusable
+	}
+	return false
+}
+
+func (x *IngressInfo) GetState() *IngressState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 type DataStream_TextHeader struct {
 	state             protoimpl.MessageState   `protogen:"open.v1"`
 	OperationType     DataStream_OperationType `protobuf:"varint,1,opt,name=operation_type,json=operationType,proto3,enum=callstate.lkwire.DataStream_OperationType" json:"operation_type,omitempty"`
@@ -4328,7 +6333,7 @@ type DataStream_TextHeader struct {
 
 func (x *DataStream_TextHeader) Reset() {
 	*x = DataStream_TextHeader{}
-	mi := &file_livekit_proto_msgTypes[49]
+	mi := &file_livekit_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4340,7 +6345,7 @@ func (x *DataStream_TextHeader) String() string {
 func (*DataStream_TextHeader) ProtoMessage() {}
 
 func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[49]
+	mi := &file_livekit_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4353,7 +6358,7 @@ func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_TextHeader.ProtoReflect.Descriptor instead.
 func (*DataStream_TextHeader) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 0}
 }
 
 func (x *DataStream_TextHeader) GetOperationType() DataStream_OperationType {
@@ -4400,7 +6405,7 @@ type DataStream_ByteHeader struct {
 
 func (x *DataStream_ByteHeader) Reset() {
 	*x = DataStream_ByteHeader{}
-	mi := &file_livekit_proto_msgTypes[50]
+	mi := &file_livekit_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4412,7 +6417,7 @@ func (x *DataStream_ByteHeader) String() string {
 func (*DataStream_ByteHeader) ProtoMessage() {}
 
 func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[50]
+	mi := &file_livekit_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4425,7 +6430,7 @@ func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_ByteHeader.ProtoReflect.Descriptor instead.
 func (*DataStream_ByteHeader) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 1}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 1}
 }
 
 func (x *DataStream_ByteHeader) GetName() string {
@@ -4456,7 +6461,7 @@ type DataStream_Header struct {
 
 func (x *DataStream_Header) Reset() {
 	*x = DataStream_Header{}
-	mi := &file_livekit_proto_msgTypes[51]
+	mi := &file_livekit_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4468,7 +6473,7 @@ func (x *DataStream_Header) String() string {
 func (*DataStream_Header) ProtoMessage() {}
 
 func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[51]
+	mi := &file_livekit_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4481,7 +6486,7 @@ func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Header.ProtoReflect.Descriptor instead.
 func (*DataStream_Header) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 2}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 2}
 }
 
 func (x *DataStream_Header) GetStreamId() string {
@@ -4593,7 +6598,7 @@ type DataStream_Chunk struct {
 
 func (x *DataStream_Chunk) Reset() {
 	*x = DataStream_Chunk{}
-	mi := &file_livekit_proto_msgTypes[52]
+	mi := &file_livekit_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4605,7 +6610,7 @@ func (x *DataStream_Chunk) String() string {
 func (*DataStream_Chunk) ProtoMessage() {}
 
 func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[52]
+	mi := &file_livekit_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4618,7 +6623,7 @@ func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Chunk.ProtoReflect.Descriptor instead.
 func (*DataStream_Chunk) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 3}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 3}
 }
 
 func (x *DataStream_Chunk) GetStreamId() string {
@@ -4660,7 +6665,7 @@ type DataStream_Trailer struct {
 
 func (x *DataStream_Trailer) Reset() {
 	*x = DataStream_Trailer{}
-	mi := &file_livekit_proto_msgTypes[53]
+	mi := &file_livekit_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4672,7 +6677,7 @@ func (x *DataStream_Trailer) String() string {
 func (*DataStream_Trailer) ProtoMessage() {}
 
 func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[53]
+	mi := &file_livekit_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4685,7 +6690,7 @@ func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Trailer.ProtoReflect.Descriptor instead.
 func (*DataStream_Trailer) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31, 4}
+	return file_livekit_proto_rawDescGZIP(), []int{36, 4}
 }
 
 func (x *DataStream_Trailer) GetStreamId() string {
@@ -4911,7 +6916,7 @@ const file_livekit_proto_rawDesc = "" +
 	"\x0enum_publishers\x18\v \x01(\rR\rnumPublishers\x128\n" +
 	"\aversion\x18\r \x01(\v2\x1e.callstate.lkwire.TimedVersionR\aversion\x12+\n" +
 	"\x11departure_timeout\x18\x0e \x01(\rR\x10departureTimeout\x12(\n" +
-	"\x10creation_time_ms\x18\x0f \x01(\x03R\x0ecreationTimeMs\"\xb5\x02\n" +
+	"\x10creation_time_ms\x18\x0f \x01(\x03R\x0ecreationTimeMs\"\xbd\x03\n" +
 	"\x15ParticipantPermission\x12#\n" +
 	"\rcan_subscribe\x18\x01 \x01(\bR\fcanSubscribe\x12\x1f\n" +
 	"\vcan_publish\x18\x02 \x01(\bR\n" +
@@ -4922,7 +6927,9 @@ const file_livekit_proto_rawDesc = "" +
 	"\x13can_update_metadata\x18\n" +
 	" \x01(\bR\x11canUpdateMetadata\x12\x14\n" +
 	"\x05agent\x18\v \x01(\bR\x05agent\x122\n" +
-	"\x15can_subscribe_metrics\x18\f \x01(\bR\x13canSubscribeMetrics\"\xf1\x06\n" +
+	"\x15can_subscribe_metrics\x18\f \x01(\bR\x13canSubscribeMetrics\x12M\n" +
+	"\x13can_publish_sources\x18\t \x03(\x0e2\x1d.callstate.lkwire.TrackSourceR\x11canPublishSources\x127\n" +
+	"\x18can_manage_agent_session\x18\r \x01(\bR\x15canManageAgentSession\"\xf4\b\n" +
 	"\x0fParticipantInfo\x12\x10\n" +
 	"\x03sid\x18\x01 \x01(\tR\x03sid\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12=\n" +
@@ -4944,7 +6951,9 @@ const file_livekit_proto_rawDesc = "" +
 	"\x11disconnect_reason\x18\x10 \x01(\x0e2\".callstate.lkwire.DisconnectReasonR\x10disconnectReason\x12 \n" +
 	"\fjoined_at_ms\x18\x11 \x01(\x03R\n" +
 	"joinedAtMs\x12'\n" +
-	"\x0fclient_protocol\x18\x14 \x01(\x05R\x0eclientProtocol\x1a=\n" +
+	"\x0fclient_protocol\x18\x14 \x01(\x05R\x0eclientProtocol\x123\n" +
+	"\x06tracks\x18\x04 \x03(\v2\x1b.callstate.lkwire.TrackInfoR\x06tracks\x12O\n" +
+	"\fkind_details\x18\x12 \x03(\x0e2,.callstate.lkwire.ParticipantInfo.KindDetailR\vkindDetails\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
@@ -4964,7 +6973,27 @@ const file_livekit_proto_rawDesc = "" +
 	"\x05AGENT\x10\x04\x12\r\n" +
 	"\tCONNECTOR\x10\a\x12\n" +
 	"\n" +
-	"\x06BRIDGE\x10\b\"\x9d\x02\n" +
+	"\x06BRIDGE\x10\b\"{\n" +
+	"\n" +
+	"KindDetail\x12\x0f\n" +
+	"\vCLOUD_AGENT\x10\x00\x12\r\n" +
+	"\tFORWARDED\x10\x01\x12\x16\n" +
+	"\x12CONNECTOR_WHATSAPP\x10\x02\x12\x14\n" +
+	"\x10CONNECTOR_TWILIO\x10\x03\x12\x0f\n" +
+	"\vBRIDGE_RTSP\x10\x04\x12\x0e\n" +
+	"\n" +
+	"SIMULATION\x10\x05\"\xa4\x02\n" +
+	"\tTrackInfo\x12\x10\n" +
+	"\x03sid\x18\x01 \x01(\tR\x03sid\x12/\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x1b.callstate.lkwire.TrackTypeR\x04type\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05muted\x18\x04 \x01(\bR\x05muted\x12\x14\n" +
+	"\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x06 \x01(\rR\x06height\x125\n" +
+	"\x06source\x18\t \x01(\x0e2\x1d.callstate.lkwire.TrackSourceR\x06source\x12\x1b\n" +
+	"\tmime_type\x18\v \x01(\tR\bmimeType\x12\x10\n" +
+	"\x03mid\x18\f \x01(\tR\x03mid\x12\x16\n" +
+	"\x06stream\x18\x11 \x01(\tR\x06stream\"\x9d\x02\n" +
 	"\n" +
 	"ServerInfo\x12>\n" +
 	"\aedition\x18\x01 \x01(\x0e2$.callstate.lkwire.ServerInfo.EditionR\aedition\x12\x18\n" +
@@ -5001,7 +7030,7 @@ const file_livekit_proto_rawDesc = "" +
 	"\x05SWIFT\x10\x02\x12\v\n" +
 	"\aANDROID\x10\x03\x12\v\n" +
 	"\aFLUTTER\x10\x04\x12\x06\n" +
-	"\x02GO\x10\x05\"\xb4\x04\n" +
+	"\x02GO\x10\x05\"\xee\x05\n" +
 	"\n" +
 	"DataPacket\x125\n" +
 	"\x04kind\x18\x01 \x01(\x0e2!.callstate.lkwire.DataPacket.KindR\x04kind\x121\n" +
@@ -5010,7 +7039,12 @@ const file_livekit_proto_rawDesc = "" +
 	"\x04user\x18\x02 \x01(\v2\x1c.callstate.lkwire.UserPacketH\x00R\x04user\x12J\n" +
 	"\rstream_header\x18\r \x01(\v2#.callstate.lkwire.DataStream.HeaderH\x00R\fstreamHeader\x12G\n" +
 	"\fstream_chunk\x18\x0e \x01(\v2\".callstate.lkwire.DataStream.ChunkH\x00R\vstreamChunk\x12M\n" +
-	"\x0estream_trailer\x18\x0f \x01(\v2$.callstate.lkwire.DataStream.TrailerH\x00R\rstreamTrailer\x12\x1a\n" +
+	"\x0estream_trailer\x18\x0f \x01(\v2$.callstate.lkwire.DataStream.TrailerH\x00R\rstreamTrailer\x12?\n" +
+	"\vrpc_request\x18\n" +
+	" \x01(\v2\x1c.callstate.lkwire.RpcRequestH\x00R\n" +
+	"rpcRequest\x123\n" +
+	"\arpc_ack\x18\v \x01(\v2\x18.callstate.lkwire.RpcAckH\x00R\x06rpcAck\x12B\n" +
+	"\frpc_response\x18\f \x01(\v2\x1d.callstate.lkwire.RpcResponseH\x00R\vrpcResponse\x12\x1a\n" +
 	"\bsequence\x18\x10 \x01(\rR\bsequence\x12'\n" +
 	"\x0fparticipant_sid\x18\x11 \x01(\tR\x0eparticipantSid\"\x1f\n" +
 	"\x04Kind\x12\f\n" +
@@ -5034,7 +7068,27 @@ const file_livekit_proto_rawDesc = "" +
 	"\x06_topicB\x05\n" +
 	"\x03_idB\r\n" +
 	"\v_start_timeB\v\n" +
-	"\t_end_time\"\xe6\n" +
+	"\t_end_time\"\x98\x01\n" +
+	"\n" +
+	"RpcRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\tR\apayload\x12.\n" +
+	"\x13response_timeout_ms\x18\x04 \x01(\rR\x11responseTimeoutMs\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\rR\aversion\"'\n" +
+	"\x06RpcAck\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\x85\x01\n" +
+	"\vRpcResponse\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
+	"\apayload\x18\x02 \x01(\tH\x00R\apayload\x122\n" +
+	"\x05error\x18\x03 \x01(\v2\x1a.callstate.lkwire.RpcErrorH\x00R\x05errorB\a\n" +
+	"\x05value\"L\n" +
+	"\bRpcError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\tR\x04data\"\xe6\n" +
 	"\n" +
 	"\n" +
 	"DataStream\x1a\xf4\x01\n" +
@@ -5144,7 +7198,132 @@ const file_livekit_proto_rawDesc = "" +
 	"\x10SendDataResponse\"K\n" +
 	"\x19UpdateRoomMetadataRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1a\n" +
-	"\bmetadata\x18\x02 \x01(\tR\bmetadata*-\n" +
+	"\bmetadata\x18\x02 \x01(\tR\bmetadata\"y\n" +
+	"\x14MuteRoomTrackRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1b\n" +
+	"\ttrack_sid\x18\x03 \x01(\tR\btrackSid\x12\x14\n" +
+	"\x05muted\x18\x04 \x01(\bR\x05muted\"J\n" +
+	"\x15MuteRoomTrackResponse\x121\n" +
+	"\x05track\x18\x01 \x01(\v2\x1b.callstate.lkwire.TrackInfoR\x05track\"[\n" +
+	"\x11ParticipantTracks\x12'\n" +
+	"\x0fparticipant_sid\x18\x01 \x01(\tR\x0eparticipantSid\x12\x1d\n" +
+	"\n" +
+	"track_sids\x18\x02 \x03(\tR\ttrackSids\"\xdd\x01\n" +
+	"\x1aUpdateSubscriptionsRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1d\n" +
+	"\n" +
+	"track_sids\x18\x03 \x03(\tR\ttrackSids\x12\x1c\n" +
+	"\tsubscribe\x18\x04 \x01(\bR\tsubscribe\x12R\n" +
+	"\x12participant_tracks\x18\x05 \x03(\v2#.callstate.lkwire.ParticipantTracksR\x11participantTracks\"\x1d\n" +
+	"\x1bUpdateSubscriptionsResponse\"v\n" +
+	"\x19ForwardParticipantRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12)\n" +
+	"\x10destination_room\x18\x03 \x01(\tR\x0fdestinationRoom\"\x1c\n" +
+	"\x1aForwardParticipantResponse\"s\n" +
+	"\x16MoveParticipantRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12)\n" +
+	"\x10destination_room\x18\x03 \x01(\tR\x0fdestinationRoom\"\x19\n" +
+	"\x17MoveParticipantResponse\"\xbc\x01\n" +
+	"\x11PerformRpcRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x121\n" +
+	"\x14destination_identity\x18\x02 \x01(\tR\x13destinationIdentity\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\tR\apayload\x12.\n" +
+	"\x13response_timeout_ms\x18\x05 \x01(\rR\x11responseTimeoutMs\".\n" +
+	"\x12PerformRpcResponse\x12\x18\n" +
+	"\apayload\x18\x01 \x01(\tR\apayload\"\xf4\x03\n" +
+	"\x11RoomConfiguration\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rempty_timeout\x18\x02 \x01(\rR\femptyTimeout\x12+\n" +
+	"\x11departure_timeout\x18\x03 \x01(\rR\x10departureTimeout\x12)\n" +
+	"\x10max_participants\x18\x04 \x01(\rR\x0fmaxParticipants\x12\x1a\n" +
+	"\bmetadata\x18\v \x01(\tR\bmetadata\x12*\n" +
+	"\x11min_playout_delay\x18\a \x01(\rR\x0fminPlayoutDelay\x12*\n" +
+	"\x11max_playout_delay\x18\b \x01(\rR\x0fmaxPlayoutDelay\x12!\n" +
+	"\fsync_streams\x18\t \x01(\bR\vsyncStreams\x12;\n" +
+	"\x06agents\x18\n" +
+	" \x03(\v2#.callstate.lkwire.RoomAgentDispatchR\x06agents\x12A\n" +
+	"\x04tags\x18\f \x03(\v2-.callstate.lkwire.RoomConfiguration.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +
+	"\x11RoomAgentDispatch\x12\x1d\n" +
+	"\n" +
+	"agent_name\x18\x01 \x01(\tR\tagentName\x12\x1a\n" +
+	"\bmetadata\x18\x02 \x01(\tR\bmetadata\x12S\n" +
+	"\n" +
+	"attributes\x18\x05 \x03(\v23.callstate.lkwire.RoomAgentDispatch.AttributesEntryR\n" +
+	"attributes\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x03\n" +
+	"\fWebhookEvent\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\tR\x05event\x12*\n" +
+	"\x04room\x18\x02 \x01(\v2\x16.callstate.lkwire.RoomR\x04room\x12C\n" +
+	"\vparticipant\x18\x03 \x01(\v2!.callstate.lkwire.ParticipantInfoR\vparticipant\x12=\n" +
+	"\vegress_info\x18\t \x01(\v2\x1c.callstate.lkwire.EgressInfoR\n" +
+	"egressInfo\x12@\n" +
+	"\fingress_info\x18\n" +
+	" \x01(\v2\x1d.callstate.lkwire.IngressInfoR\vingressInfo\x121\n" +
+	"\x05track\x18\b \x01(\v2\x1b.callstate.lkwire.TrackInfoR\x05track\x12\x0e\n" +
+	"\x02id\x18\x06 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\a \x01(\x03R\tcreatedAt\x12\x1f\n" +
+	"\vnum_dropped\x18\v \x01(\x05R\n" +
+	"numDropped\"\xbf\x02\n" +
+	"\n" +
+	"EgressInfo\x12\x1b\n" +
+	"\tegress_id\x18\x01 \x01(\tR\begressId\x12\x17\n" +
+	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12\x1b\n" +
+	"\troom_name\x18\r \x01(\tR\broomName\x126\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x1e.callstate.lkwire.EgressStatusR\x06status\x12\x1d\n" +
+	"\n" +
+	"started_at\x18\n" +
+	" \x01(\x03R\tstartedAt\x12\x19\n" +
+	"\bended_at\x18\v \x01(\x03R\aendedAt\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\x12 \x01(\x03R\tupdatedAt\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x16 \x01(\x05R\terrorCode\x12\x18\n" +
+	"\adetails\x18\x15 \x01(\tR\adetails\"\xa8\x03\n" +
+	"\fIngressState\x12=\n" +
+	"\x06status\x18\x01 \x01(\x0e2%.callstate.lkwire.IngressState.StatusR\x06status\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x17\n" +
+	"\aroom_id\x18\x05 \x01(\tR\x06roomId\x12\x1d\n" +
+	"\n" +
+	"started_at\x18\a \x01(\x03R\tstartedAt\x12\x19\n" +
+	"\bended_at\x18\b \x01(\x03R\aendedAt\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\n" +
+	" \x01(\x03R\tupdatedAt\x12\x1f\n" +
+	"\vresource_id\x18\t \x01(\tR\n" +
+	"resourceId\x123\n" +
+	"\x06tracks\x18\x06 \x03(\v2\x1b.callstate.lkwire.TrackInfoR\x06tracks\"{\n" +
+	"\x06Status\x12\x15\n" +
+	"\x11ENDPOINT_INACTIVE\x10\x00\x12\x16\n" +
+	"\x12ENDPOINT_BUFFERING\x10\x01\x12\x17\n" +
+	"\x13ENDPOINT_PUBLISHING\x10\x02\x12\x12\n" +
+	"\x0eENDPOINT_ERROR\x10\x03\x12\x15\n" +
+	"\x11ENDPOINT_COMPLETE\x10\x04\"\x91\x03\n" +
+	"\vIngressInfo\x12\x1d\n" +
+	"\n" +
+	"ingress_id\x18\x01 \x01(\tR\tingressId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\x12=\n" +
+	"\n" +
+	"input_type\x18\x05 \x01(\x0e2\x1e.callstate.lkwire.IngressInputR\tinputType\x12\x1b\n" +
+	"\troom_name\x18\b \x01(\tR\broomName\x121\n" +
+	"\x14participant_identity\x18\t \x01(\tR\x13participantIdentity\x12)\n" +
+	"\x10participant_name\x18\n" +
+	" \x01(\tR\x0fparticipantName\x121\n" +
+	"\x14participant_metadata\x18\x0e \x01(\tR\x13participantMetadata\x12\x1a\n" +
+	"\breusable\x18\v \x01(\bR\breusable\x124\n" +
+	"\x05state\x18\f \x01(\v2\x1e.callstate.lkwire.IngressStateR\x05state*-\n" +
 	"\fSignalTarget\x12\r\n" +
 	"\tPUBLISHER\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -5152,7 +7331,19 @@ const file_livekit_proto_rawDesc = "" +
 	"\x13ClientConfigSetting\x12\t\n" +
 	"\x05UNSET\x10\x00\x12\f\n" +
 	"\bDISABLED\x10\x01\x12\v\n" +
-	"\aENABLED\x10\x02*\xe8\x02\n" +
+	"\aENABLED\x10\x02*+\n" +
+	"\tTrackType\x12\t\n" +
+	"\x05AUDIO\x10\x00\x12\t\n" +
+	"\x05VIDEO\x10\x01\x12\b\n" +
+	"\x04DATA\x10\x02*`\n" +
+	"\vTrackSource\x12\v\n" +
+	"\aUNKNOWN\x10\x00\x12\n" +
+	"\n" +
+	"\x06CAMERA\x10\x01\x12\x0e\n" +
+	"\n" +
+	"MICROPHONE\x10\x02\x12\x10\n" +
+	"\fSCREEN_SHARE\x10\x03\x12\x16\n" +
+	"\x12SCREEN_SHARE_AUDIO\x10\x04*\xe8\x02\n" +
 	"\x10DisconnectReason\x12\x12\n" +
 	"\x0eUNKNOWN_REASON\x10\x00\x12\x14\n" +
 	"\x10CLIENT_INITIATED\x10\x01\x12\x16\n" +
@@ -5178,7 +7369,22 @@ const file_livekit_proto_rawDesc = "" +
 	"\x16RR_SIGNAL_DISCONNECTED\x10\x01\x12\x17\n" +
 	"\x13RR_PUBLISHER_FAILED\x10\x02\x12\x18\n" +
 	"\x14RR_SUBSCRIBER_FAILED\x10\x03\x12\x17\n" +
-	"\x13RR_SWITCH_CANDIDATE\x10\x042\xd1\x06\n" +
+	"\x13RR_SWITCH_CANDIDATE\x10\x04*\x9f\x01\n" +
+	"\fEgressStatus\x12\x13\n" +
+	"\x0fEGRESS_STARTING\x10\x00\x12\x11\n" +
+	"\rEGRESS_ACTIVE\x10\x01\x12\x11\n" +
+	"\rEGRESS_ENDING\x10\x02\x12\x13\n" +
+	"\x0fEGRESS_COMPLETE\x10\x03\x12\x11\n" +
+	"\rEGRESS_FAILED\x10\x04\x12\x12\n" +
+	"\x0eEGRESS_ABORTED\x10\x05\x12\x18\n" +
+	"\x14EGRESS_LIMIT_REACHED\x10\x06*=\n" +
+	"\fIngressInput\x12\x0e\n" +
+	"\n" +
+	"RTMP_INPUT\x10\x00\x12\x0e\n" +
+	"\n" +
+	"WHIP_INPUT\x10\x01\x12\r\n" +
+	"\tURL_INPUT\x10\x022\xde\n" +
+	"\n" +
 	"\vRoomService\x12I\n" +
 	"\n" +
 	"CreateRoom\x12#.callstate.lkwire.CreateRoomRequest\x1a\x16.callstate.lkwire.Room\x12T\n" +
@@ -5190,7 +7396,13 @@ const file_livekit_proto_rawDesc = "" +
 	"\x11RemoveParticipant\x12).callstate.lkwire.RoomParticipantIdentity\x1a+.callstate.lkwire.RemoveParticipantResponse\x12b\n" +
 	"\x11UpdateParticipant\x12*.callstate.lkwire.UpdateParticipantRequest\x1a!.callstate.lkwire.ParticipantInfo\x12Q\n" +
 	"\bSendData\x12!.callstate.lkwire.SendDataRequest\x1a\".callstate.lkwire.SendDataResponse\x12Y\n" +
-	"\x12UpdateRoomMetadata\x12+.callstate.lkwire.UpdateRoomMetadataRequest\x1a\x16.callstate.lkwire.RoomB.Z,github.com/callstate/callstate/internal/lkpbb\x06proto3"
+	"\x12UpdateRoomMetadata\x12+.callstate.lkwire.UpdateRoomMetadataRequest\x1a\x16.callstate.lkwire.Room\x12e\n" +
+	"\x12MutePublishedTrack\x12&.callstate.lkwire.MuteRoomTrackRequest\x1a'.callstate.lkwire.MuteRoomTrackResponse\x12r\n" +
+	"\x13UpdateSubscriptions\x12,.callstate.lkwire.UpdateSubscriptionsRequest\x1a-.callstate.lkwire.UpdateSubscriptionsResponse\x12o\n" +
+	"\x12ForwardParticipant\x12+.callstate.lkwire.ForwardParticipantRequest\x1a,.callstate.lkwire.ForwardParticipantResponse\x12f\n" +
+	"\x0fMoveParticipant\x12(.callstate.lkwire.MoveParticipantRequest\x1a).callstate.lkwire.MoveParticipantResponse\x12W\n" +
+	"\n" +
+	"PerformRpc\x12#.callstate.lkwire.PerformRpcRequest\x1a$.callstate.lkwire.PerformRpcResponseB.Z,github.com/callstate/callstate/internal/lkpbb\x06proto3"
 
 var (
 	file_livekit_proto_rawDescOnce sync.Once
@@ -5204,184 +7416,248 @@ func file_livekit_proto_rawDescGZIP() []byte {
 	return file_livekit_proto_rawDescData
 }
 
-var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
-var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
+var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_livekit_proto_goTypes = []any{
 	(SignalTarget)(0),                   // 0: callstate.lkwire.SignalTarget
 	(ClientConfigSetting)(0),            // 1: callstate.lkwire.ClientConfigSetting
-	(DisconnectReason)(0),               // 2: callstate.lkwire.DisconnectReason
-	(ReconnectReason)(0),                // 3: callstate.lkwire.ReconnectReason
-	(LeaveRequest_Action)(0),            // 4: callstate.lkwire.LeaveRequest.Action
-	(RequestResponse_Reason)(0),         // 5: callstate.lkwire.RequestResponse.Reason
-	(WrappedJoinRequest_Compression)(0), // 6: callstate.lkwire.WrappedJoinRequest.Compression
-	(ParticipantInfo_State)(0),          // 7: callstate.lkwire.ParticipantInfo.State
-	(ParticipantInfo_Kind)(0),           // 8: callstate.lkwire.ParticipantInfo.Kind
-	(ServerInfo_Edition)(0),             // 9: callstate.lkwire.ServerInfo.Edition
-	(ClientInfo_SDK)(0),                 // 10: callstate.lkwire.ClientInfo.SDK
-	(DataPacket_Kind)(0),                // 11: callstate.lkwire.DataPacket.Kind
-	(DataStream_OperationType)(0),       // 12: callstate.lkwire.DataStream.OperationType
-	(DataStream_CompressionType)(0),     // 13: callstate.lkwire.DataStream.CompressionType
-	(*SignalRequest)(nil),               // 14: callstate.lkwire.SignalRequest
-	(*SignalResponse)(nil),              // 15: callstate.lkwire.SignalResponse
-	(*SessionDescription)(nil),          // 16: callstate.lkwire.SessionDescription
-	(*TrickleRequest)(nil),              // 17: callstate.lkwire.TrickleRequest
-	(*ICEServer)(nil),                   // 18: callstate.lkwire.ICEServer
-	(*JoinResponse)(nil),                // 19: callstate.lkwire.JoinResponse
-	(*ReconnectResponse)(nil),           // 20: callstate.lkwire.ReconnectResponse
-	(*ClientConfiguration)(nil),         // 21: callstate.lkwire.ClientConfiguration
-	(*ParticipantUpdate)(nil),           // 22: callstate.lkwire.ParticipantUpdate
-	(*RoomUpdate)(nil),                  // 23: callstate.lkwire.RoomUpdate
-	(*LeaveRequest)(nil),                // 24: callstate.lkwire.LeaveRequest
-	(*UpdateParticipantMetadata)(nil),   // 25: callstate.lkwire.UpdateParticipantMetadata
-	(*Ping)(nil),                        // 26: callstate.lkwire.Ping
-	(*Pong)(nil),                        // 27: callstate.lkwire.Pong
-	(*RequestResponse)(nil),             // 28: callstate.lkwire.RequestResponse
-	(*RoomMovedResponse)(nil),           // 29: callstate.lkwire.RoomMovedResponse
-	(*UpdateSubscription)(nil),          // 30: callstate.lkwire.UpdateSubscription
-	(*SyncState)(nil),                   // 31: callstate.lkwire.SyncState
-	(*DataChannelReceiveState)(nil),     // 32: callstate.lkwire.DataChannelReceiveState
-	(*DataChannelInfo)(nil),             // 33: callstate.lkwire.DataChannelInfo
-	(*ConnectionSettings)(nil),          // 34: callstate.lkwire.ConnectionSettings
-	(*JoinRequest)(nil),                 // 35: callstate.lkwire.JoinRequest
-	(*WrappedJoinRequest)(nil),          // 36: callstate.lkwire.WrappedJoinRequest
-	(*TimedVersion)(nil),                // 37: callstate.lkwire.TimedVersion
-	(*Room)(nil),                        // 38: callstate.lkwire.Room
-	(*ParticipantPermission)(nil),       // 39: callstate.lkwire.ParticipantPermission
-	(*ParticipantInfo)(nil),             // 40: callstate.lkwire.ParticipantInfo
-	(*ServerInfo)(nil),                  // 41: callstate.lkwire.ServerInfo
-	(*ClientInfo)(nil),                  // 42: callstate.lkwire.ClientInfo
-	(*DataPacket)(nil),                  // 43: callstate.lkwire.DataPacket
-	(*UserPacket)(nil),                  // 44: callstate.lkwire.UserPacket
-	(*DataStream)(nil),                  // 45: callstate.lkwire.DataStream
-	(*CreateRoomRequest)(nil),           // 46: callstate.lkwire.CreateRoomRequest
-	(*ListRoomsRequest)(nil),            // 47: callstate.lkwire.ListRoomsRequest
-	(*ListRoomsResponse)(nil),           // 48: callstate.lkwire.ListRoomsResponse
-	(*DeleteRoomRequest)(nil),           // 49: callstate.lkwire.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),          // 50: callstate.lkwire.DeleteRoomResponse
-	(*ListParticipantsRequest)(nil),     // 51: callstate.lkwire.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 52: callstate.lkwire.ListParticipantsResponse
-	(*RoomParticipantIdentity)(nil),     // 53: callstate.lkwire.RoomParticipantIdentity
-	(*RemoveParticipantResponse)(nil),   // 54: callstate.lkwire.RemoveParticipantResponse
-	(*UpdateParticipantRequest)(nil),    // 55: callstate.lkwire.UpdateParticipantRequest
-	(*SendDataRequest)(nil),             // 56: callstate.lkwire.SendDataRequest
-	(*SendDataResponse)(nil),            // 57: callstate.lkwire.SendDataResponse
-	(*UpdateRoomMetadataRequest)(nil),   // 58: callstate.lkwire.UpdateRoomMetadataRequest
-	nil,                                 // 59: callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	nil,                                 // 60: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	nil,                                 // 61: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	nil,                                 // 62: callstate.lkwire.ParticipantInfo.AttributesEntry
-	(*DataStream_TextHeader)(nil),       // 63: callstate.lkwire.DataStream.TextHeader
-	(*DataStream_ByteHeader)(nil),       // 64: callstate.lkwire.DataStream.ByteHeader
-	(*DataStream_Header)(nil),           // 65: callstate.lkwire.DataStream.Header
-	(*DataStream_Chunk)(nil),            // 66: callstate.lkwire.DataStream.Chunk
-	(*DataStream_Trailer)(nil),          // 67: callstate.lkwire.DataStream.Trailer
-	nil,                                 // 68: callstate.lkwire.DataStream.Header.AttributesEntry
-	nil,                                 // 69: callstate.lkwire.DataStream.Trailer.AttributesEntry
-	nil,                                 // 70: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	(TrackType)(0),                      // 2: callstate.lkwire.TrackType
+	(TrackSource)(0),                    // 3: callstate.lkwire.TrackSource
+	(DisconnectReason)(0),               // 4: callstate.lkwire.DisconnectReason
+	(ReconnectReason)(0),                // 5: callstate.lkwire.ReconnectReason
+	(EgressStatus)(0),                   // 6: callstate.lkwire.EgressStatus
+	(IngressInput)(0),                   // 7: callstate.lkwire.IngressInput
+	(LeaveRequest_Action)(0),            // 8: callstate.lkwire.LeaveRequest.Action
+	(RequestResponse_Reason)(0),         // 9: callstate.lkwire.RequestResponse.Reason
+	(WrappedJoinRequest_Compression)(0), // 10: callstate.lkwire.WrappedJoinRequest.Compression
+	(ParticipantInfo_State)(0),          // 11: callstate.lkwire.ParticipantInfo.State
+	(ParticipantInfo_Kind)(0),           // 12: callstate.lkwire.ParticipantInfo.Kind
+	(ParticipantInfo_KindDetail)(0),     // 13: callstate.lkwire.ParticipantInfo.KindDetail
+	(ServerInfo_Edition)(0),             // 14: callstate.lkwire.ServerInfo.Edition
+	(ClientInfo_SDK)(0),                 // 15: callstate.lkwire.ClientInfo.SDK
+	(DataPacket_Kind)(0),                // 16: callstate.lkwire.DataPacket.Kind
+	(DataStream_OperationType)(0),       // 17: callstate.lkwire.DataStream.OperationType
+	(DataStream_CompressionType)(0),     // 18: callstate.lkwire.DataStream.CompressionType
+	(IngressState_Status)(0),            // 19: callstate.lkwire.IngressState.Status
+	(*SignalRequest)(nil),               // 20: callstate.lkwire.SignalRequest
+	(*SignalResponse)(nil),              // 21: callstate.lkwire.SignalResponse
+	(*SessionDescription)(nil),          // 22: callstate.lkwire.SessionDescription
+	(*TrickleRequest)(nil),              // 23: callstate.lkwire.TrickleRequest
+	(*ICEServer)(nil),                   // 24: callstate.lkwire.ICEServer
+	(*JoinResponse)(nil),                // 25: callstate.lkwire.JoinResponse
+	(*ReconnectResponse)(nil),           // 26: callstate.lkwire.ReconnectResponse
+	(*ClientConfiguration)(nil),         // 27: callstate.lkwire.ClientConfiguration
+	(*ParticipantUpdate)(nil),           // 28: callstate.lkwire.ParticipantUpdate
+	(*RoomUpdate)(nil),                  // 29: callstate.lkwire.RoomUpdate
+	(*LeaveRequest)(nil),                // 30: callstate.lkwire.LeaveRequest
+	(*UpdateParticipantMetadata)(nil),   // 31: callstate.lkwire.UpdateParticipantMetadata
+	(*Ping)(nil),                        // 32: callstate.lkwire.Ping
+	(*Pong)(nil),                        // 33: callstate.lkwire.Pong
+	(*RequestResponse)(nil),             // 34: callstate.lkwire.RequestResponse
+	(*RoomMovedResponse)(nil),           // 35: callstate.lkwire.RoomMovedResponse
+	(*UpdateSubscription)(nil),          // 36: callstate.lkwire.UpdateSubscription
+	(*SyncState)(nil),                   // 37: callstate.lkwire.SyncState
+	(*DataChannelReceiveState)(nil),     // 38: callstate.lkwire.DataChannelReceiveState
+	(*DataChannelInfo)(nil),             // 39: callstate.lkwire.DataChannelInfo
+	(*ConnectionSettings)(nil),          // 40: callstate.lkwire.ConnectionSettings
+	(*JoinRequest)(nil),                 // 41: callstate.lkwire.JoinRequest
+	(*WrappedJoinRequest)(nil),          // 42: callstate.lkwire.WrappedJoinRequest
+	(*TimedVersion)(nil),                // 43: callstate.lkwire.TimedVersion
+	(*Room)(nil),                        // 44: callstate.lkwire.Room
+	(*ParticipantPermission)(nil),       // 45: callstate.lkwire.ParticipantPermission
+	(*ParticipantInfo)(nil),             // 46: callstate.lkwire.ParticipantInfo
+	(*TrackInfo)(nil),                   // 47: callstate.lkwire.TrackInfo
+	(*ServerInfo)(nil),                  // 48: callstate.lkwire.ServerInfo
+	(*ClientInfo)(nil),                  // 49: callstate.lkwire.ClientInfo
+	(*DataPacket)(nil),                  // 50: callstate.lkwire.DataPacket
+	(*UserPacket)(nil),                  // 51: callstate.lkwire.UserPacket
+	(*RpcRequest)(nil),                  // 52: callstate.lkwire.RpcRequest
+	(*RpcAck)(nil),                      // 53: callstate.lkwire.RpcAck
+	(*RpcResponse)(nil),                 // 54: callstate.lkwire.RpcResponse
+	(*RpcError)(nil),                    // 55: callstate.lkwire.RpcError
+	(*DataStream)(nil),                  // 56: callstate.lkwire.DataStream
+	(*CreateRoomRequest)(nil),           // 57: callstate.lkwire.CreateRoomRequest
+	(*ListRoomsRequest)(nil),            // 58: callstate.lkwire.ListRoomsRequest
+	(*ListRoomsResponse)(nil),           // 59: callstate.lkwire.ListRoomsResponse
+	(*DeleteRoomRequest)(nil),           // 60: callstate.lkwire.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),          // 61: callstate.lkwire.DeleteRoomResponse
+	(*ListParticipantsRequest)(nil),     // 62: callstate.lkwire.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 63: callstate.lkwire.ListParticipantsResponse
+	(*RoomParticipantIdentity)(nil),     // 64: callstate.lkwire.RoomParticipantIdentity
+	(*RemoveParticipantResponse)(nil),   // 65: callstate.lkwire.RemoveParticipantResponse
+	(*UpdateParticipantRequest)(nil),    // 66: callstate.lkwire.UpdateParticipantRequest
+	(*SendDataRequest)(nil),             // 67: callstate.lkwire.SendDataRequest
+	(*SendDataResponse)(nil),            // 68: callstate.lkwire.SendDataResponse
+	(*UpdateRoomMetadataRequest)(nil),   // 69: callstate.lkwire.UpdateRoomMetadataRequest
+	(*MuteRoomTrackRequest)(nil),        // 70: callstate.lkwire.MuteRoomTrackRequest
+	(*MuteRoomTrackResponse)(nil),       // 71: callstate.lkwire.MuteRoomTrackResponse
+	(*ParticipantTracks)(nil),           // 72: callstate.lkwire.ParticipantTracks
+	(*UpdateSubscriptionsRequest)(nil),  // 73: callstate.lkwire.UpdateSubscriptionsRequest
+	(*UpdateSubscriptionsResponse)(nil), // 74: callstate.lkwire.UpdateSubscriptionsResponse
+	(*ForwardParticipantRequest)(nil),   // 75: callstate.lkwire.ForwardParticipantRequest
+	(*ForwardParticipantResponse)(nil),  // 76: callstate.lkwire.ForwardParticipantResponse
+	(*MoveParticipantRequest)(nil),      // 77: callstate.lkwire.MoveParticipantRequest
+	(*MoveParticipantResponse)(nil),     // 78: callstate.lkwire.MoveParticipantResponse
+	(*PerformRpcRequest)(nil),           // 79: callstate.lkwire.PerformRpcRequest
+	(*PerformRpcResponse)(nil),          // 80: callstate.lkwire.PerformRpcResponse
+	(*RoomConfiguration)(nil),           // 81: callstate.lkwire.RoomConfiguration
+	(*RoomAgentDispatch)(nil),           // 82: callstate.lkwire.RoomAgentDispatch
+	(*WebhookEvent)(nil),                // 83: callstate.lkwire.WebhookEvent
+	(*EgressInfo)(nil),                  // 84: callstate.lkwire.EgressInfo
+	(*IngressState)(nil),                // 85: callstate.lkwire.IngressState
+	(*IngressInfo)(nil),                 // 86: callstate.lkwire.IngressInfo
+	nil,                                 // 87: callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	nil,                                 // 88: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	nil,                                 // 89: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	nil,                                 // 90: callstate.lkwire.ParticipantInfo.AttributesEntry
+	(*DataStream_TextHeader)(nil),       // 91: callstate.lkwire.DataStream.TextHeader
+	(*DataStream_ByteHeader)(nil),       // 92: callstate.lkwire.DataStream.ByteHeader
+	(*DataStream_Header)(nil),           // 93: callstate.lkwire.DataStream.Header
+	(*DataStream_Chunk)(nil),            // 94: callstate.lkwire.DataStream.Chunk
+	(*DataStream_Trailer)(nil),          // 95: callstate.lkwire.DataStream.Trailer
+	nil,                                 // 96: callstate.lkwire.DataStream.Header.AttributesEntry
+	nil,                                 // 97: callstate.lkwire.DataStream.Trailer.AttributesEntry
+	nil,                                 // 98: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	nil,                                 // 99: callstate.lkwire.RoomConfiguration.TagsEntry
+	nil,                                 // 100: callstate.lkwire.RoomAgentDispatch.AttributesEntry
 }
 var file_livekit_proto_depIdxs = []int32{
-	16, // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
-	16, // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
-	17, // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
-	24, // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
-	31, // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	25, // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	26, // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
-	19, // 7: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
-	16, // 8: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
-	16, // 9: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
-	17, // 10: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	22, // 11: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
-	24, // 12: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
-	23, // 13: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
-	20, // 14: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
-	27, // 15: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
-	28, // 16: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
-	29, // 17: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
-	59, // 18: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	0,  // 19: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
-	38, // 20: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
-	40, // 21: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	40, // 22: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	18, // 23: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	21, // 24: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	41, // 25: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	18, // 26: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	21, // 27: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	41, // 28: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	1,  // 29: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
-	1,  // 30: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
-	40, // 31: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
-	38, // 32: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
-	2,  // 33: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
-	4,  // 34: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
-	60, // 35: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	5,  // 36: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
-	17, // 37: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	25, // 38: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	38, // 39: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
-	40, // 40: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	40, // 41: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	16, // 42: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
-	30, // 43: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
-	33, // 44: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
-	16, // 45: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
-	32, // 46: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
-	0,  // 47: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
-	42, // 48: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
-	34, // 49: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
-	61, // 50: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	16, // 51: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
-	3,  // 52: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
-	31, // 53: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	6,  // 54: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
-	37, // 55: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
-	7,  // 56: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
-	39, // 57: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
-	8,  // 58: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
-	62, // 59: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
-	2,  // 60: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
-	9,  // 61: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
-	10, // 62: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
-	11, // 63: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	44, // 64: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
-	65, // 65: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
-	66, // 66: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
-	67, // 67: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
-	38, // 68: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
-	40, // 69: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
-	39, // 70: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
-	70, // 71: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	11, // 72: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	12, // 73: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
-	68, // 74: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
-	63, // 75: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
-	64, // 76: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
-	13, // 77: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
-	69, // 78: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
-	46, // 79: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
-	47, // 80: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
-	49, // 81: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
-	51, // 82: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
-	53, // 83: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	53, // 84: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	55, // 85: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
-	56, // 86: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
-	58, // 87: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
-	38, // 88: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
-	48, // 89: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
-	50, // 90: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
-	52, // 91: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
-	40, // 92: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	54, // 93: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
-	40, // 94: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	57, // 95: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
-	38, // 96: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
-	88, // [88:97] is the sub-list for method output_type
-	79, // [79:88] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	22,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
+	22,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
+	23,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
+	30,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
+	37,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	31,  // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	32,  // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
+	25,  // 7: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
+	22,  // 8: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
+	22,  // 9: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
+	23,  // 10: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	28,  // 11: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
+	30,  // 12: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
+	29,  // 13: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
+	26,  // 14: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
+	33,  // 15: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
+	34,  // 16: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
+	35,  // 17: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
+	87,  // 18: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	0,   // 19: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
+	44,  // 20: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
+	46,  // 21: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	46,  // 22: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	24,  // 23: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	27,  // 24: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	48,  // 25: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	24,  // 26: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	27,  // 27: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	48,  // 28: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	1,   // 29: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
+	1,   // 30: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
+	46,  // 31: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
+	44,  // 32: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
+	4,   // 33: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
+	8,   // 34: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
+	88,  // 35: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	9,   // 36: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
+	23,  // 37: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	31,  // 38: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	44,  // 39: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
+	46,  // 40: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	46,  // 41: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	22,  // 42: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
+	36,  // 43: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
+	39,  // 44: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
+	22,  // 45: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
+	38,  // 46: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
+	0,   // 47: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
+	49,  // 48: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
+	40,  // 49: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
+	89,  // 50: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	22,  // 51: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
+	5,   // 52: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
+	37,  // 53: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	10,  // 54: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
+	43,  // 55: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
+	3,   // 56: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
+	11,  // 57: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
+	45,  // 58: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
+	12,  // 59: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
+	90,  // 60: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
+	4,   // 61: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
+	47,  // 62: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
+	13,  // 63: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
+	2,   // 64: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
+	3,   // 65: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
+	14,  // 66: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
+	15,  // 67: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
+	16,  // 68: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	51,  // 69: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
+	93,  // 70: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
+	94,  // 71: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
+	95,  // 72: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
+	52,  // 73: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
+	53,  // 74: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
+	54,  // 75: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
+	55,  // 76: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
+	44,  // 77: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
+	46,  // 78: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
+	45,  // 79: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
+	98,  // 80: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	16,  // 81: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	47,  // 82: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
+	72,  // 83: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
+	82,  // 84: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
+	99,  // 85: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
+	100, // 86: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	44,  // 87: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
+	46,  // 88: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
+	84,  // 89: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
+	86,  // 90: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
+	47,  // 91: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
+	6,   // 92: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
+	19,  // 93: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
+	47,  // 94: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
+	7,   // 95: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
+	85,  // 96: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
+	17,  // 97: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
+	96,  // 98: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
+	91,  // 99: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
+	92,  // 100: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
+	18,  // 101: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
+	97,  // 102: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
+	57,  // 103: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
+	58,  // 104: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
+	60,  // 105: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
+	62,  // 106: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
+	64,  // 107: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	64,  // 108: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	66,  // 109: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
+	67,  // 110: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
+	69,  // 111: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
+	70,  // 112: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
+	73,  // 113: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
+	75,  // 114: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
+	77,  // 115: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
+	79,  // 116: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
+	44,  // 117: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
+	59,  // 118: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
+	61,  // 119: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
+	63,  // 120: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
+	46,  // 121: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	65,  // 122: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
+	46,  // 123: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	68,  // 124: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
+	44,  // 125: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
+	71,  // 126: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
+	74,  // 127: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
+	76,  // 128: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
+	78,  // 129: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
+	80,  // 130: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
+	117, // [117:131] is the sub-list for method output_type
+	103, // [103:117] is the sub-list for method input_type
+	103, // [103:103] is the sub-list for extension type_name
+	103, // [103:103] is the sub-list for extension extendee
+	0,   // [0:103] is the sub-list for field type_name
 }
 
 func init() { file_livekit_proto_init() }
@@ -5419,15 +7695,22 @@ func file_livekit_proto_init() {
 		(*RequestResponse_UpdateMetadata)(nil),
 	}
 	file_livekit_proto_msgTypes[20].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[29].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[30].OneofWrappers = []any{
 		(*DataPacket_User)(nil),
 		(*DataPacket_StreamHeader)(nil),
 		(*DataPacket_StreamChunk)(nil),
 		(*DataPacket_StreamTrailer)(nil),
+		(*DataPacket_RpcRequest)(nil),
+		(*DataPacket_RpcAck)(nil),
+		(*DataPacket_RpcResponse)(nil),
 	}
-	file_livekit_proto_msgTypes[30].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[42].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[51].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[31].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[34].OneofWrappers = []any{
+		(*RpcResponse_Payload)(nil),
+		(*RpcResponse_Error)(nil),
+	}
+	file_livekit_proto_msgTypes[47].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[73].OneofWrappers = []any{
 		(*DataStream_Header_TextHeader)(nil),
 		(*DataStream_Header_ByteHeader)(nil),
 	}
@@ -5436,8 +7719,8 @@ func file_livekit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livekit_proto_rawDesc), len(file_livekit_proto_rawDesc)),
-			NumEnums:      14,
-			NumMessages:   57,
+			NumEnums:      20,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
