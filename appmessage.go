@@ -47,9 +47,9 @@ func (r *Room) SendAppMessage(ctx context.Context, data any, to ...string) error
 
 // SendAppMessage sends an app message from the server to everyone in room,
 // or only to the participants named in to ("*" or none means everyone).
-// Receivers get an AppMessage event with an empty sender. The message must
-// fit one reliable packet (about 15 KiB); data is encoded as by
-// Room.SendAppMessage.
+// Receivers get an AppMessage event with FromServer set and no sender. The
+// message must fit one reliable packet (about 15 KiB); data is encoded as
+// by Room.SendAppMessage.
 func (s *RoomService) SendAppMessage(ctx context.Context, room string, data any, to ...string) error {
 	b, dest, err := appMessage(data, to)
 	if err != nil {

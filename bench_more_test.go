@@ -137,3 +137,44 @@ func BenchmarkSessionDataVisible(b *testing.B) {
 	b.ReportMetric(float64(p99.Nanoseconds()), "p99-ns/op")
 	b.ReportMetric(float64(calls.Nanoseconds())/float64(len(visible)), "call-ns/op")
 }
+
+// BenchmarkLossyLatencyDuringBulkReliable reports how long a 4-byte lossy
+// PublishData takes while an 8 MiB reliable transfer is in flight (p50 and
+// p99 over b.N sends): lossy sends never wait for a reliable transfer.
+func BenchmarkLossyLatencyDuringBulkReliable(b *testing.B) {
+	srv := calltest.Shared(b)
+	room := srv.RoomName(b)
+	a := srv.Join(b, room, "alice", nil)
+	srv.Join(b, room, "bob", &callstate.JoinOptions{ReceiveOnly: true})
+	ctx := b.Context()
+	big := make([]byte, 8<<20)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if a.PublishData(ctx, big, nil) != nil {
+				return
+			}
+		}
+	})
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t := time.Now()
+		if err := a.PublishData(ctx, []byte("ping"), &callstate.PublishOptions{Kind: callstate.Lossy}); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}

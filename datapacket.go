@@ -40,13 +40,18 @@ func (k DataKind) String() string {
 
 // Data is a received data message.
 type Data struct {
-	// From is the sender's identity, as the server stamped it; empty when
-	// the server API sent it. It is also empty, with FromSID set, for a
+	// From is the sender's identity, as the server stamped it. It is
+	// empty for the server API (FromServer), for a hidden participant
+	// (the server keeps its identity secret, but not its sid), and for a
 	// text stream from an agent whose header named another participant
 	// (LiveKit allows it) when the Room does not know the agent yet.
 	From string
-	// FromSID is the sender's participant sid; empty for the server API.
+	// FromSID is the sender's participant sid, as the server stamped it;
+	// empty only for the server API.
 	FromSID string
+	// FromServer is true for a message the server API sent (RoomService
+	// SendData and SendAppMessage): no participant sent it.
+	FromServer bool
 	// Topic is the topic the sender gave, if any.
 	Topic string
 	// Payload is the message.
@@ -76,11 +81,12 @@ type StreamInfo struct {
 
 func dataFromReceived(m chunk.Received) Data {
 	d := Data{
-		From:    m.SenderIdentity,
-		FromSID: m.SenderSID,
-		Topic:   m.Topic,
-		Payload: m.Payload,
-		Kind:    Lossy,
+		From:       m.SenderIdentity,
+		FromSID:    m.SenderSID,
+		FromServer: m.SenderIdentity == "" && m.SenderSID == "",
+		Topic:      m.Topic,
+		Payload:    m.Payload,
+		Kind:       Lossy,
 	}
 	if m.Reliable {
 		d.Kind = Reliable
@@ -341,7 +347,8 @@ func (r *Room) onData(reliable bool, b []byte) {
 			r.malform++
 			return
 		}
-		r.emitLocked(AppMessage{Time: now, From: msg.SenderIdentity, Data: json.RawMessage(msg.Payload)})
+		r.emitLocked(AppMessage{Time: now, From: msg.SenderIdentity, FromSID: msg.SenderSID,
+			FromServer: msg.SenderIdentity == "" && msg.SenderSID == "", Data: json.RawMessage(msg.Payload)})
 		return
 	}
 	r.emitLocked(DataReceived{Time: now, Data: dataFromReceived(msg)})

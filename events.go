@@ -92,9 +92,16 @@ type DataReceived struct {
 type AppMessage struct {
 	// Time is when the Room observed the change.
 	Time time.Time
-	// From is the sender's identity; empty for messages sent with the
-	// server API.
+	// From is the sender's identity. It is empty for messages sent with the
+	// server API (FromServer) and for messages from a hidden participant,
+	// whose identity the server keeps secret (FromSID is set then).
 	From string
+	// FromSID is the sender's participant sid; empty only for the server
+	// API.
+	FromSID string
+	// FromServer is true for a message the server API sent
+	// (RoomService.SendAppMessage): no participant sent it.
+	FromServer bool
 	// Data is the message, as JSON.
 	Data json.RawMessage
 }

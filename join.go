@@ -74,7 +74,7 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 			continue
 		}
 		p := participantFromInfo(pi)
-		r.remotes[p.Identity] = p
+		r.putRemoteLocked(p, Participant{})
 	}
 	r.info = roomInfoFromProto(jr.GetRoom())
 	r.session = newSessionData(r.local.Identity)

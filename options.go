@@ -55,6 +55,14 @@ type JoinOptions struct {
 	// resuming: the Room then ends at once when the connection fails.
 	Resume time.Duration
 
+	// MaxParticipants bounds how many remote participants the Room keeps;
+	// zero means DefaultMaxParticipants. MaxParticipantBytes bounds the
+	// bytes of their state (metadata, names, attributes); zero means
+	// DefaultMaxParticipantBytes. Participants and updates beyond them are
+	// left out and counted (Stats.ParticipantsRefused).
+	MaxParticipants     int
+	MaxParticipantBytes int
+
 	// MaxMessageSize is the largest data payload or app message the Room
 	// sends or accepts, in bytes. Larger received messages are discarded
 	// and counted in Stats. Zero means DefaultMaxMessageSize.
@@ -146,6 +154,12 @@ func (o *JoinOptions) resolve(serverURL string) (*options, error) {
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		c.ownHTTP = true
+	}
+	if c.MaxParticipants <= 0 {
+		c.MaxParticipants = DefaultMaxParticipants
+	}
+	if c.MaxParticipantBytes <= 0 {
+		c.MaxParticipantBytes = DefaultMaxParticipantBytes
 	}
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize

@@ -334,7 +334,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		old, known := r.remotes[pi.GetIdentity()]
 		if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED {
 			if known && old.SID == pi.GetSid() {
-				delete(r.remotes, old.Identity)
+				r.removeRemoteLocked(old)
 				delete(r.lastSeq, old.SID)
 				r.asm.Forget(old.Identity)
 				r.session.poke() // its lost session-data writes are ours to repair now
@@ -345,22 +345,63 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		p := participantFromInfo(pi)
 		switch {
 		case !known:
-			r.remotes[p.Identity] = p
-			r.emitLocked(ParticipantJoined{Time: now, Participant: p})
+			if r.putRemoteLocked(p, Participant{}) {
+				r.emitLocked(ParticipantJoined{Time: now, Participant: p})
+			}
 		case old.SID != p.SID:
 			// The identity joined again; the old session is gone.
-			r.remotes[p.Identity] = p
+			if !r.putRemoteLocked(p, old) {
+				r.removeRemoteLocked(old)
+			}
 			delete(r.lastSeq, old.SID)
 			r.asm.Forget(old.Identity)
 			r.emitLocked(ParticipantLeft{Time: now, Participant: old, Reason: ReasonDuplicateIdentity})
 			r.emitLocked(ParticipantJoined{Time: now, Participant: p})
 		case p.Version > old.Version:
-			r.remotes[p.Identity] = p
+			if !r.putRemoteLocked(p, old) {
+				continue // over the byte bound: the Room keeps the old state
+			}
 			if c := diffParticipants(old, p); c.Any() {
 				r.emitLocked(ParticipantUpdated{Time: now, Participant: p, Previous: old, Changes: c})
 			}
 		}
 	}
+}
+
+// Default bounds of the participant state a Room keeps.
+const (
+	// DefaultMaxParticipants is the default number of remote participants
+	// a Room keeps (see JoinOptions.MaxParticipants).
+	DefaultMaxParticipants = 20000
+	// DefaultMaxParticipantBytes is the default bound of the remote
+	// participants' state a Room keeps, in bytes: their metadata, names,
+	// identities and attributes.
+	DefaultMaxParticipantBytes = 256 << 20
+)
+
+// putRemoteLocked stores p in place of old (the zero Participant when p is
+// new), within the Room's bounds; it reports whether it did. A participant
+// the bounds leave out is counted: a server, honest or not, cannot make the
+// Room hold more than JoinOptions allows. r.mu held.
+func (r *Room) putRemoteLocked(p, old Participant) bool {
+	_, known := r.remotes[p.Identity]
+	bytes := r.remoteBytes - participantSize(old) + participantSize(p)
+	if (!known && len(r.remotes) >= r.opts.MaxParticipants) || bytes > r.opts.MaxParticipantBytes {
+		r.refused++
+		return false
+	}
+	r.remotes[p.Identity] = p
+	r.remoteBytes = bytes
+	return true
+}
+
+// removeRemoteLocked forgets a remote participant; r.mu held.
+func (r *Room) removeRemoteLocked(p Participant) {
+	if _, ok := r.remotes[p.Identity]; !ok {
+		return
+	}
+	delete(r.remotes, p.Identity)
+	r.remoteBytes -= participantSize(p)
 }
 
 func diffParticipants(a, b Participant) Changes {

@@ -63,24 +63,26 @@ type Room struct {
 	// events are emitted while it is held, so that every subscription sees
 	// them in the order of the changes. It is never held while calling
 	// the network or user code.
-	mu      sync.Mutex
-	token   string // the newest token the server refreshed
-	local   Participant
-	remotes map[string]Participant // by identity
-	info    RoomInfo
-	session *sessionData
-	subs    map[*Subscription]struct{}
-	outbox  []outEvent // emitted, not yet delivered; see flush
-	emitted uint64     // sequence number of the last event emitted
-	state   ConnectionState
-	ended   bool // subscriptions closed
-	reason  DisconnectReason
-	endErr  error
-	reqID   uint32
-	pending map[uint32]pendingRequest // requests awaiting the server's answer, by request id
-	malform uint64
-	lastSeq map[string]uint32 // by sender sid: the last reliable sequence number received
-	dupes   uint64
+	mu          sync.Mutex
+	token       string // the newest token the server refreshed
+	local       Participant
+	remotes     map[string]Participant // by identity; see putRemoteLocked
+	remoteBytes int                    // their participantSize, summed
+	refused     uint64                 // participants and updates over the bounds
+	info        RoomInfo
+	session     *sessionData
+	subs        map[*Subscription]struct{}
+	outbox      []outEvent // emitted, not yet delivered; see flush
+	emitted     uint64     // sequence number of the last event emitted
+	state       ConnectionState
+	ended       bool // subscriptions closed
+	reason      DisconnectReason
+	endErr      error
+	reqID       uint32
+	pending     map[uint32]pendingRequest // requests awaiting the server's answer, by request id
+	malform     uint64
+	lastSeq     map[string]uint32 // by sender sid: the last reliable sequence number received
+	dupes       uint64
 
 	// deliverMu is the turn to deliver the outbox to the subscriptions;
 	// taken after mu is released, never the other way round.
@@ -364,6 +366,10 @@ type Stats struct {
 	// Repeated counts reliable packets received again (by their sender's
 	// sequence number) and discarded.
 	Repeated uint64
+	// ParticipantsRefused counts participants, and updates of
+	// participants, that the server announced but the Room did not keep
+	// because of JoinOptions.MaxParticipants or MaxParticipantBytes.
+	ParticipantsRefused uint64
 	// Data are the packetization engine's counters.
 	Data DataStats
 }
@@ -371,9 +377,9 @@ type Stats struct {
 // Stats returns the Room's counters.
 func (r *Room) Stats() Stats {
 	r.mu.Lock()
-	m, d := r.malform, r.dupes
+	m, d, pr := r.malform, r.dupes, r.refused
 	r.mu.Unlock()
-	return Stats{Malformed: m + r.sigMalformed(), Repeated: d, Data: dataStatsFrom(r.enc.Stats().Add(r.lossyEnc.Stats()).Add(r.asm.Stats()))}
+	return Stats{Malformed: m + r.sigMalformed(), Repeated: d, ParticipantsRefused: pr, Data: dataStatsFrom(r.enc.Stats().Add(r.lossyEnc.Stats()).Add(r.asm.Stats()))}
 }
 
 func (r *Room) sigMalformed() uint64 {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/redact"
 )
 
 // Limits of the server API client.
@@ -516,7 +517,7 @@ func (s *RoomService) attempt(ctx context.Context, method, token, id string, bod
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
 		}
-		return true, &ServerError{Method: method, Message: redactTokens(err.Error()), Err: err}
+		return true, &ServerError{Method: method, Message: redactTokens(err.Error()), Err: redact.Error(err)}
 	}
 	defer hresp.Body.Close()
 
@@ -536,7 +537,7 @@ func (s *RoomService) attempt(ctx context.Context, method, token, id string, bod
 			return false, fmt.Errorf("callstate: RoomService.%s: %w", method, ctx.Err())
 		}
 		// The server acted: the answer was on its way.
-		return false, &ServerError{Method: method, Message: "reading the response: " + redactTokens(err.Error()), Err: err}
+		return false, &ServerError{Method: method, Message: "reading the response: " + redactTokens(err.Error()), Err: redact.Error(err)}
 	}
 	if len(b) > s.maxBody {
 		return false, &SizeError{What: "RoomService." + method + " response", Size: len(b), Limit: s.maxBody}
@@ -683,15 +684,9 @@ func codeForStatus(status int) string {
 
 var twirpPrefix = regexp.MustCompile(`^twirp error [a-z_]+: `)
 
-// jwtPattern matches a JWT (three base64url segments, the first a JSON
-// object).
-var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
-
 // redactTokens removes access tokens from a message, so that errors can be
 // logged safely (LiveKit quotes the token it refuses).
-func redactTokens(s string) string {
-	return jwtPattern.ReplaceAllString(s, "<token>")
-}
+func redactTokens(s string) string { return redact.String(s) }
 
 // MutePublishedTrack mutes (or unmutes) a track a participant publishes and
 // returns the track as updated. It needs the roomAdmin grant for the room.

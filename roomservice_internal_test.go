@@ -238,7 +238,7 @@ func TestServerErrorMessages(t *testing.T) {
 		is                    error
 	}{
 		{"twirp", `{"code":"not_found","msg":"twirp error unknown: room gone","meta":{"a":"b"}}`, "not_found", "room gone", 404, ErrNotFound},
-		{"plain 401 quoting the token", "invalid token: " + tok + ", error: signature is invalid", "unauthenticated", "invalid token: <token>, error: signature is invalid", 401, ErrBadToken},
+		{"plain 401 quoting the token", "invalid token: " + tok + ", error: signature is invalid", "unauthenticated", "invalid token: [REDACTED], error: signature is invalid", 401, ErrBadToken},
 		{"proxy html 502", "<html>Bad Gateway</html>", "unavailable", "<html>Bad Gateway</html>", 502, ErrServerUnreachable},
 		{"json without code", `{"error":"x"}`, "resource_exhausted", `{"error":"x"}`, 429, ErrLimitExceeded},
 		{"empty 500", "", "internal", "", 500, ErrRejected},

@@ -153,20 +153,16 @@ func (s *Subscription) deliver(e Event, owned bool) {
 		s.pushLocked(e, 0) // the last slot is always free for it
 		return
 	}
-	fits := func() bool { return len(s.c) < room && s.bytes+size <= s.maxBytes }
-	if s.pending > 0 {
-		if len(s.c) >= room {
-			s.pending++
-			s.dropped++
-			return
-		}
-		s.pushLocked(EventsDropped{Time: e.When(), Count: s.pending}, 0)
-		s.pending = 0
-	}
-	if !fits() {
+	if len(s.c) >= room || s.bytes+size > s.maxBytes {
 		s.pending++
 		s.dropped++
 		return
+	}
+	// The notice of what was dropped goes just before the first event
+	// that fits again (it has a slot of its own beyond the bound).
+	if s.pending > 0 {
+		s.pushLocked(EventsDropped{Time: e.When(), Count: s.pending}, 0)
+		s.pending = 0
 	}
 	if !owned {
 		e = private(e)

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/internal/redact"
 )
 
 // The JSON lines that the join command writes. docs/cli.md documents them;
@@ -252,7 +253,7 @@ func resultLine(id json.RawMessage) line {
 // errorLine is the answer to a failed command, or reports a failure that
 // is no command's.
 func errorLine(id json.RawMessage, code string, err error) line {
-	return line{Type: "error", Time: time.Now().UTC(), ID: id, Error: err.Error(), Code: code}
+	return line{Type: "error", Time: time.Now().UTC(), ID: id, Error: redact.String(err.Error()), Code: code}
 }
 
 // errorCode maps an error to the code of its error line.

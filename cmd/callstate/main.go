@@ -44,6 +44,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/callstate/callstate/internal/redact"
 	"github.com/callstate/callstate/lkserver"
 )
 
@@ -112,6 +113,12 @@ func commands() []command {
 // run runs the command line args (without the program name) and returns
 // the exit status. ctx is cancelled on SIGINT or SIGTERM.
 func run(ctx context.Context, args []string, e *env) int {
+	// Nothing the command writes to standard error carries a credential,
+	// whichever error or log line it prints: the secrets of the
+	// environment are removed, and so is anything shaped like a token.
+	// (Standard output is left alone: "callstate token" prints a token on
+	// purpose; the JSON lines of "callstate join" redact their errors.)
+	e.stderr = redactingWriter{w: e.stderr, secrets: envSecrets(e.getenv)}
 	if len(args) == 0 {
 		usage(e.stderr)
 		return exitUsage
@@ -285,4 +292,32 @@ func (f kvFlag) Set(s string) error {
 	}
 	f[k] = v
 	return nil
+}
+
+// redactingWriter removes credentials from what goes through it. Each
+// Write is redacted on its own: the command writes whole lines.
+type redactingWriter struct {
+	w       io.Writer
+	secrets []string
+}
+
+func (r redactingWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(r.w, redact.String(string(p), r.secrets...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// envSecrets are the API secrets the environment holds.
+func envSecrets(getenv func(string) string) []string {
+	if getenv == nil {
+		return nil
+	}
+	var out []string
+	for _, name := range []string{"CALLSTATE_API_SECRET", "LIVEKIT_API_SECRET"} {
+		if v := getenv(name); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
