@@ -332,10 +332,29 @@ func TestJoinCommand(t *testing.T) {
 			Identity: "mallory", Grants: callstate.Grants{RoomJoin: true, Room: "r"},
 		})
 		require.NoError(t, err)
-		p := startJoin(t, bin, "mallory", "-url", srv.URL(), "-token", tok)
+		p := startJoin(t, bin, "mallory", "-url", srv.URL(), "-token", tok, "-v")
 		e := p.await("error", nil)
 		assert.Equal(t, "bad_token", e["code"])
 		assert.Equal(t, exitFailure, p.wait())
+		// LiveKit's refusal quotes the token: neither the error line nor
+		// standard error (with debug logs) shows it.
+		msg, _ := e["error"].(string)
+		assert.NotContains(t, msg, tok)
+		assert.NotContains(t, p.stderr.String(), tok)
+		assert.NotRegexp(t, `eyJ[A-Za-z0-9_-]{4,}\.`, msg+p.stderr.String())
+	})
+
+	t.Run("UnreachableServer", func(t *testing.T) {
+		t.Parallel()
+		tok := srv.Token(srv.RoomName(t), "nobody")
+		// A port nothing listens on: the dial error names the URL, which
+		// carries the token.
+		p := startJoin(t, bin, "nobody", "-url", "ws://127.0.0.1:1", "-token", tok, "-v", "-join-timeout", "2s")
+		e := p.await("error", nil)
+		assert.Equal(t, "server_unreachable", e["code"])
+		assert.Equal(t, exitFailure, p.wait())
+		msg, _ := e["error"].(string)
+		assert.NotContains(t, msg+p.stderr.String(), tok)
 	})
 
 	t.Run("ReceiveOnly", func(t *testing.T) {
