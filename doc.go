@@ -45,12 +45,22 @@
 // and changing, data, app messages, session data, connection state — as an
 // Event on the channels of its subscriptions (Room.Subscribe). Each
 // subscription gets every event in the order the Room observed it. The Room
-// never blocks on a subscriber: each subscription has a bounded buffer, and
-// an overflow is counted and reported in sequence with an EventsDropped
-// event. Code that handles events may call any Room method.
-// Room.SubscribeWithState returns the current state and a subscription to
+// never blocks on a subscriber: each subscription has a buffer bounded in
+// events and bytes, and an overflow is counted and reported in sequence with
+// an EventsDropped event. Events are delivered outside the Room's locks, as
+// private copies: code that handles events may call any Room method and
+// change what it received.
+// Room.SubscribeWithSnapshot returns the current state and a subscription to
 // every later event atomically, so a recorder neither misses nor
 // double-counts a change.
+//
+// # Options
+//
+// Options are plain structs, one per kind of call, passed by pointer; nil,
+// like the zero value of every field, means the defaults: JoinOptions for
+// Join, PublishOptions for PublishData, SubscribeOptions for Subscribe.
+// Network settings that are rarely changed live in the pion SettingEngine
+// that NewSettingEngine returns pre-tuned.
 //
 // # Errors
 //

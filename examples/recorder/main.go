@@ -2,7 +2,7 @@
 // (the others do not see it, and it cannot send) and writes the room's
 // state and every later change and message to a JSON-lines file, one
 // timestamped record per line. The first record is the snapshot returned by
-// SubscribeWithState, so that the file starts from a consistent state and
+// SubscribeWithSnapshot, so that the file starts from a consistent state and
 // misses no change after it. It can also print the timeline of a recorded
 // file.
 //
