@@ -161,3 +161,26 @@ func TestDialBoundedByContext(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "Dial gave up when its context ended")
 }
+
+// A connection judged dead is dropped at once, without a close handshake:
+// the handshake would wait (up to 5 s) for a lock the blocked reader holds,
+// eating into the time left to resume. The server sees the connection end
+// without a close frame.
+func TestDeadConnectionIsDroppedWithoutHandshake(t *testing.T) {
+	status := make(chan websocket.StatusCode, 1)
+	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		_ = c.Write(ctx, websocket.MessageBinary, frame(t, join(1, 2)))
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				status <- websocket.CloseStatus(err)
+				return
+			}
+		}
+	})
+	c, _, err := Dial(context.Background(), Options{URL: wsURL(s)})
+	require.NoError(t, err)
+	err = c.Run()
+	assert.ErrorIs(t, err, ErrTimeout)
+	assert.Equal(t, websocket.StatusCode(-1), <-status, "the client sent a close frame")
+	c.Close(context.Background(), false)
+}
