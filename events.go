@@ -10,8 +10,9 @@ import (
 
 // Event is a change observed by a Room. The concrete types are
 // ParticipantJoined, ParticipantLeft, ParticipantUpdated, DataReceived,
-// AppMessage, SessionDataUpdated, RoomMetadataChanged,
-// ConnectionStateChanged, Disconnected and EventsDropped; use a type switch.
+// AppMessage, SessionDataUpdated, RoomMetadataChanged, RecordingChanged,
+// ActiveSpeakersChanged, ConnectionQualityChanged, ConnectionStateChanged,
+// Disconnected and EventsDropped; use a type switch.
 //
 // Events are plain values with exported fields, so tests of event handlers
 // can build them. Every event a subscription delivers is its own: its maps

@@ -36,6 +36,12 @@ type Participant struct {
 	Kind ParticipantKind
 	// Permissions are the participant's effective grants.
 	Permissions Permissions
+	// KindDetails refine Kind (a cloud agent, a forwarded participant...).
+	KindDetails []ParticipantKindDetail
+	// IsPublisher is true when the server counts the participant as a
+	// publisher (it publishes media or a data track); LiveKit announces
+	// publishers' joins and leaves at once, others' on a ticker.
+	IsPublisher bool
 	// Version is the server's version counter of this participant's state;
 	// it grows with every change.
 	Version uint32
@@ -123,13 +129,17 @@ func (p Participant) DecodeUserData(v any) error {
 // participantFromInfo converts the wire form into a snapshot.
 func participantFromInfo(pi *lkpb.ParticipantInfo) Participant {
 	p := Participant{
-		SID:        pi.GetSid(),
-		Identity:   pi.GetIdentity(),
-		Name:       pi.GetName(),
-		Metadata:   pi.GetMetadata(),
-		Attributes: maps.Clone(pi.GetAttributes()),
-		Kind:       ParticipantKind(pi.GetKind()),
-		Version:    pi.GetVersion(),
+		SID:         pi.GetSid(),
+		Identity:    pi.GetIdentity(),
+		Name:        pi.GetName(),
+		Metadata:    pi.GetMetadata(),
+		Attributes:  maps.Clone(pi.GetAttributes()),
+		Kind:        ParticipantKind(pi.GetKind()),
+		IsPublisher: pi.GetIsPublisher(),
+		Version:     pi.GetVersion(),
+	}
+	for _, d := range pi.GetKindDetails() {
+		p.KindDetails = append(p.KindDetails, ParticipantKindDetail(d))
 	}
 	if p.Attributes == nil {
 		p.Attributes = map[string]string{}
@@ -335,6 +345,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED {
 			if known && old.SID == pi.GetSid() {
 				r.removeRemoteLocked(old)
+				delete(r.qualities, old.SID)
 				delete(r.lastSeq, old.SID)
 				r.asm.Forget(old.Identity)
 				r.session.poke() // its lost session-data writes are ours to repair now

@@ -69,6 +69,8 @@ type Room struct {
 	remotes     map[string]Participant // by identity; see putRemoteLocked
 	remoteBytes int                    // their participantSize, summed
 	refused     uint64                 // participants and updates over the bounds
+	speakers    []Speaker              // the server's active speakers
+	qualities   map[string]quality     // connection ratings, by participant sid
 	info        RoomInfo
 	session     *sessionData
 	subs        map[*Subscription]struct{}
@@ -120,19 +122,20 @@ type Snapshot struct {
 // newRoom returns a Room before its connection: state, no transport.
 func newRoom(o *options, serverURL, token string) *Room {
 	r := &Room{
-		opts:     o,
-		url:      serverURL,
-		token:    token,
-		remotes:  map[string]Participant{},
-		lastSeq:  map[string]uint32{},
-		subs:     map[*Subscription]struct{}{},
-		pending:  map[uint32]pendingRequest{},
-		subReady: make(chan struct{}),
-		sendSem:  make(chan struct{}, 1),
-		lossySem: make(chan struct{}, 1),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
-		state:    StateConnecting,
+		opts:      o,
+		url:       serverURL,
+		token:     token,
+		remotes:   map[string]Participant{},
+		qualities: map[string]quality{},
+		lastSeq:   map[string]uint32{},
+		subs:      map[*Subscription]struct{}{},
+		pending:   map[uint32]pendingRequest{},
+		subReady:  make(chan struct{}),
+		sendSem:   make(chan struct{}, 1),
+		lossySem:  make(chan struct{}, 1),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		state:     StateConnecting,
 	}
 	r.life, r.endLife = context.WithCancel(context.Background())
 	return r

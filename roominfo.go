@@ -16,6 +16,11 @@ type RoomInfo struct {
 	Metadata string
 	// NumParticipants is the number of participants, as last reported.
 	NumParticipants int
+	// NumPublishers is the number of participants that publish, as last
+	// reported.
+	NumPublishers int
+	// Recording is true while the room is recorded (egress).
+	Recording bool
 	// MaxParticipants is the room's participant limit; 0 means no limit.
 	MaxParticipants int
 	// CreatedAt is when the room was created.
@@ -34,6 +39,8 @@ func roomInfoFromProto(r *lkpb.Room) RoomInfo {
 		Name:             r.GetName(),
 		Metadata:         r.GetMetadata(),
 		NumParticipants:  int(r.GetNumParticipants()),
+		NumPublishers:    int(r.GetNumPublishers()),
+		Recording:        r.GetActiveRecording(),
 		MaxParticipants:  int(r.GetMaxParticipants()),
 		EmptyTimeout:     time.Duration(r.GetEmptyTimeout()) * time.Second,
 		DepartureTimeout: time.Duration(r.GetDepartureTimeout()) * time.Second,
@@ -56,6 +63,9 @@ func (r *Room) applyRoom(pr *lkpb.Room) {
 	defer r.unlock()
 	prev := r.info
 	r.info = roomInfoFromProto(pr)
+	if prev.Recording != r.info.Recording {
+		r.emitLocked(RecordingChanged{Time: now, Recording: r.info.Recording})
+	}
 	if prev.Metadata == r.info.Metadata {
 		return
 	}

@@ -71,6 +71,10 @@ func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 		r.mu.Lock()
 		r.applyParticipantsLocked(time.Now(), m.Update.GetParticipants())
 		r.unlock()
+	case *lkpb.SignalResponse_SpeakersChanged:
+		r.applySpeakers(m.SpeakersChanged.GetSpeakers())
+	case *lkpb.SignalResponse_ConnectionQuality:
+		r.applyQuality(m.ConnectionQuality.GetUpdates())
 	case *lkpb.SignalResponse_RoomUpdate:
 		r.applyRoom(m.RoomUpdate.GetRoom())
 	case *lkpb.SignalResponse_RefreshToken:

@@ -366,6 +366,9 @@ func private(e Event) Event {
 	case AppMessage:
 		x.Data = slices.Clone(x.Data)
 		return x
+	case ActiveSpeakersChanged:
+		x.Speakers = slices.Clone(x.Speakers)
+		return x
 	case SessionDataUpdated:
 		x.Data = cloneSession(x.Data)
 		x.Changed = slices.Clone(x.Changed)
@@ -396,9 +399,10 @@ func cloneSession(m map[string]json.RawMessage) map[string]json.RawMessage {
 	return out
 }
 
-// clone returns a copy of p with its own Attributes.
+// clone returns a copy of p with its own Attributes and KindDetails.
 func (p Participant) clone() Participant {
 	p.Attributes = maps.Clone(p.Attributes)
+	p.KindDetails = slices.Clone(p.KindDetails)
 	return p
 }
 

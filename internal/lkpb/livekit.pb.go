@@ -487,6 +487,58 @@ func (IngressInput) EnumDescriptor() ([]byte, []int) {
 	return file_livekit_proto_rawDescGZIP(), []int{7}
 }
 
+type ConnectionQuality int32
+
+const (
+	ConnectionQuality_POOR      ConnectionQuality = 0
+	ConnectionQuality_GOOD      ConnectionQuality = 1
+	ConnectionQuality_EXCELLENT ConnectionQuality = 2
+	ConnectionQuality_LOST      ConnectionQuality = 3
+)
+
+// Enum value maps for ConnectionQuality.
+var (
+	ConnectionQuality_name = map[int32]string{
+		0: "POOR",
+		1: "GOOD",
+		2: "EXCELLENT",
+		3: "LOST",
+	}
+	ConnectionQuality_value = map[string]int32{
+		"POOR":      0,
+		"GOOD":      1,
+		"EXCELLENT": 2,
+		"LOST":      3,
+	}
+)
+
+func (x ConnectionQuality) Enum() *ConnectionQuality {
+	p := new(ConnectionQuality)
+	*p = x
+	return p
+}
+
+func (x ConnectionQuality) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConnectionQuality) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[8].Descriptor()
+}
+
+func (ConnectionQuality) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[8]
+}
+
+func (x ConnectionQuality) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConnectionQuality.Descriptor instead.
+func (ConnectionQuality) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{8}
+}
+
 type LeaveRequest_Action int32
 
 const (
@@ -520,11 +572,11 @@ func (x LeaveRequest_Action) String() string {
 }
 
 func (LeaveRequest_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[8].Descriptor()
+	return file_livekit_proto_enumTypes[9].Descriptor()
 }
 
 func (LeaveRequest_Action) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[8]
+	return &file_livekit_proto_enumTypes[9]
 }
 
 func (x LeaveRequest_Action) Number() protoreflect.EnumNumber {
@@ -596,11 +648,11 @@ func (x RequestResponse_Reason) String() string {
 }
 
 func (RequestResponse_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[9].Descriptor()
+	return file_livekit_proto_enumTypes[10].Descriptor()
 }
 
 func (RequestResponse_Reason) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[9]
+	return &file_livekit_proto_enumTypes[10]
 }
 
 func (x RequestResponse_Reason) Number() protoreflect.EnumNumber {
@@ -642,11 +694,11 @@ func (x WrappedJoinRequest_Compression) String() string {
 }
 
 func (WrappedJoinRequest_Compression) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[10].Descriptor()
+	return file_livekit_proto_enumTypes[11].Descriptor()
 }
 
 func (WrappedJoinRequest_Compression) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[10]
+	return &file_livekit_proto_enumTypes[11]
 }
 
 func (x WrappedJoinRequest_Compression) Number() protoreflect.EnumNumber {
@@ -694,11 +746,11 @@ func (x ParticipantInfo_State) String() string {
 }
 
 func (ParticipantInfo_State) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[11].Descriptor()
+	return file_livekit_proto_enumTypes[12].Descriptor()
 }
 
 func (ParticipantInfo_State) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[11]
+	return &file_livekit_proto_enumTypes[12]
 }
 
 func (x ParticipantInfo_State) Number() protoreflect.EnumNumber {
@@ -755,11 +807,11 @@ func (x ParticipantInfo_Kind) String() string {
 }
 
 func (ParticipantInfo_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[12].Descriptor()
+	return file_livekit_proto_enumTypes[13].Descriptor()
 }
 
 func (ParticipantInfo_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[12]
+	return &file_livekit_proto_enumTypes[13]
 }
 
 func (x ParticipantInfo_Kind) Number() protoreflect.EnumNumber {
@@ -814,11 +866,11 @@ func (x ParticipantInfo_KindDetail) String() string {
 }
 
 func (ParticipantInfo_KindDetail) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[13].Descriptor()
+	return file_livekit_proto_enumTypes[14].Descriptor()
 }
 
 func (ParticipantInfo_KindDetail) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[13]
+	return &file_livekit_proto_enumTypes[14]
 }
 
 func (x ParticipantInfo_KindDetail) Number() protoreflect.EnumNumber {
@@ -860,11 +912,11 @@ func (x ServerInfo_Edition) String() string {
 }
 
 func (ServerInfo_Edition) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[14].Descriptor()
+	return file_livekit_proto_enumTypes[15].Descriptor()
 }
 
 func (ServerInfo_Edition) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[14]
+	return &file_livekit_proto_enumTypes[15]
 }
 
 func (x ServerInfo_Edition) Number() protoreflect.EnumNumber {
@@ -918,11 +970,11 @@ func (x ClientInfo_SDK) String() string {
 }
 
 func (ClientInfo_SDK) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[15].Descriptor()
+	return file_livekit_proto_enumTypes[16].Descriptor()
 }
 
 func (ClientInfo_SDK) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[15]
+	return &file_livekit_proto_enumTypes[16]
 }
 
 func (x ClientInfo_SDK) Number() protoreflect.EnumNumber {
@@ -964,11 +1016,11 @@ func (x DataPacket_Kind) String() string {
 }
 
 func (DataPacket_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[16].Descriptor()
+	return file_livekit_proto_enumTypes[17].Descriptor()
 }
 
 func (DataPacket_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[16]
+	return &file_livekit_proto_enumTypes[17]
 }
 
 func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
@@ -1016,11 +1068,11 @@ func (x DataStream_OperationType) String() string {
 }
 
 func (DataStream_OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[17].Descriptor()
+	return file_livekit_proto_enumTypes[18].Descriptor()
 }
 
 func (DataStream_OperationType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[17]
+	return &file_livekit_proto_enumTypes[18]
 }
 
 func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
@@ -1062,11 +1114,11 @@ func (x DataStream_CompressionType) String() string {
 }
 
 func (DataStream_CompressionType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[18].Descriptor()
+	return file_livekit_proto_enumTypes[19].Descriptor()
 }
 
 func (DataStream_CompressionType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[18]
+	return &file_livekit_proto_enumTypes[19]
 }
 
 func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
@@ -1117,11 +1169,11 @@ func (x IngressState_Status) String() string {
 }
 
 func (IngressState_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[19].Descriptor()
+	return file_livekit_proto_enumTypes[20].Descriptor()
 }
 
 func (IngressState_Status) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[19]
+	return &file_livekit_proto_enumTypes[20]
 }
 
 func (x IngressState_Status) Number() protoreflect.EnumNumber {
@@ -1323,7 +1375,9 @@ type SignalResponse struct {
 	//	*SignalResponse_Trickle
 	//	*SignalResponse_Update
 	//	*SignalResponse_Leave
+	//	*SignalResponse_SpeakersChanged
 	//	*SignalResponse_RoomUpdate
+	//	*SignalResponse_ConnectionQuality
 	//	*SignalResponse_RefreshToken
 	//	*SignalResponse_Pong
 	//	*SignalResponse_Reconnect
@@ -1426,10 +1480,28 @@ func (x *SignalResponse) GetLeave() *LeaveRequest {
 	return nil
 }
 
+func (x *SignalResponse) GetSpeakersChanged() *SpeakersChanged {
+	if x != nil {
+		if x, ok := x.Message.(*SignalResponse_SpeakersChanged); ok {
+			return x.SpeakersChanged
+		}
+	}
+	return nil
+}
+
 func (x *SignalResponse) GetRoomUpdate() *RoomUpdate {
 	if x != nil {
 		if x, ok := x.Message.(*SignalResponse_RoomUpdate); ok {
 			return x.RoomUpdate
+		}
+	}
+	return nil
+}
+
+func (x *SignalResponse) GetConnectionQuality() *ConnectionQualityUpdate {
+	if x != nil {
+		if x, ok := x.Message.(*SignalResponse_ConnectionQuality); ok {
+			return x.ConnectionQuality
 		}
 	}
 	return nil
@@ -1517,8 +1589,16 @@ type SignalResponse_Leave struct {
 	Leave *LeaveRequest `protobuf:"bytes,8,opt,name=leave,proto3,oneof"`
 }
 
+type SignalResponse_SpeakersChanged struct {
+	SpeakersChanged *SpeakersChanged `protobuf:"bytes,10,opt,name=speakers_changed,json=speakersChanged,proto3,oneof"`
+}
+
 type SignalResponse_RoomUpdate struct {
 	RoomUpdate *RoomUpdate `protobuf:"bytes,11,opt,name=room_update,json=roomUpdate,proto3,oneof"`
+}
+
+type SignalResponse_ConnectionQuality struct {
+	ConnectionQuality *ConnectionQualityUpdate `protobuf:"bytes,12,opt,name=connection_quality,json=connectionQuality,proto3,oneof"`
 }
 
 type SignalResponse_RefreshToken struct {
@@ -1557,7 +1637,11 @@ func (*SignalResponse_Update) isSignalResponse_Message() {}
 
 func (*SignalResponse_Leave) isSignalResponse_Message() {}
 
+func (*SignalResponse_SpeakersChanged) isSignalResponse_Message() {}
+
 func (*SignalResponse_RoomUpdate) isSignalResponse_Message() {}
+
+func (*SignalResponse_ConnectionQuality) isSignalResponse_Message() {}
 
 func (*SignalResponse_RefreshToken) isSignalResponse_Message() {}
 
@@ -6320,6 +6404,215 @@ func (x *IngressInfo) GetState() *IngressState {
 	return nil
 }
 
+// Who is speaking: the server's active speakers, loudest first.
+type SpeakersChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Speakers      []*SpeakerInfo         `protobuf:"bytes,1,rep,name=speakers,proto3" json:"speakers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpeakersChanged) Reset() {
+	*x = SpeakersChanged{}
+	mi := &file_livekit_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpeakersChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpeakersChanged) ProtoMessage() {}
+
+func (x *SpeakersChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpeakersChanged.ProtoReflect.Descriptor instead.
+func (*SpeakersChanged) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *SpeakersChanged) GetSpeakers() []*SpeakerInfo {
+	if x != nil {
+		return x.Speakers
+	}
+	return nil
+}
+
+type SpeakerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sid           string                 `protobuf:"bytes,1,opt,name=sid,proto3" json:"sid,omitempty"`
+	Level         float32                `protobuf:"fixed32,2,opt,name=level,proto3" json:"level,omitempty"` // 0 to 1, 1 the loudest
+	Active        bool                   `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpeakerInfo) Reset() {
+	*x = SpeakerInfo{}
+	mi := &file_livekit_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpeakerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpeakerInfo) ProtoMessage() {}
+
+func (x *SpeakerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpeakerInfo.ProtoReflect.Descriptor instead.
+func (*SpeakerInfo) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *SpeakerInfo) GetSid() string {
+	if x != nil {
+		return x.Sid
+	}
+	return ""
+}
+
+func (x *SpeakerInfo) GetLevel() float32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *SpeakerInfo) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+type ConnectionQualityInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ParticipantSid string                 `protobuf:"bytes,1,opt,name=participant_sid,json=participantSid,proto3" json:"participant_sid,omitempty"`
+	Quality        ConnectionQuality      `protobuf:"varint,2,opt,name=quality,proto3,enum=callstate.lkwire.ConnectionQuality" json:"quality,omitempty"`
+	Score          float32                `protobuf:"fixed32,3,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ConnectionQualityInfo) Reset() {
+	*x = ConnectionQualityInfo{}
+	mi := &file_livekit_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionQualityInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionQualityInfo) ProtoMessage() {}
+
+func (x *ConnectionQualityInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionQualityInfo.ProtoReflect.Descriptor instead.
+func (*ConnectionQualityInfo) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ConnectionQualityInfo) GetParticipantSid() string {
+	if x != nil {
+		return x.ParticipantSid
+	}
+	return ""
+}
+
+func (x *ConnectionQualityInfo) GetQuality() ConnectionQuality {
+	if x != nil {
+		return x.Quality
+	}
+	return ConnectionQuality_POOR
+}
+
+func (x *ConnectionQualityInfo) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+type ConnectionQualityUpdate struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Updates       []*ConnectionQualityInfo `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectionQualityUpdate) Reset() {
+	*x = ConnectionQualityUpdate{}
+	mi := &file_livekit_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionQualityUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionQualityUpdate) ProtoMessage() {}
+
+func (x *ConnectionQualityUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionQualityUpdate.ProtoReflect.Descriptor instead.
+func (*ConnectionQualityUpdate) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ConnectionQualityUpdate) GetUpdates() []*ConnectionQualityInfo {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
 type DataStream_TextHeader struct {
 	state             protoimpl.MessageState   `protogen:"open.v1"`
 	OperationType     DataStream_OperationType `protobuf:"varint,1,opt,name=operation_type,json=operationType,proto3,enum=callstate.lkwire.DataStream_OperationType" json:"operation_type,omitempty"`
@@ -6333,7 +6626,7 @@ type DataStream_TextHeader struct {
 
 func (x *DataStream_TextHeader) Reset() {
 	*x = DataStream_TextHeader{}
-	mi := &file_livekit_proto_msgTypes[71]
+	mi := &file_livekit_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6345,7 +6638,7 @@ func (x *DataStream_TextHeader) String() string {
 func (*DataStream_TextHeader) ProtoMessage() {}
 
 func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[71]
+	mi := &file_livekit_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6405,7 +6698,7 @@ type DataStream_ByteHeader struct {
 
 func (x *DataStream_ByteHeader) Reset() {
 	*x = DataStream_ByteHeader{}
-	mi := &file_livekit_proto_msgTypes[72]
+	mi := &file_livekit_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6417,7 +6710,7 @@ func (x *DataStream_ByteHeader) String() string {
 func (*DataStream_ByteHeader) ProtoMessage() {}
 
 func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[72]
+	mi := &file_livekit_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6461,7 +6754,7 @@ type DataStream_Header struct {
 
 func (x *DataStream_Header) Reset() {
 	*x = DataStream_Header{}
-	mi := &file_livekit_proto_msgTypes[73]
+	mi := &file_livekit_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6473,7 +6766,7 @@ func (x *DataStream_Header) String() string {
 func (*DataStream_Header) ProtoMessage() {}
 
 func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[73]
+	mi := &file_livekit_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6598,7 +6891,7 @@ type DataStream_Chunk struct {
 
 func (x *DataStream_Chunk) Reset() {
 	*x = DataStream_Chunk{}
-	mi := &file_livekit_proto_msgTypes[74]
+	mi := &file_livekit_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6610,7 +6903,7 @@ func (x *DataStream_Chunk) String() string {
 func (*DataStream_Chunk) ProtoMessage() {}
 
 func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[74]
+	mi := &file_livekit_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6665,7 +6958,7 @@ type DataStream_Trailer struct {
 
 func (x *DataStream_Trailer) Reset() {
 	*x = DataStream_Trailer{}
-	mi := &file_livekit_proto_msgTypes[75]
+	mi := &file_livekit_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6677,7 +6970,7 @@ func (x *DataStream_Trailer) String() string {
 func (*DataStream_Trailer) ProtoMessage() {}
 
 func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[75]
+	mi := &file_livekit_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6729,16 +7022,19 @@ const file_livekit_proto_rawDesc = "" +
 	"\x04ping\x18\x0e \x01(\x03H\x00R\x04ping\x12V\n" +
 	"\x0fupdate_metadata\x18\x0f \x01(\v2+.callstate.lkwire.UpdateParticipantMetadataH\x00R\x0eupdateMetadata\x123\n" +
 	"\bping_req\x18\x10 \x01(\v2\x16.callstate.lkwire.PingH\x00R\apingReqB\t\n" +
-	"\amessage\"\x94\x06\n" +
+	"\amessage\"\xc0\a\n" +
 	"\x0eSignalResponse\x124\n" +
 	"\x04join\x18\x01 \x01(\v2\x1e.callstate.lkwire.JoinResponseH\x00R\x04join\x12>\n" +
 	"\x06answer\x18\x02 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x06answer\x12<\n" +
 	"\x05offer\x18\x03 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x05offer\x12<\n" +
 	"\atrickle\x18\x04 \x01(\v2 .callstate.lkwire.TrickleRequestH\x00R\atrickle\x12=\n" +
 	"\x06update\x18\x05 \x01(\v2#.callstate.lkwire.ParticipantUpdateH\x00R\x06update\x126\n" +
-	"\x05leave\x18\b \x01(\v2\x1e.callstate.lkwire.LeaveRequestH\x00R\x05leave\x12?\n" +
+	"\x05leave\x18\b \x01(\v2\x1e.callstate.lkwire.LeaveRequestH\x00R\x05leave\x12N\n" +
+	"\x10speakers_changed\x18\n" +
+	" \x01(\v2!.callstate.lkwire.SpeakersChangedH\x00R\x0fspeakersChanged\x12?\n" +
 	"\vroom_update\x18\v \x01(\v2\x1c.callstate.lkwire.RoomUpdateH\x00R\n" +
-	"roomUpdate\x12%\n" +
+	"roomUpdate\x12Z\n" +
+	"\x12connection_quality\x18\f \x01(\v2).callstate.lkwire.ConnectionQualityUpdateH\x00R\x11connectionQuality\x12%\n" +
 	"\rrefresh_token\x18\x10 \x01(\tH\x00R\frefreshToken\x12\x14\n" +
 	"\x04pong\x18\x12 \x01(\x03H\x00R\x04pong\x12C\n" +
 	"\treconnect\x18\x13 \x01(\v2#.callstate.lkwire.ReconnectResponseH\x00R\treconnect\x125\n" +
@@ -7323,7 +7619,19 @@ const file_livekit_proto_rawDesc = "" +
 	" \x01(\tR\x0fparticipantName\x121\n" +
 	"\x14participant_metadata\x18\x0e \x01(\tR\x13participantMetadata\x12\x1a\n" +
 	"\breusable\x18\v \x01(\bR\breusable\x124\n" +
-	"\x05state\x18\f \x01(\v2\x1e.callstate.lkwire.IngressStateR\x05state*-\n" +
+	"\x05state\x18\f \x01(\v2\x1e.callstate.lkwire.IngressStateR\x05state\"L\n" +
+	"\x0fSpeakersChanged\x129\n" +
+	"\bspeakers\x18\x01 \x03(\v2\x1d.callstate.lkwire.SpeakerInfoR\bspeakers\"M\n" +
+	"\vSpeakerInfo\x12\x10\n" +
+	"\x03sid\x18\x01 \x01(\tR\x03sid\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\x02R\x05level\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\bR\x06active\"\x95\x01\n" +
+	"\x15ConnectionQualityInfo\x12'\n" +
+	"\x0fparticipant_sid\x18\x01 \x01(\tR\x0eparticipantSid\x12=\n" +
+	"\aquality\x18\x02 \x01(\x0e2#.callstate.lkwire.ConnectionQualityR\aquality\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\x02R\x05score\"\\\n" +
+	"\x17ConnectionQualityUpdate\x12A\n" +
+	"\aupdates\x18\x01 \x03(\v2'.callstate.lkwire.ConnectionQualityInfoR\aupdates*-\n" +
 	"\fSignalTarget\x12\r\n" +
 	"\tPUBLISHER\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -7383,7 +7691,12 @@ const file_livekit_proto_rawDesc = "" +
 	"RTMP_INPUT\x10\x00\x12\x0e\n" +
 	"\n" +
 	"WHIP_INPUT\x10\x01\x12\r\n" +
-	"\tURL_INPUT\x10\x022\xde\n" +
+	"\tURL_INPUT\x10\x02*@\n" +
+	"\x11ConnectionQuality\x12\b\n" +
+	"\x04POOR\x10\x00\x12\b\n" +
+	"\x04GOOD\x10\x01\x12\r\n" +
+	"\tEXCELLENT\x10\x02\x12\b\n" +
+	"\x04LOST\x10\x032\xde\n" +
 	"\n" +
 	"\vRoomService\x12I\n" +
 	"\n" +
@@ -7416,8 +7729,8 @@ func file_livekit_proto_rawDescGZIP() []byte {
 	return file_livekit_proto_rawDescData
 }
 
-var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
-var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 21)
+var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_livekit_proto_goTypes = []any{
 	(SignalTarget)(0),                   // 0: callstate.lkwire.SignalTarget
 	(ClientConfigSetting)(0),            // 1: callstate.lkwire.ClientConfigSetting
@@ -7427,237 +7740,247 @@ var file_livekit_proto_goTypes = []any{
 	(ReconnectReason)(0),                // 5: callstate.lkwire.ReconnectReason
 	(EgressStatus)(0),                   // 6: callstate.lkwire.EgressStatus
 	(IngressInput)(0),                   // 7: callstate.lkwire.IngressInput
-	(LeaveRequest_Action)(0),            // 8: callstate.lkwire.LeaveRequest.Action
-	(RequestResponse_Reason)(0),         // 9: callstate.lkwire.RequestResponse.Reason
-	(WrappedJoinRequest_Compression)(0), // 10: callstate.lkwire.WrappedJoinRequest.Compression
-	(ParticipantInfo_State)(0),          // 11: callstate.lkwire.ParticipantInfo.State
-	(ParticipantInfo_Kind)(0),           // 12: callstate.lkwire.ParticipantInfo.Kind
-	(ParticipantInfo_KindDetail)(0),     // 13: callstate.lkwire.ParticipantInfo.KindDetail
-	(ServerInfo_Edition)(0),             // 14: callstate.lkwire.ServerInfo.Edition
-	(ClientInfo_SDK)(0),                 // 15: callstate.lkwire.ClientInfo.SDK
-	(DataPacket_Kind)(0),                // 16: callstate.lkwire.DataPacket.Kind
-	(DataStream_OperationType)(0),       // 17: callstate.lkwire.DataStream.OperationType
-	(DataStream_CompressionType)(0),     // 18: callstate.lkwire.DataStream.CompressionType
-	(IngressState_Status)(0),            // 19: callstate.lkwire.IngressState.Status
-	(*SignalRequest)(nil),               // 20: callstate.lkwire.SignalRequest
-	(*SignalResponse)(nil),              // 21: callstate.lkwire.SignalResponse
-	(*SessionDescription)(nil),          // 22: callstate.lkwire.SessionDescription
-	(*TrickleRequest)(nil),              // 23: callstate.lkwire.TrickleRequest
-	(*ICEServer)(nil),                   // 24: callstate.lkwire.ICEServer
-	(*JoinResponse)(nil),                // 25: callstate.lkwire.JoinResponse
-	(*ReconnectResponse)(nil),           // 26: callstate.lkwire.ReconnectResponse
-	(*ClientConfiguration)(nil),         // 27: callstate.lkwire.ClientConfiguration
-	(*ParticipantUpdate)(nil),           // 28: callstate.lkwire.ParticipantUpdate
-	(*RoomUpdate)(nil),                  // 29: callstate.lkwire.RoomUpdate
-	(*LeaveRequest)(nil),                // 30: callstate.lkwire.LeaveRequest
-	(*UpdateParticipantMetadata)(nil),   // 31: callstate.lkwire.UpdateParticipantMetadata
-	(*Ping)(nil),                        // 32: callstate.lkwire.Ping
-	(*Pong)(nil),                        // 33: callstate.lkwire.Pong
-	(*RequestResponse)(nil),             // 34: callstate.lkwire.RequestResponse
-	(*RoomMovedResponse)(nil),           // 35: callstate.lkwire.RoomMovedResponse
-	(*UpdateSubscription)(nil),          // 36: callstate.lkwire.UpdateSubscription
-	(*SyncState)(nil),                   // 37: callstate.lkwire.SyncState
-	(*DataChannelReceiveState)(nil),     // 38: callstate.lkwire.DataChannelReceiveState
-	(*DataChannelInfo)(nil),             // 39: callstate.lkwire.DataChannelInfo
-	(*ConnectionSettings)(nil),          // 40: callstate.lkwire.ConnectionSettings
-	(*JoinRequest)(nil),                 // 41: callstate.lkwire.JoinRequest
-	(*WrappedJoinRequest)(nil),          // 42: callstate.lkwire.WrappedJoinRequest
-	(*TimedVersion)(nil),                // 43: callstate.lkwire.TimedVersion
-	(*Room)(nil),                        // 44: callstate.lkwire.Room
-	(*ParticipantPermission)(nil),       // 45: callstate.lkwire.ParticipantPermission
-	(*ParticipantInfo)(nil),             // 46: callstate.lkwire.ParticipantInfo
-	(*TrackInfo)(nil),                   // 47: callstate.lkwire.TrackInfo
-	(*ServerInfo)(nil),                  // 48: callstate.lkwire.ServerInfo
-	(*ClientInfo)(nil),                  // 49: callstate.lkwire.ClientInfo
-	(*DataPacket)(nil),                  // 50: callstate.lkwire.DataPacket
-	(*UserPacket)(nil),                  // 51: callstate.lkwire.UserPacket
-	(*RpcRequest)(nil),                  // 52: callstate.lkwire.RpcRequest
-	(*RpcAck)(nil),                      // 53: callstate.lkwire.RpcAck
-	(*RpcResponse)(nil),                 // 54: callstate.lkwire.RpcResponse
-	(*RpcError)(nil),                    // 55: callstate.lkwire.RpcError
-	(*DataStream)(nil),                  // 56: callstate.lkwire.DataStream
-	(*CreateRoomRequest)(nil),           // 57: callstate.lkwire.CreateRoomRequest
-	(*ListRoomsRequest)(nil),            // 58: callstate.lkwire.ListRoomsRequest
-	(*ListRoomsResponse)(nil),           // 59: callstate.lkwire.ListRoomsResponse
-	(*DeleteRoomRequest)(nil),           // 60: callstate.lkwire.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),          // 61: callstate.lkwire.DeleteRoomResponse
-	(*ListParticipantsRequest)(nil),     // 62: callstate.lkwire.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 63: callstate.lkwire.ListParticipantsResponse
-	(*RoomParticipantIdentity)(nil),     // 64: callstate.lkwire.RoomParticipantIdentity
-	(*RemoveParticipantResponse)(nil),   // 65: callstate.lkwire.RemoveParticipantResponse
-	(*UpdateParticipantRequest)(nil),    // 66: callstate.lkwire.UpdateParticipantRequest
-	(*SendDataRequest)(nil),             // 67: callstate.lkwire.SendDataRequest
-	(*SendDataResponse)(nil),            // 68: callstate.lkwire.SendDataResponse
-	(*UpdateRoomMetadataRequest)(nil),   // 69: callstate.lkwire.UpdateRoomMetadataRequest
-	(*MuteRoomTrackRequest)(nil),        // 70: callstate.lkwire.MuteRoomTrackRequest
-	(*MuteRoomTrackResponse)(nil),       // 71: callstate.lkwire.MuteRoomTrackResponse
-	(*ParticipantTracks)(nil),           // 72: callstate.lkwire.ParticipantTracks
-	(*UpdateSubscriptionsRequest)(nil),  // 73: callstate.lkwire.UpdateSubscriptionsRequest
-	(*UpdateSubscriptionsResponse)(nil), // 74: callstate.lkwire.UpdateSubscriptionsResponse
-	(*ForwardParticipantRequest)(nil),   // 75: callstate.lkwire.ForwardParticipantRequest
-	(*ForwardParticipantResponse)(nil),  // 76: callstate.lkwire.ForwardParticipantResponse
-	(*MoveParticipantRequest)(nil),      // 77: callstate.lkwire.MoveParticipantRequest
-	(*MoveParticipantResponse)(nil),     // 78: callstate.lkwire.MoveParticipantResponse
-	(*PerformRpcRequest)(nil),           // 79: callstate.lkwire.PerformRpcRequest
-	(*PerformRpcResponse)(nil),          // 80: callstate.lkwire.PerformRpcResponse
-	(*RoomConfiguration)(nil),           // 81: callstate.lkwire.RoomConfiguration
-	(*RoomAgentDispatch)(nil),           // 82: callstate.lkwire.RoomAgentDispatch
-	(*WebhookEvent)(nil),                // 83: callstate.lkwire.WebhookEvent
-	(*EgressInfo)(nil),                  // 84: callstate.lkwire.EgressInfo
-	(*IngressState)(nil),                // 85: callstate.lkwire.IngressState
-	(*IngressInfo)(nil),                 // 86: callstate.lkwire.IngressInfo
-	nil,                                 // 87: callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	nil,                                 // 88: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	nil,                                 // 89: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	nil,                                 // 90: callstate.lkwire.ParticipantInfo.AttributesEntry
-	(*DataStream_TextHeader)(nil),       // 91: callstate.lkwire.DataStream.TextHeader
-	(*DataStream_ByteHeader)(nil),       // 92: callstate.lkwire.DataStream.ByteHeader
-	(*DataStream_Header)(nil),           // 93: callstate.lkwire.DataStream.Header
-	(*DataStream_Chunk)(nil),            // 94: callstate.lkwire.DataStream.Chunk
-	(*DataStream_Trailer)(nil),          // 95: callstate.lkwire.DataStream.Trailer
-	nil,                                 // 96: callstate.lkwire.DataStream.Header.AttributesEntry
-	nil,                                 // 97: callstate.lkwire.DataStream.Trailer.AttributesEntry
-	nil,                                 // 98: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	nil,                                 // 99: callstate.lkwire.RoomConfiguration.TagsEntry
-	nil,                                 // 100: callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	(ConnectionQuality)(0),              // 8: callstate.lkwire.ConnectionQuality
+	(LeaveRequest_Action)(0),            // 9: callstate.lkwire.LeaveRequest.Action
+	(RequestResponse_Reason)(0),         // 10: callstate.lkwire.RequestResponse.Reason
+	(WrappedJoinRequest_Compression)(0), // 11: callstate.lkwire.WrappedJoinRequest.Compression
+	(ParticipantInfo_State)(0),          // 12: callstate.lkwire.ParticipantInfo.State
+	(ParticipantInfo_Kind)(0),           // 13: callstate.lkwire.ParticipantInfo.Kind
+	(ParticipantInfo_KindDetail)(0),     // 14: callstate.lkwire.ParticipantInfo.KindDetail
+	(ServerInfo_Edition)(0),             // 15: callstate.lkwire.ServerInfo.Edition
+	(ClientInfo_SDK)(0),                 // 16: callstate.lkwire.ClientInfo.SDK
+	(DataPacket_Kind)(0),                // 17: callstate.lkwire.DataPacket.Kind
+	(DataStream_OperationType)(0),       // 18: callstate.lkwire.DataStream.OperationType
+	(DataStream_CompressionType)(0),     // 19: callstate.lkwire.DataStream.CompressionType
+	(IngressState_Status)(0),            // 20: callstate.lkwire.IngressState.Status
+	(*SignalRequest)(nil),               // 21: callstate.lkwire.SignalRequest
+	(*SignalResponse)(nil),              // 22: callstate.lkwire.SignalResponse
+	(*SessionDescription)(nil),          // 23: callstate.lkwire.SessionDescription
+	(*TrickleRequest)(nil),              // 24: callstate.lkwire.TrickleRequest
+	(*ICEServer)(nil),                   // 25: callstate.lkwire.ICEServer
+	(*JoinResponse)(nil),                // 26: callstate.lkwire.JoinResponse
+	(*ReconnectResponse)(nil),           // 27: callstate.lkwire.ReconnectResponse
+	(*ClientConfiguration)(nil),         // 28: callstate.lkwire.ClientConfiguration
+	(*ParticipantUpdate)(nil),           // 29: callstate.lkwire.ParticipantUpdate
+	(*RoomUpdate)(nil),                  // 30: callstate.lkwire.RoomUpdate
+	(*LeaveRequest)(nil),                // 31: callstate.lkwire.LeaveRequest
+	(*UpdateParticipantMetadata)(nil),   // 32: callstate.lkwire.UpdateParticipantMetadata
+	(*Ping)(nil),                        // 33: callstate.lkwire.Ping
+	(*Pong)(nil),                        // 34: callstate.lkwire.Pong
+	(*RequestResponse)(nil),             // 35: callstate.lkwire.RequestResponse
+	(*RoomMovedResponse)(nil),           // 36: callstate.lkwire.RoomMovedResponse
+	(*UpdateSubscription)(nil),          // 37: callstate.lkwire.UpdateSubscription
+	(*SyncState)(nil),                   // 38: callstate.lkwire.SyncState
+	(*DataChannelReceiveState)(nil),     // 39: callstate.lkwire.DataChannelReceiveState
+	(*DataChannelInfo)(nil),             // 40: callstate.lkwire.DataChannelInfo
+	(*ConnectionSettings)(nil),          // 41: callstate.lkwire.ConnectionSettings
+	(*JoinRequest)(nil),                 // 42: callstate.lkwire.JoinRequest
+	(*WrappedJoinRequest)(nil),          // 43: callstate.lkwire.WrappedJoinRequest
+	(*TimedVersion)(nil),                // 44: callstate.lkwire.TimedVersion
+	(*Room)(nil),                        // 45: callstate.lkwire.Room
+	(*ParticipantPermission)(nil),       // 46: callstate.lkwire.ParticipantPermission
+	(*ParticipantInfo)(nil),             // 47: callstate.lkwire.ParticipantInfo
+	(*TrackInfo)(nil),                   // 48: callstate.lkwire.TrackInfo
+	(*ServerInfo)(nil),                  // 49: callstate.lkwire.ServerInfo
+	(*ClientInfo)(nil),                  // 50: callstate.lkwire.ClientInfo
+	(*DataPacket)(nil),                  // 51: callstate.lkwire.DataPacket
+	(*UserPacket)(nil),                  // 52: callstate.lkwire.UserPacket
+	(*RpcRequest)(nil),                  // 53: callstate.lkwire.RpcRequest
+	(*RpcAck)(nil),                      // 54: callstate.lkwire.RpcAck
+	(*RpcResponse)(nil),                 // 55: callstate.lkwire.RpcResponse
+	(*RpcError)(nil),                    // 56: callstate.lkwire.RpcError
+	(*DataStream)(nil),                  // 57: callstate.lkwire.DataStream
+	(*CreateRoomRequest)(nil),           // 58: callstate.lkwire.CreateRoomRequest
+	(*ListRoomsRequest)(nil),            // 59: callstate.lkwire.ListRoomsRequest
+	(*ListRoomsResponse)(nil),           // 60: callstate.lkwire.ListRoomsResponse
+	(*DeleteRoomRequest)(nil),           // 61: callstate.lkwire.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),          // 62: callstate.lkwire.DeleteRoomResponse
+	(*ListParticipantsRequest)(nil),     // 63: callstate.lkwire.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 64: callstate.lkwire.ListParticipantsResponse
+	(*RoomParticipantIdentity)(nil),     // 65: callstate.lkwire.RoomParticipantIdentity
+	(*RemoveParticipantResponse)(nil),   // 66: callstate.lkwire.RemoveParticipantResponse
+	(*UpdateParticipantRequest)(nil),    // 67: callstate.lkwire.UpdateParticipantRequest
+	(*SendDataRequest)(nil),             // 68: callstate.lkwire.SendDataRequest
+	(*SendDataResponse)(nil),            // 69: callstate.lkwire.SendDataResponse
+	(*UpdateRoomMetadataRequest)(nil),   // 70: callstate.lkwire.UpdateRoomMetadataRequest
+	(*MuteRoomTrackRequest)(nil),        // 71: callstate.lkwire.MuteRoomTrackRequest
+	(*MuteRoomTrackResponse)(nil),       // 72: callstate.lkwire.MuteRoomTrackResponse
+	(*ParticipantTracks)(nil),           // 73: callstate.lkwire.ParticipantTracks
+	(*UpdateSubscriptionsRequest)(nil),  // 74: callstate.lkwire.UpdateSubscriptionsRequest
+	(*UpdateSubscriptionsResponse)(nil), // 75: callstate.lkwire.UpdateSubscriptionsResponse
+	(*ForwardParticipantRequest)(nil),   // 76: callstate.lkwire.ForwardParticipantRequest
+	(*ForwardParticipantResponse)(nil),  // 77: callstate.lkwire.ForwardParticipantResponse
+	(*MoveParticipantRequest)(nil),      // 78: callstate.lkwire.MoveParticipantRequest
+	(*MoveParticipantResponse)(nil),     // 79: callstate.lkwire.MoveParticipantResponse
+	(*PerformRpcRequest)(nil),           // 80: callstate.lkwire.PerformRpcRequest
+	(*PerformRpcResponse)(nil),          // 81: callstate.lkwire.PerformRpcResponse
+	(*RoomConfiguration)(nil),           // 82: callstate.lkwire.RoomConfiguration
+	(*RoomAgentDispatch)(nil),           // 83: callstate.lkwire.RoomAgentDispatch
+	(*WebhookEvent)(nil),                // 84: callstate.lkwire.WebhookEvent
+	(*EgressInfo)(nil),                  // 85: callstate.lkwire.EgressInfo
+	(*IngressState)(nil),                // 86: callstate.lkwire.IngressState
+	(*IngressInfo)(nil),                 // 87: callstate.lkwire.IngressInfo
+	(*SpeakersChanged)(nil),             // 88: callstate.lkwire.SpeakersChanged
+	(*SpeakerInfo)(nil),                 // 89: callstate.lkwire.SpeakerInfo
+	(*ConnectionQualityInfo)(nil),       // 90: callstate.lkwire.ConnectionQualityInfo
+	(*ConnectionQualityUpdate)(nil),     // 91: callstate.lkwire.ConnectionQualityUpdate
+	nil,                                 // 92: callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	nil,                                 // 93: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	nil,                                 // 94: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	nil,                                 // 95: callstate.lkwire.ParticipantInfo.AttributesEntry
+	(*DataStream_TextHeader)(nil),       // 96: callstate.lkwire.DataStream.TextHeader
+	(*DataStream_ByteHeader)(nil),       // 97: callstate.lkwire.DataStream.ByteHeader
+	(*DataStream_Header)(nil),           // 98: callstate.lkwire.DataStream.Header
+	(*DataStream_Chunk)(nil),            // 99: callstate.lkwire.DataStream.Chunk
+	(*DataStream_Trailer)(nil),          // 100: callstate.lkwire.DataStream.Trailer
+	nil,                                 // 101: callstate.lkwire.DataStream.Header.AttributesEntry
+	nil,                                 // 102: callstate.lkwire.DataStream.Trailer.AttributesEntry
+	nil,                                 // 103: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	nil,                                 // 104: callstate.lkwire.RoomConfiguration.TagsEntry
+	nil,                                 // 105: callstate.lkwire.RoomAgentDispatch.AttributesEntry
 }
 var file_livekit_proto_depIdxs = []int32{
-	22,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
-	22,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
-	23,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
-	30,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
-	37,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	31,  // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	32,  // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
-	25,  // 7: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
-	22,  // 8: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
-	22,  // 9: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
-	23,  // 10: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	28,  // 11: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
-	30,  // 12: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
-	29,  // 13: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
-	26,  // 14: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
-	33,  // 15: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
-	34,  // 16: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
-	35,  // 17: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
-	87,  // 18: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	0,   // 19: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
-	44,  // 20: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
-	46,  // 21: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	46,  // 22: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	24,  // 23: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	27,  // 24: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	48,  // 25: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	24,  // 26: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	27,  // 27: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	48,  // 28: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	1,   // 29: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
-	1,   // 30: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
-	46,  // 31: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
-	44,  // 32: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
-	4,   // 33: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
-	8,   // 34: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
-	88,  // 35: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	9,   // 36: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
-	23,  // 37: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	31,  // 38: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	44,  // 39: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
-	46,  // 40: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	46,  // 41: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	22,  // 42: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
-	36,  // 43: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
-	39,  // 44: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
-	22,  // 45: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
-	38,  // 46: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
-	0,   // 47: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
-	49,  // 48: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
-	40,  // 49: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
-	89,  // 50: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	22,  // 51: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
-	5,   // 52: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
-	37,  // 53: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	10,  // 54: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
-	43,  // 55: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
-	3,   // 56: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
-	11,  // 57: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
-	45,  // 58: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
-	12,  // 59: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
-	90,  // 60: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
-	4,   // 61: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
-	47,  // 62: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
-	13,  // 63: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
-	2,   // 64: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
-	3,   // 65: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
-	14,  // 66: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
-	15,  // 67: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
-	16,  // 68: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	51,  // 69: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
-	93,  // 70: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
-	94,  // 71: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
-	95,  // 72: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
-	52,  // 73: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
-	53,  // 74: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
-	54,  // 75: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
-	55,  // 76: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
-	44,  // 77: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
-	46,  // 78: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
-	45,  // 79: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
-	98,  // 80: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	16,  // 81: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	47,  // 82: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
-	72,  // 83: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
-	82,  // 84: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
-	99,  // 85: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
-	100, // 86: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
-	44,  // 87: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
-	46,  // 88: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
-	84,  // 89: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
-	86,  // 90: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
-	47,  // 91: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
-	6,   // 92: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
-	19,  // 93: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
-	47,  // 94: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
-	7,   // 95: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
-	85,  // 96: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
-	17,  // 97: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
-	96,  // 98: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
-	91,  // 99: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
-	92,  // 100: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
-	18,  // 101: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
-	97,  // 102: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
-	57,  // 103: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
-	58,  // 104: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
-	60,  // 105: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
-	62,  // 106: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
-	64,  // 107: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	64,  // 108: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	66,  // 109: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
-	67,  // 110: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
-	69,  // 111: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
-	70,  // 112: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
-	73,  // 113: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
-	75,  // 114: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
-	77,  // 115: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
-	79,  // 116: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
-	44,  // 117: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
-	59,  // 118: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
-	61,  // 119: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
-	63,  // 120: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
-	46,  // 121: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	65,  // 122: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
-	46,  // 123: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	68,  // 124: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
-	44,  // 125: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
-	71,  // 126: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
-	74,  // 127: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
-	76,  // 128: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
-	78,  // 129: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
-	80,  // 130: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
-	117, // [117:131] is the sub-list for method output_type
-	103, // [103:117] is the sub-list for method input_type
-	103, // [103:103] is the sub-list for extension type_name
-	103, // [103:103] is the sub-list for extension extendee
-	0,   // [0:103] is the sub-list for field type_name
+	23,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
+	23,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
+	24,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
+	31,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
+	38,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	32,  // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	33,  // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
+	26,  // 7: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
+	23,  // 8: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
+	23,  // 9: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
+	24,  // 10: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	29,  // 11: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
+	31,  // 12: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
+	88,  // 13: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
+	30,  // 14: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
+	91,  // 15: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
+	27,  // 16: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
+	34,  // 17: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
+	35,  // 18: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
+	36,  // 19: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
+	92,  // 20: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	0,   // 21: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
+	45,  // 22: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
+	47,  // 23: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	47,  // 24: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	25,  // 25: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	28,  // 26: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	49,  // 27: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	25,  // 28: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	28,  // 29: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	49,  // 30: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	1,   // 31: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
+	1,   // 32: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
+	47,  // 33: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
+	45,  // 34: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
+	4,   // 35: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
+	9,   // 36: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
+	93,  // 37: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	10,  // 38: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
+	24,  // 39: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	32,  // 40: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	45,  // 41: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
+	47,  // 42: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	47,  // 43: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	23,  // 44: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
+	37,  // 45: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
+	40,  // 46: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
+	23,  // 47: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
+	39,  // 48: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
+	0,   // 49: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
+	50,  // 50: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
+	41,  // 51: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
+	94,  // 52: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	23,  // 53: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
+	5,   // 54: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
+	38,  // 55: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	11,  // 56: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
+	44,  // 57: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
+	3,   // 58: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
+	12,  // 59: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
+	46,  // 60: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
+	13,  // 61: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
+	95,  // 62: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
+	4,   // 63: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
+	48,  // 64: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
+	14,  // 65: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
+	2,   // 66: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
+	3,   // 67: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
+	15,  // 68: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
+	16,  // 69: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
+	17,  // 70: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	52,  // 71: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
+	98,  // 72: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
+	99,  // 73: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
+	100, // 74: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
+	53,  // 75: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
+	54,  // 76: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
+	55,  // 77: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
+	56,  // 78: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
+	45,  // 79: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
+	47,  // 80: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
+	46,  // 81: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
+	103, // 82: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	17,  // 83: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	48,  // 84: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
+	73,  // 85: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
+	83,  // 86: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
+	104, // 87: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
+	105, // 88: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	45,  // 89: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
+	47,  // 90: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
+	85,  // 91: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
+	87,  // 92: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
+	48,  // 93: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
+	6,   // 94: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
+	20,  // 95: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
+	48,  // 96: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
+	7,   // 97: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
+	86,  // 98: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
+	89,  // 99: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
+	8,   // 100: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
+	90,  // 101: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
+	18,  // 102: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
+	101, // 103: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
+	96,  // 104: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
+	97,  // 105: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
+	19,  // 106: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
+	102, // 107: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
+	58,  // 108: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
+	59,  // 109: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
+	61,  // 110: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
+	63,  // 111: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
+	65,  // 112: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	65,  // 113: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	67,  // 114: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
+	68,  // 115: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
+	70,  // 116: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
+	71,  // 117: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
+	74,  // 118: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
+	76,  // 119: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
+	78,  // 120: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
+	80,  // 121: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
+	45,  // 122: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
+	60,  // 123: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
+	62,  // 124: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
+	64,  // 125: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
+	47,  // 126: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	66,  // 127: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
+	47,  // 128: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	69,  // 129: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
+	45,  // 130: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
+	72,  // 131: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
+	75,  // 132: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
+	77,  // 133: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
+	79,  // 134: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
+	81,  // 135: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
+	122, // [122:136] is the sub-list for method output_type
+	108, // [108:122] is the sub-list for method input_type
+	108, // [108:108] is the sub-list for extension type_name
+	108, // [108:108] is the sub-list for extension extendee
+	0,   // [0:108] is the sub-list for field type_name
 }
 
 func init() { file_livekit_proto_init() }
@@ -7682,7 +8005,9 @@ func file_livekit_proto_init() {
 		(*SignalResponse_Trickle)(nil),
 		(*SignalResponse_Update)(nil),
 		(*SignalResponse_Leave)(nil),
+		(*SignalResponse_SpeakersChanged)(nil),
 		(*SignalResponse_RoomUpdate)(nil),
+		(*SignalResponse_ConnectionQuality)(nil),
 		(*SignalResponse_RefreshToken)(nil),
 		(*SignalResponse_Pong)(nil),
 		(*SignalResponse_Reconnect)(nil),
@@ -7710,7 +8035,7 @@ func file_livekit_proto_init() {
 		(*RpcResponse_Error)(nil),
 	}
 	file_livekit_proto_msgTypes[47].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[73].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[77].OneofWrappers = []any{
 		(*DataStream_Header_TextHeader)(nil),
 		(*DataStream_Header_ByteHeader)(nil),
 	}
@@ -7719,8 +8044,8 @@ func file_livekit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livekit_proto_rawDesc), len(file_livekit_proto_rawDesc)),
-			NumEnums:      20,
-			NumMessages:   81,
+			NumEnums:      21,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
