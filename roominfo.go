@@ -15,6 +15,9 @@ type RoomInfo struct {
 	// Metadata is the room's metadata (the raw form of the session data).
 	Metadata string
 	// NumParticipants is the number of participants, as last reported.
+	// livekit-server reports counts in the room updates it sends (for a
+	// metadata change, a recording starting or stopping), not in the join
+	// response, where they are 0.
 	NumParticipants int
 	// NumPublishers is the number of participants that publish, as last
 	// reported.
