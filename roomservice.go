@@ -212,6 +212,11 @@ type CreateRoomOptions struct {
 	// Metadata is the room's initial metadata (session data is its JSON
 	// object view).
 	Metadata string
+	// NodeID, on a LiveKit cluster, is the id of the node to host the
+	// room, instead of the one LiveKit would select; the room stays there
+	// while that node is alive. Empty lets LiveKit choose (the usual
+	// case: LiveKit documents it as an override for debugging).
+	NodeID string
 }
 
 // ParticipantUpdate describes changes to a participant. Nil fields are left
@@ -255,6 +260,7 @@ func (s *RoomService) CreateRoom(ctx context.Context, o CreateRoomOptions) (Room
 		DepartureTimeout: departure,
 		MaxParticipants:  uint32(o.MaxParticipants),
 		Metadata:         o.Metadata,
+		NodeId:           o.NodeID,
 	}
 	var resp lkpb.Room
 	if err := s.call(ctx, method, Grants{RoomCreate: true}, req, &resp); err != nil {

@@ -30,10 +30,10 @@ type Proxy struct {
 // must be reached over plain HTTP (a local server is). The caller must
 // Close it.
 func (s *Server) StartProxy() (*Proxy, error) {
-	if !strings.HasPrefix(s.HTTPURL(), "http://") {
-		return nil, fmt.Errorf("calltest: a proxy needs a server reached over plain HTTP, not %s", s.HTTPURL())
+	target, err := proxyTarget(s)
+	if err != nil {
+		return nil, err
 	}
-	target := strings.TrimPrefix(s.HTTPURL(), "http://")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("calltest: starting a proxy: %w", err)
@@ -43,6 +43,28 @@ func (s *Server) StartProxy() (*Proxy, error) {
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
+}
+
+func proxyTarget(s *Server) (string, error) {
+	if !strings.HasPrefix(s.HTTPURL(), "http://") {
+		return "", fmt.Errorf("calltest: a proxy needs a server reached over plain HTTP, not %s", s.HTTPURL())
+	}
+	return strings.TrimPrefix(s.HTTPURL(), "http://"), nil
+}
+
+// SetTarget makes the proxy relay its new connections to s instead, as a
+// load balancer in front of a cluster (see Cluster) moves to another node
+// when one fails; current connections are left alone. s must be reached
+// over plain HTTP.
+func (p *Proxy) SetTarget(s *Server) error {
+	target, err := proxyTarget(s)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+	return nil
 }
 
 // URL returns the WebSocket URL of the server through the proxy; join with
@@ -99,8 +121,9 @@ func (p *Proxy) accept() {
 			c.Close()
 			continue
 		}
+		target := p.target
 		p.mu.Unlock()
-		up, err := net.Dial("tcp", p.target)
+		up, err := net.Dial("tcp", target)
 		if err != nil {
 			c.Close()
 			continue

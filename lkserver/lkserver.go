@@ -56,6 +56,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,6 +119,12 @@ type Options struct {
 	// WebhookURLs are the URLs the server posts its webhooks to, signed
 	// with APIKey.
 	WebhookURLs []string
+
+	// Redis is the host:port of a Redis server. When set, the server is a
+	// node of the LiveKit cluster of every server started with the same
+	// Redis (and the same key and secret): rooms live on one node, and
+	// participants connect through any node (see StartCluster).
+	Redis string
 }
 
 // Server is a LiveKit server: a local livekit-server process started by
@@ -134,6 +141,7 @@ type Server struct {
 	dir     string
 	logFile *os.File
 	proc    *process
+	nodeID  string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -167,7 +175,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 	}
 	var lastErr error
 	for range startAttempts {
-		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput, o.Port, o.WebhookURLs)
+		s, retry, err := startOnce(ctx, bin, key, secret, grace, o.LogOutput, o.Port, o.WebhookURLs, o.Redis)
 		if err == nil {
 			return s, nil
 		}
@@ -218,7 +226,7 @@ func serverURLs(u string) (wsURL, httpURL string, err error) {
 
 // startOnce makes one attempt at starting the server on fresh ports. retry
 // reports whether a failure may be a port collision worth another attempt.
-func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer, fixedPort int, webhooks []string) (s *Server, retry bool, err error) {
+func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration, logOut io.Writer, fixedPort int, webhooks []string, redis string) (s *Server, retry bool, err error) {
 	httpPort := fixedPort
 	if httpPort == 0 {
 		if httpPort, err = pickPort("tcp"); err != nil {
@@ -248,7 +256,7 @@ func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration
 		}
 	}()
 	cfgPath := filepath.Join(dir, "livekit.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configYAML(httpPort, udpPort, stunPort, key, secret)+webhookYAML(key, webhooks)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(configYAML(httpPort, udpPort, stunPort, key, secret)+webhookYAML(key, webhooks)+redisYAML(redis)), 0o600); err != nil {
 		return nil, false, fmt.Errorf("lkserver: %w", err)
 	}
 	logFile, err := os.Create(filepath.Join(dir, "server.log"))
@@ -304,7 +312,25 @@ func startOnce(ctx context.Context, bin, key, secret string, grace time.Duration
 		return nil, collided && ctx.Err() == nil,
 			fmt.Errorf("lkserver: livekit-server (%s) did not start on %s: %w%s", bin, host, err, tail)
 	}
+	// The server logs its node id before it listens, so the line is there
+	// once it answers.
+	s.nodeID = nodeIDFromLog(filepath.Join(dir, "server.log"))
 	return s, false, nil
+}
+
+var nodeIDPattern = regexp.MustCompile(`"nodeID": "([A-Za-z0-9_]+)"`)
+
+// nodeIDFromLog finds the node id in the server's "starting LiveKit
+// server" log line; "" when it is not there.
+func nodeIDFromLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if m := nodeIDPattern.FindSubmatch(b); m != nil {
+		return string(m[1])
+	}
+	return ""
 }
 
 var errForeignServer = errors.New("another server answers on the port")
@@ -410,6 +436,16 @@ func webhookYAML(key string, urls []string) string {
 	return s
 }
 
+// redisYAML is the configuration of the server's Redis; empty without
+// one.
+func redisYAML(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	b, _ := json.Marshal(addr)
+	return "redis:\n  address: " + string(b) + "\n"
+}
+
 // serverEnv is the environment of the server process: ours, without the
 // variables livekit-server would read over its configuration file (among
 // them LIVEKIT_URL and the API key variables, which a developer's shell
@@ -502,6 +538,11 @@ func (s *Server) PID() int {
 	return s.cmd.Process.Pid
 }
 
+// NodeID returns the LiveKit node id of the server started by Start (the
+// id that LiveKit's cluster uses, "ND_" followed by random characters), or
+// "" for an existing server described by Connect.
+func (s *Server) NodeID() string { return s.nodeID }
+
 // DefaultGrants returns the grants of the tokens that Server.Token mints:
 // join room, publish and subscribe (the server defaults), send data, update
 // one's own metadata, administer room, so that the participant can also
@@ -555,12 +596,38 @@ func (s *Server) Close() error {
 	}
 	s.closeOnce.Do(func() {
 		s.stopProcess()
-		if err := s.logFile.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-			s.closeErr = fmt.Errorf("lkserver: %w", err)
+		s.finishClose()
+	})
+	return s.closeErr
+}
+
+// finishClose closes the log and removes the server's files, once the
+// process is gone.
+func (s *Server) finishClose() {
+	if err := s.logFile.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		s.closeErr = fmt.Errorf("lkserver: %w", err)
+	}
+	if err := os.RemoveAll(s.dir); err != nil && s.closeErr == nil {
+		s.closeErr = fmt.Errorf("lkserver: removing the server's files: %w", err)
+	}
+}
+
+// Kill ends a server started by Start at once, with SIGKILL, as a crash or
+// the loss of its machine would: it neither drains nor tells its
+// participants or the cluster that it leaves. It then reaps the process
+// and removes its files. Kill and Close are idempotent, and whichever comes
+// first decides how the server ends; Kill does nothing for a server
+// described by Connect.
+func (s *Server) Kill() error {
+	if s.external {
+		return nil
+	}
+	s.closeOnce.Do(func() {
+		if !s.proc.exited() {
+			_ = s.cmd.Process.Kill()
 		}
-		if err := os.RemoveAll(s.dir); err != nil && s.closeErr == nil {
-			s.closeErr = fmt.Errorf("lkserver: removing the server's files: %w", err)
-		}
+		s.proc.wait()
+		s.finishClose()
 	})
 	return s.closeErr
 }
