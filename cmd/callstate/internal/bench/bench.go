@@ -1,11 +1,13 @@
 // Package bench measures callstate against a real LiveKit server and prints
 // a report: join time, reliable throughput, large transfers, the lossy
-// packetization engine, session data latency in a large room, and the
-// memory and goroutines each joined participant costs.
+// packetization engine, session data latency in a large room, the memory
+// and goroutines each joined participant costs, and app messages in a room
+// spread over the nodes of a LiveKit cluster.
 //
 // Every measurement but the packetization engine's goes over real WebRTC to
 // a livekit-server on the loopback interface: one that Run starts with
-// package lkserver, or an existing local one named in Config. It is the
+// package lkserver, or an existing local one named in Config. The cluster
+// section starts its own cluster (Redis and two nodes) with lkserver. It is the
 // logic of the "callstate bench" command.
 package bench
 
@@ -56,6 +58,10 @@ const (
 	SectionLossy      = "lossy"
 	SectionSession    = "session"
 	SectionFootprint  = "footprint"
+	// SectionCluster starts its own cluster (Redis and two nodes), even
+	// when Config names a server, and reports itself skipped when there
+	// is no redis-server.
+	SectionCluster = "cluster"
 )
 
 // section is one measurement of the report.
@@ -63,15 +69,18 @@ type section struct {
 	name  string
 	title string
 	run   func(*runner, io.Writer) error
+	// timeout bounds the section; zero means sectionTimeout.
+	timeout time.Duration
 }
 
 var sections = []section{
-	{SectionJoin, "join: time for callstate.Join to return", (*runner).join},
-	{SectionThroughput, "throughput: reliable messages, one sender to one receiver", (*runner).throughput},
-	{SectionTransfer, "transfer: one large reliable payload", (*runner).transfer},
-	{SectionLossy, "lossy: packetization engine, fragment and reassemble (no network)", (*runner).lossy},
-	{SectionSession, "session: session data write visible at every participant", (*runner).session},
-	{SectionFootprint, "footprint: cost of each joined participant in this process", (*runner).footprint},
+	{SectionJoin, "join: time for callstate.Join to return", (*runner).join, 0},
+	{SectionThroughput, "throughput: reliable messages, one sender to one receiver", (*runner).throughput, 0},
+	{SectionTransfer, "transfer: one large reliable payload", (*runner).transfer, 0},
+	{SectionLossy, "lossy: packetization engine, fragment and reassemble (no network)", (*runner).lossy, 0},
+	{SectionSession, "session: session data write visible at every participant", (*runner).session, 0},
+	{SectionFootprint, "footprint: cost of each joined participant in this process", (*runner).footprint, 0},
+	{SectionCluster, "cluster: app messages in a room spread over the nodes of a LiveKit cluster", (*runner).cluster, clusterTimeout},
 }
 
 // Sections returns the names of the report's sections, in order; Config.Only
@@ -127,6 +136,9 @@ func Run(ctx context.Context, out io.Writer, cfg Config) (err error) {
 	if !needsServer(selected) {
 		serverDesc = "none needed"
 	}
+	if slices.ContainsFunc(selected, func(s section) bool { return s.name == SectionCluster }) {
+		serverDesc += "; the cluster section starts its own cluster"
+	}
 
 	mode := "full"
 	if cfg.Quick {
@@ -177,7 +189,7 @@ func selectSections(only []string) ([]section, error) {
 
 // needsServer reports whether any of the sections talks to a server.
 func needsServer(sel []section) bool {
-	return slices.ContainsFunc(sel, func(s section) bool { return s.name != SectionLossy })
+	return slices.ContainsFunc(sel, func(s section) bool { return s.name != SectionLossy && s.name != SectionCluster })
 }
 
 // runner holds what the sections share.
@@ -193,7 +205,11 @@ type runner struct {
 // measurement fails instead of hanging the run.
 func (r *runner) runSection(s section, out io.Writer) error {
 	parent := r.ctx
-	ctx, cancel := context.WithTimeout(parent, sectionTimeout)
+	timeout := s.timeout
+	if timeout == 0 {
+		timeout = sectionTimeout
+	}
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	r.ctx = ctx
 	defer func() { r.ctx = parent }()
