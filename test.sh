@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # The project's test command. It needs only Go, plus Debian's and npm's
-# package registries for the browser interoperability tests: the tests
-# install and start their own LiveKit server (see calltest), and
-# interop/setup.sh installs Chromium and livekit-client. When that setup
-# cannot run here, the browser tests are skipped (with a message) and the
-# rest still runs.
+# package registries for the browser interoperability and cluster tests:
+# the tests install and start their own LiveKit server (see calltest),
+# interop/setup.sh installs Chromium and livekit-client, and
+# calltest/setup-redis.sh installs Redis for the tests of a multi-node
+# cluster. When a setup cannot run here, its tests are skipped (with a
+# message) and the rest still runs.
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "${CALLSTATE_CLUSTER_TESTS:-}" != "0" ]; then
+	if bash calltest/setup-redis.sh; then
+		export CALLSTATE_CLUSTER_TESTS=1
+	else
+		echo "test.sh: Redis setup failed; the cluster tests are skipped" >&2
+		export CALLSTATE_CLUSTER_TESTS=0
+	fi
+fi
 if [ "${CALLSTATE_BROWSER_TESTS:-}" != "0" ]; then
 	if bash interop/setup.sh; then
 		export CALLSTATE_BROWSER_TESTS=1

@@ -82,6 +82,11 @@ func StartRedis(ctx context.Context, opts *RedisOptions) (*Redis, error) {
 	return nil, lastErr
 }
 
+// redisPaths are where findRedis looks after the PATH: Debian installs
+// redis-server in /usr/bin, but a PATH without it is common in minimal
+// environments. Tests replace it.
+var redisPaths = []string{"/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"}
+
 func findRedis(explicit string) (string, error) {
 	if explicit != "" {
 		return checkBinary(explicit, "RedisOptions.Binary")
@@ -92,9 +97,7 @@ func findRedis(explicit string) (string, error) {
 	if p, err := exec.LookPath("redis-server"); err == nil {
 		return p, nil
 	}
-	// Debian installs it in /usr/bin, but a PATH without it is common in
-	// minimal environments.
-	for _, p := range []string{"/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"} {
+	for _, p := range redisPaths {
 		if isExecutable(p) {
 			return p, nil
 		}

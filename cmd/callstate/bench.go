@@ -20,8 +20,9 @@ func newBenchFlags(e *env) (*flag.FlagSet, *benchConfig) {
 	fs := newFlagSet(e, "bench", "[flags]", `
 Bench measures callstate over real WebRTC against a LiveKit server and
 prints the figures: join time, reliable throughput, a large transfer, the
-lossy packetization engine, session data latency at 50 participants, and
-the goroutines and memory each participant costs.
+lossy packetization engine, session data latency at 50 participants, the
+goroutines and memory each participant costs, and app messages in a room of
+100 spread over a two-node LiveKit cluster (which needs redis-server).
 
 Without -url, it starts a local LiveKit server on the loopback interface and
 stops it at the end. It exits 1 if a measurement failed.
