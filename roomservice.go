@@ -3,7 +3,6 @@ package callstate
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/callstate/callstate/internal/lkpb"
@@ -415,14 +415,15 @@ func (s *RoomService) sendData(ctx context.Context, room string, payload []byte,
 	if room == "" {
 		return invalidArg(method, "empty room name")
 	}
-	nonce := make([]byte, 16)
-	_, _ = rand.Read(nonce)
+	// LiveKit's server SDKs send a random UUID as the nonce that lets
+	// receivers drop a packet the server delivered twice.
+	nonce := uuid.New()
 	req := &lkpb.SendDataRequest{
 		Room:                  room,
 		Data:                  payload,
 		Kind:                  lkpb.DataPacket_RELIABLE,
 		DestinationIdentities: o.to,
-		Nonce:                 nonce,
+		Nonce:                 nonce[:],
 	}
 	if o.kind == Lossy {
 		req.Kind = lkpb.DataPacket_LOSSY
@@ -501,11 +502,7 @@ func (s *RoomService) call(ctx context.Context, method string, grants Grants, re
 }
 
 // newRequestID returns a random id for RequestIDHeader.
-func newRequestID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
+func newRequestID() string { return uuid.NewString() }
 
 // attempt makes one HTTP request of a call; retry reports whether the
 // failure leaves the server's decision unknown.

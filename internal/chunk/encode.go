@@ -3,7 +3,6 @@ package chunk
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"maps"
 	"math"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -521,23 +521,7 @@ func utf8Cut(p []byte, n int) int {
 
 // newStreamID returns a random version 4 UUID, the form livekit-client
 // uses for stream ids.
-func newStreamID() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], u[10:])
-	return string(s[:])
-}
+func newStreamID() string { return uuid.NewString() }
 
 // Stats returns the Encoder's counters; the receive fields are zero.
 func (e *Encoder) Stats() Stats {
