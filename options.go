@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/callstate/callstate/internal/redact"
 	"github.com/callstate/callstate/internal/rtc"
+	"github.com/callstate/callstate/internal/serverurl"
 )
 
 // Options in callstate are plain structs, one per kind of call, passed by
@@ -202,19 +202,12 @@ func NewSettingEngine() *webrtc.SettingEngine {
 }
 
 // parseServerURL checks a LiveKit server URL (ws, wss, http or https, with a
-// host); every entry point that takes one uses it.
+// host); every entry point that takes one uses it, through package
+// serverurl, which the command and lkserver share.
 func parseServerURL(serverURL string) (*url.URL, error) {
-	u, err := url.Parse(serverURL)
+	u, err := serverurl.Parse(serverURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: invalid server URL: %v", ErrInvalidArgument, redactURLError(err))
-	}
-	switch u.Scheme {
-	case "ws", "wss", "http", "https":
-	default:
-		return nil, fmt.Errorf("%w: invalid server URL %q: the scheme must be ws, wss, http or https", ErrInvalidArgument, redactURL(u))
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("%w: invalid server URL %q: no host", ErrInvalidArgument, redactURL(u))
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	return u, nil
 }
@@ -223,18 +216,6 @@ func parseServerURL(serverURL string) (*url.URL, error) {
 // a loopback address or "localhost". ICE must then use the loopback
 // interface, which pion leaves out by default.
 func isLoopbackURL(serverURL string) bool {
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return false
-	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	u, err := serverurl.Parse(serverURL)
+	return err == nil && serverurl.IsLoopback(u)
 }
-
-func redactURL(u *url.URL) string { return redact.URL(u) }
-
-func redactURLError(err error) string { return redact.String(err.Error()) }

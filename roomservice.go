@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/callstate/callstate/internal/lkpb"
 	"github.com/callstate/callstate/internal/redact"
+	"github.com/callstate/callstate/internal/serverurl"
 )
 
 // Limits of the server API client.
@@ -176,23 +176,12 @@ func newRoomService(serverURL string, opts []RoomServiceOption) (*RoomService, e
 
 // httpBaseURL converts a server URL to the HTTP base of its API.
 func httpBaseURL(serverURL string) (string, error) {
-	u, err := url.Parse(strings.TrimSpace(serverURL))
+	u, err := parseServerURL(serverURL)
 	if err != nil {
-		return "", fmt.Errorf("%w: server URL %q: %v", ErrInvalidArgument, serverURL, err)
+		return "", err
 	}
-	switch strings.ToLower(u.Scheme) {
-	case "ws", "http":
-		u.Scheme = "http"
-	case "wss", "https":
-		u.Scheme = "https"
-	default:
-		return "", fmt.Errorf("%w: server URL %q: the scheme must be ws, wss, http or https", ErrInvalidArgument, serverURL)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("%w: server URL %q has no host", ErrInvalidArgument, serverURL)
-	}
-	u.RawQuery, u.Fragment, u.User = "", "", nil
-	return strings.TrimRight(u.String(), "/"), nil
+	_, base := serverurl.Bases(u)
+	return base, nil
 }
 
 // CreateRoomOptions describe a room to create.

@@ -63,6 +63,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate"
+	"github.com/callstate/callstate/internal/serverurl"
 )
 
 // Version is the livekit-server release that Start installs when it finds
@@ -209,19 +210,13 @@ func Connect(ctx context.Context, ep Endpoint) (*Server, error) {
 }
 
 // serverURLs derives the WebSocket and HTTP base URLs from either form.
-func serverURLs(u string) (wsURL, httpURL string, err error) {
-	u = strings.TrimRight(u, "/")
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok || rest == "" {
-		return "", "", fmt.Errorf("lkserver: %q is not a ws://, wss://, http:// or https:// URL", u)
+func serverURLs(s string) (wsURL, httpURL string, err error) {
+	u, err := serverurl.Parse(s)
+	if err != nil {
+		return "", "", fmt.Errorf("lkserver: %w", err)
 	}
-	switch strings.ToLower(scheme) {
-	case "ws", "http":
-		return "ws://" + rest, "http://" + rest, nil
-	case "wss", "https":
-		return "wss://" + rest, "https://" + rest, nil
-	}
-	return "", "", fmt.Errorf("lkserver: %q is not a ws://, wss://, http:// or https:// URL", u)
+	wsURL, httpURL = serverurl.Bases(u)
+	return wsURL, httpURL, nil
 }
 
 // startOnce makes one attempt at starting the server on fresh ports. retry
