@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -178,7 +179,10 @@ type Claims struct {
 // Bool returns a pointer to b, for the tri-state grants of Grants.
 func Bool(b bool) *bool { return &b }
 
-// videoGrant is the JSON form of Grants in the "video" claim.
+// videoGrant is the JSON form of Grants in the "video" claim. It has the
+// fields of Grants, in the same order and of the same types, so that the two
+// convert into each other with a type conversion: a grant added to one and
+// not the other is a compile error, not a grant silently dropped.
 type videoGrant struct {
 	Room                 string `json:"room,omitempty"`
 	RoomJoin             bool   `json:"roomJoin,omitempty"`
@@ -191,17 +195,20 @@ type videoGrant struct {
 	CanUpdateOwnMetadata bool   `json:"canUpdateOwnMetadata,omitempty"`
 	Hidden               bool   `json:"hidden,omitempty"`
 
-	RoomRecord            bool     `json:"roomRecord,omitempty"`
-	IngressAdmin          bool     `json:"ingressAdmin,omitempty"`
-	CanPublishSources     []string `json:"canPublishSources,omitempty"`
-	Recorder              bool     `json:"recorder,omitempty"`
-	Agent                 bool     `json:"agent,omitempty"`
-	CanSubscribeMetrics   *bool    `json:"canSubscribeMetrics,omitempty"`
-	CanManageAgentSession *bool    `json:"canManageAgentSession,omitempty"`
-	DestinationRoom       string   `json:"destinationRoom,omitempty"`
+	RoomRecord   bool `json:"roomRecord,omitempty"`
+	IngressAdmin bool `json:"ingressAdmin,omitempty"`
+	// CanPublishSources are written by TrackSource's MarshalText, the
+	// lower-case names LiveKit's tokens use.
+	CanPublishSources     []TrackSource `json:"canPublishSources,omitempty"`
+	Recorder              bool          `json:"recorder,omitempty"`
+	Agent                 bool          `json:"agent,omitempty"`
+	CanSubscribeMetrics   *bool         `json:"canSubscribeMetrics,omitempty"`
+	CanManageAgentSession *bool         `json:"canManageAgentSession,omitempty"`
+	DestinationRoom       string        `json:"destinationRoom,omitempty"`
 }
 
-// sipGrant is the JSON form of SIPGrants in the "sip" claim.
+// sipGrant is the JSON form of SIPGrants in the "sip" claim; like
+// videoGrant, it converts to and from SIPGrants.
 type sipGrant struct {
 	Admin bool `json:"admin,omitempty"`
 	Call  bool `json:"call,omitempty"`
@@ -285,27 +292,7 @@ func NewToken(apiKey, apiSecret string, c Claims) (string, error) {
 		RoomConfig:  roomConfig,
 		RoomPreset:  c.RoomPreset,
 		KindDetails: kindDetailNames(c.KindDetails),
-		Video: &videoGrant{
-			Room:                 g.Room,
-			RoomJoin:             g.RoomJoin,
-			RoomAdmin:            g.RoomAdmin,
-			RoomCreate:           g.RoomCreate,
-			RoomList:             g.RoomList,
-			CanPublish:           g.CanPublish,
-			CanSubscribe:         g.CanSubscribe,
-			CanPublishData:       g.CanPublishData,
-			CanUpdateOwnMetadata: g.CanUpdateOwnMetadata,
-			Hidden:               g.Hidden,
-
-			RoomRecord:            g.RoomRecord,
-			IngressAdmin:          g.IngressAdmin,
-			CanPublishSources:     sourceNames(g.CanPublishSources),
-			Recorder:              g.Recorder,
-			Agent:                 g.Agent,
-			CanSubscribeMetrics:   g.CanSubscribeMetrics,
-			CanManageAgentSession: g.CanManageAgentSession,
-			DestinationRoom:       g.DestinationRoom,
-		},
+		Video:       (*videoGrant)(&g),
 	}
 	// The standard kind is LiveKit's default: it is left out, as LiveKit's
 	// own tokens for standard participants leave it out.
@@ -313,7 +300,7 @@ func NewToken(apiKey, apiSecret string, c Claims) (string, error) {
 		tc.Kind = c.Kind.String()
 	}
 	if c.SIP != nil && (c.SIP.Admin || c.SIP.Call) {
-		tc.SIP = &sipGrant{Admin: c.SIP.Admin, Call: c.SIP.Call}
+		tc.SIP = (*sipGrant)(c.SIP)
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, tc).SignedString([]byte(apiSecret))
 	if err != nil {
@@ -377,7 +364,8 @@ func (tc *tokenClaims) claims() (Claims, error) {
 		}
 	}
 	if tc.SIP != nil {
-		c.SIP = &SIPGrants{Admin: tc.SIP.Admin, Call: tc.SIP.Call}
+		sip := SIPGrants(*tc.SIP)
+		c.SIP = &sip
 	}
 	rc, err := decodeRoomConfig(tc.RoomConfig)
 	if err != nil {
@@ -391,31 +379,12 @@ func (tc *tokenClaims) claims() (Claims, error) {
 		c.ValidFor = tc.ExpiresAt.Sub(tc.NotBefore.Time)
 	}
 	if v := tc.Video; v != nil {
-		c.Grants = Grants{
-			Room:                 v.Room,
-			RoomJoin:             v.RoomJoin,
-			RoomAdmin:            v.RoomAdmin,
-			RoomCreate:           v.RoomCreate,
-			RoomList:             v.RoomList,
-			CanPublish:           v.CanPublish,
-			CanSubscribe:         v.CanSubscribe,
-			CanPublishData:       v.CanPublishData,
-			CanUpdateOwnMetadata: v.CanUpdateOwnMetadata,
-			Hidden:               v.Hidden,
-
-			RoomRecord:            v.RoomRecord,
-			IngressAdmin:          v.IngressAdmin,
-			Recorder:              v.Recorder,
-			Agent:                 v.Agent,
-			CanSubscribeMetrics:   v.CanSubscribeMetrics,
-			CanManageAgentSession: v.CanManageAgentSession,
-			DestinationRoom:       v.DestinationRoom,
-		}
-		for _, name := range v.CanPublishSources {
-			// Unknown sources are dropped, as LiveKit's server drops them.
-			if s, ok := parseTrackSource(name); ok {
-				c.Grants.CanPublishSources = append(c.Grants.CanPublishSources, s)
-			}
+		c.Grants = Grants(*v)
+		// Unknown sources read as SourceUnknown and are dropped, as
+		// LiveKit's server drops them.
+		c.Grants.CanPublishSources = slices.DeleteFunc(c.Grants.CanPublishSources, func(s TrackSource) bool { return s == SourceUnknown })
+		if len(c.Grants.CanPublishSources) == 0 {
+			c.Grants.CanPublishSources = nil
 		}
 	}
 	return c, nil
@@ -430,17 +399,6 @@ func knownKind(k ParticipantKind) bool {
 // unknown kind for the standard one.
 func parseKind(s string) ParticipantKind {
 	return ParticipantKind(lkpb.ParticipantInfo_Kind_value[strings.ToUpper(s)])
-}
-
-func sourceNames(ss []TrackSource) []string {
-	if len(ss) == 0 {
-		return nil
-	}
-	names := make([]string, len(ss))
-	for i, s := range ss {
-		names[i] = s.String()
-	}
-	return names
 }
 
 func kindDetailNames(ds []ParticipantKindDetail) []string {

@@ -1,6 +1,7 @@
 package callstate
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -188,4 +189,22 @@ func TestParseTokenTolerance(t *testing.T) {
 	c, err = ParseToken(signRaw(t, `{"iss":"k",`+times+`,"identity":"only-here"}`, testSecret), testSecret)
 	require.NoError(t, err)
 	assert.Equal(t, "only-here", c.Identity)
+}
+
+// TestTrackSourceText checks the text form that the canPublishSources
+// grant is written and read with.
+func TestTrackSourceText(t *testing.T) {
+	t.Parallel()
+	for _, s := range []TrackSource{SourceUnknown, SourceCamera, SourceMicrophone, SourceScreenShare, SourceScreenShareAudio} {
+		b, err := s.MarshalText()
+		require.NoError(t, err)
+		var back TrackSource = 99
+		require.NoError(t, back.UnmarshalText(bytes.ToUpper(b)))
+		assert.Equal(t, s, back)
+	}
+	_, err := TrackSource(17).MarshalText()
+	assert.ErrorIs(t, err, ErrInvalidArgument)
+	var s TrackSource = SourceCamera
+	require.NoError(t, s.UnmarshalText([]byte("hologram")))
+	assert.Equal(t, SourceUnknown, s)
 }

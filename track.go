@@ -30,6 +30,23 @@ func (s TrackSource) String() string {
 	return fmt.Sprintf("source(%d)", int32(s))
 }
 
+// MarshalText returns the source's name in lower case, as tokens spell it
+// ("camera"); a source this version does not know is an error.
+func (s TrackSource) MarshalText() ([]byte, error) {
+	if _, ok := lkpb.TrackSource_name[int32(s)]; !ok {
+		return nil, fmt.Errorf("%w: unknown track source %d", ErrInvalidArgument, int32(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText reads a source's name in any case. A name this version does
+// not know reads as SourceUnknown rather than failing, as LiveKit's server
+// ignores sources it does not know in a token.
+func (s *TrackSource) UnmarshalText(b []byte) error {
+	*s, _ = parseTrackSource(string(b))
+	return nil
+}
+
 // parseTrackSource is the inverse of String; ok is false for a name LiveKit
 // does not know.
 func parseTrackSource(s string) (TrackSource, bool) {
