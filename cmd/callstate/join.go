@@ -146,7 +146,7 @@ func newLineWriter(w io.Writer) *lineWriter {
 
 // write writes one line and flushes it. After a write error (standard
 // output closed), it writes nothing more.
-func (lw *lineWriter) write(l line) {
+func (lw *lineWriter) write(l any) {
 	if lw.err != nil {
 		return
 	}
@@ -175,7 +175,7 @@ type input struct {
 // every command's answer in the order they happen, until the room ends.
 func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int {
 	st, sub := p.room.SubscribeWithSnapshot(&callstate.SubscribeOptions{MaxEvents: buffer})
-	p.out.write(line{Type: "joined", Time: time.Now().UTC(), State: stateLine(st)})
+	p.out.write(line{Type: "joined", Time: time.Now().UTC(), State: &st})
 
 	// The reader feeds the executor, which runs commands one at a time in
 	// their order and hands their answers to this goroutine.
@@ -417,7 +417,8 @@ func (p *participant) execute(ctx context.Context, text []byte) (line, bool) {
 	switch c.Cmd {
 	case "state":
 		l := resultLine(id)
-		l.State = stateLine(p.room.Snapshot())
+		st := p.room.Snapshot()
+		l.State = &st
 		return l, false
 	case "leave":
 		return resultLine(id), true

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -219,20 +218,28 @@ func TestJoinCommand(t *testing.T) {
 		assert.Equal(t, map[string]any{"role": "host"}, others[0].(map[string]any)["user_data"])
 		alice.await("participant_joined", func(m map[string]any) bool { return identityOf(m) == "bob" })
 
-		// Data, reliable, with a topic; the payload is not UTF-8.
+		// Data, reliable, with a topic. The payload is in one field:
+		// text for UTF-8, json for compact JSON, payload (base64)
+		// otherwise.
 		alice.ok(1, `{"id":1,"cmd":"publish","text":"hello <bob>","topic":"chat"}`)
 		d := bob.await("data", nil)
 		assert.Equal(t, "alice", d["from"])
 		assert.Equal(t, "chat", d["topic"])
 		assert.Equal(t, "reliable", d["kind"])
 		assert.Equal(t, "hello <bob>", d["text"])
-		assert.Equal(t, base64.StdEncoding.EncodeToString([]byte("hello <bob>")), d["payload"])
+		assert.Equal(t, float64(len("hello <bob>")), d["size"])
+		assert.NotContains(t, d, "payload", "UTF-8 text")
+		alice.ok("1j", `{"id":"1j","cmd":"publish","text":"{\"n\":[1,2]}"}`)
+		d = bob.await("data", nil)
+		assert.Equal(t, map[string]any{"n": []any{1.0, 2.0}}, d["json"])
+		assert.NotContains(t, d, "text", "compact JSON")
 
 		bob.ok("b1", `{"id":"b1","cmd":"publish","payload":"/wAB","to":["alice"]}`)
 		d = alice.await("data", nil)
 		assert.Equal(t, "bob", d["from"])
 		assert.Equal(t, "/wAB", d["payload"])
 		assert.NotContains(t, d, "text", "not UTF-8")
+		assert.NotContains(t, d, "json", "not UTF-8")
 		assert.Equal(t, "", d["topic"])
 
 		// App message, addressed, JSON inline.

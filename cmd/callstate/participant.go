@@ -33,7 +33,7 @@ func runParticipant(ctx context.Context, args []string, e *env) int {
 func printParticipants(e *env, a *apiFlags, ps []callstate.Participant) {
 	if !a.wantTable(e.stdout) {
 		for _, p := range ps {
-			writeJSON(e.stdout, participantLine(p))
+			writeJSON(e.stdout, p)
 		}
 		return
 	}

@@ -9,26 +9,6 @@ import (
 	"github.com/callstate/callstate"
 )
 
-// roomInfoJSON is a room in the output of the room commands.
-type roomInfoJSON struct {
-	Name             string    `json:"name"`
-	SID              string    `json:"sid"`
-	Metadata         string    `json:"metadata"`
-	NumParticipants  int       `json:"num_participants"`
-	MaxParticipants  int       `json:"max_participants"`
-	CreatedAt        time.Time `json:"created_at"`
-	EmptyTimeout     float64   `json:"empty_timeout_s"`
-	DepartureTimeout float64   `json:"departure_timeout_s"`
-}
-
-func roomInfoLine(r callstate.RoomInfo) roomInfoJSON {
-	return roomInfoJSON{
-		Name: r.Name, SID: r.SID, Metadata: r.Metadata,
-		NumParticipants: r.NumParticipants, MaxParticipants: r.MaxParticipants, CreatedAt: r.CreatedAt,
-		EmptyTimeout: r.EmptyTimeout.Seconds(), DepartureTimeout: r.DepartureTimeout.Seconds(),
-	}
-}
-
 var roomVerbs = []subcommand{
 	{"list", "[room...]", "list the active rooms (or the named ones)", runRoomList},
 	{"create", "<room>", "create a room, or show the existing one", runRoomCreate},
@@ -52,7 +32,7 @@ func runRoom(ctx context.Context, args []string, e *env) int {
 func printRooms(e *env, a *apiFlags, rooms []callstate.RoomInfo) {
 	if !a.wantTable(e.stdout) {
 		for _, r := range rooms {
-			writeJSON(e.stdout, roomInfoLine(r))
+			writeJSON(e.stdout, r)
 		}
 		return
 	}

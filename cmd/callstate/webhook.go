@@ -29,14 +29,14 @@ func runWebhook(ctx context.Context, args []string, e *env) int {
 
 // The JSON line of a webhook event.
 type webhookJSON struct {
-	ID          string           `json:"id"`
-	Event       string           `json:"event"`
-	CreatedAt   time.Time        `json:"created_at"`
-	Room        *roomInfoJSON    `json:"room,omitempty"`
-	Participant *participantJSON `json:"participant,omitempty"`
-	Track       *trackJSON       `json:"track,omitempty"`
-	Egress      *egressJSON      `json:"egress,omitempty"`
-	Ingress     *ingressJSON     `json:"ingress,omitempty"`
+	ID          string                 `json:"id"`
+	Event       string                 `json:"event"`
+	CreatedAt   time.Time              `json:"created_at"`
+	Room        *callstate.RoomInfo    `json:"room,omitempty"`
+	Participant *callstate.Participant `json:"participant,omitempty"`
+	Track       *trackJSON             `json:"track,omitempty"`
+	Egress      *egressJSON            `json:"egress,omitempty"`
+	Ingress     *ingressJSON           `json:"ingress,omitempty"`
 }
 
 type trackJSON struct {
@@ -82,14 +82,7 @@ func trackLine(t *callstate.TrackInfo) *trackJSON {
 
 func webhookLine(ev callstate.WebhookEvent) webhookJSON {
 	l := webhookJSON{ID: ev.ID, Event: string(ev.Type), CreatedAt: ev.CreatedAt}
-	if ev.Room != nil {
-		r := roomInfoLine(*ev.Room)
-		l.Room = &r
-	}
-	if ev.Participant != nil {
-		p := participantLine(*ev.Participant)
-		l.Participant = &p
-	}
+	l.Room, l.Participant = ev.Room, ev.Participant
 	if ev.Track != nil {
 		l.Track = trackLine(ev.Track)
 	}
