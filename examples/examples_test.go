@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/callstate/callstate"
 	"github.com/callstate/callstate/calltest"
 )
 
@@ -104,12 +105,17 @@ func TestExamples(t *testing.T) {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			var rec struct {
-				T    time.Time `json:"t"`
+				Time time.Time `json:"time"`
 				Type string    `json:"type"`
 			}
 			require.NoError(t, json.Unmarshal(sc.Bytes(), &rec), sc.Text())
-			assert.False(t, rec.T.IsZero(), "timestamped: %s", sc.Text())
+			assert.False(t, rec.Time.IsZero(), "timestamped: %s", sc.Text())
 			types = append(types, rec.Type)
+			if rec.Type != "snapshot" {
+				// Every later line is an event in callstate's encoding.
+				_, err := callstate.UnmarshalEvent(sc.Bytes())
+				assert.NoError(t, err, sc.Text())
+			}
 		}
 		require.NoError(t, sc.Err())
 		require.NotEmpty(t, types)

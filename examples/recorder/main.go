@@ -3,8 +3,10 @@
 // state and every later change and message to a JSON-lines file, one
 // timestamped record per line. The first record is the snapshot returned by
 // SubscribeWithSnapshot, so that the file starts from a consistent state and
-// misses no change after it. It can also print the timeline of a recorded
-// file.
+// misses no change after it; every later line is an event in callstate's
+// JSON encoding (callstate.MarshalEvent, documented in docs/events.md), the
+// one `callstate join` prints. It can also replay a recorded file: it reads
+// the events back with callstate.UnmarshalEvent and prints their timeline.
 //
 // Run it with
 //
@@ -31,123 +33,36 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/callstate/callstate"
 	"github.com/callstate/callstate/calltest"
 )
 
-// Record is one line of a recording.
-type Record struct {
-	Time time.Time `json:"t"`
-	// Type is snapshot, participant_joined, participant_left,
-	// participant_updated, data, app_message, session_data, room_metadata,
-	// events_dropped or disconnected.
-	Type string `json:"type"`
-
-	Participants []ParticipantRecord `json:"participants,omitempty"` // snapshot
-	Participant  *ParticipantRecord  `json:"participant,omitempty"`  // participant_*
-	Changes      []string            `json:"changes,omitempty"`      // participant_updated
-	From         string              `json:"from,omitempty"`         // data, app_message
-	Topic        string              `json:"topic,omitempty"`        // data
-	Kind         string              `json:"kind,omitempty"`         // data
-	Size         int                 `json:"size,omitempty"`         // data
-	Text         string              `json:"text,omitempty"`         // data, when short UTF-8 text
-	Data         json.RawMessage     `json:"data,omitempty"`         // app_message, session_data, snapshot
-	Changed      []string            `json:"changed,omitempty"`      // session_data
-	Metadata     *string             `json:"metadata,omitempty"`     // room_metadata, when not a JSON object
-	Reason       string              `json:"reason,omitempty"`       // participant_left, disconnected
-	Count        uint64              `json:"count,omitempty"`        // events_dropped
-}
-
-// ParticipantRecord is a participant's state in a record.
-type ParticipantRecord struct {
-	Identity   string            `json:"identity"`
-	Name       string            `json:"name,omitempty"`
-	Metadata   string            `json:"metadata,omitempty"`
-	UserData   json.RawMessage   `json:"user_data,omitempty"`
-	Attributes map[string]string `json:"attributes,omitempty"`
-}
-
-func participantRecord(p callstate.Participant) *ParticipantRecord {
-	ud, _ := p.UserData()
-	pr := &ParticipantRecord{Identity: p.Identity, Name: p.Name, Metadata: p.Metadata, UserData: ud}
-	if len(p.Attributes) > 0 {
-		pr.Attributes = p.Attributes
-	}
-	return pr
-}
-
-// record converts an event; ok is false for events not recorded.
-func record(ev callstate.Event) (Record, bool) {
-	r := Record{Time: ev.When().UTC()}
-	switch e := ev.(type) {
-	case callstate.ParticipantJoined:
-		r.Type, r.Participant = "participant_joined", participantRecord(e.Participant)
-	case callstate.ParticipantLeft:
-		r.Type, r.Participant, r.Reason = "participant_left", participantRecord(e.Participant), e.Reason.String()
-	case callstate.ParticipantUpdated:
-		r.Type, r.Participant = "participant_updated", participantRecord(e.Participant)
-		c := e.Changes
-		for _, f := range []struct {
-			name    string
-			changed bool
-		}{{"user_data", c.UserData}, {"metadata", c.Metadata && !c.UserData}, {"name", c.Name}, {"permissions", c.Permissions}} {
-			if f.changed {
-				r.Changes = append(r.Changes, f.name)
-			}
-		}
-		for _, k := range append(append(c.AttributesAdded, c.AttributesChanged...), c.AttributesRemoved...) {
-			r.Changes = append(r.Changes, "attribute "+k)
-		}
-	case callstate.DataReceived:
-		d := e.Data
-		r.Type, r.From, r.Topic, r.Kind, r.Size = "data", d.From, d.Topic, d.Kind.String(), len(d.Payload)
-		if len(d.Payload) <= 256 && isText(d.Payload) {
-			r.Text = string(d.Payload)
-		}
-	case callstate.AppMessage:
-		r.Type, r.From, r.Data = "app_message", e.From, e.Data
-	case callstate.SessionDataUpdated:
-		r.Type, r.Changed = "session_data", e.Changed
-		r.Data, _ = json.Marshal(e.Data)
-	case callstate.RoomMetadataChanged:
-		// Session data records carry the metadata that is a JSON object.
-		var obj map[string]json.RawMessage
-		if json.Unmarshal([]byte(e.Metadata), &obj) == nil && obj != nil {
-			return r, false
-		}
-		r.Type, r.Metadata = "room_metadata", &e.Metadata
-	case callstate.EventsDropped:
-		r.Type, r.Count = "events_dropped", e.Count
-	case callstate.Disconnected:
-		r.Type, r.Reason = "disconnected", e.Reason.String()
-	default:
-		return r, false
-	}
-	return r, true
-}
-
-func isText(b []byte) bool {
-	s := string(b)
-	return strings.ToValidUTF8(s, "\uFFFD") == s && !strings.ContainsAny(s, "\x00\r\n")
+// snapshotRecord is the first line of a recording: the room's state when
+// the recording started. The other lines are events.
+type snapshotRecord struct {
+	Type  string             `json:"type"` // "snapshot"
+	Time  time.Time          `json:"time"`
+	State callstate.Snapshot `json:"state"`
 }
 
 // recordRoom writes the snapshot and then every event to w until ctx is
-// done, the room ends, or stop reports true for a written record.
-func recordRoom(ctx context.Context, room *callstate.Room, w io.Writer, stop func(Record) bool) (int, error) {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
+// done, the room ends, or stop reports true for a written event.
+func recordRoom(ctx context.Context, room *callstate.Room, w io.Writer, stop func(callstate.Event) bool) (int, error) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
 	st, sub := room.SubscribeWithSnapshot(nil)
 	defer sub.Close()
-	snap := Record{Time: time.Now().UTC(), Type: "snapshot"}
-	for _, p := range st.Remote {
-		snap.Participants = append(snap.Participants, *participantRecord(p))
+	snap, err := json.Marshal(snapshotRecord{Type: "snapshot", Time: time.Now().UTC(), State: st})
+	if err != nil {
+		return 0, err
 	}
-	snap.Data, _ = json.Marshal(st.SessionData)
-	if err := enc.Encode(snap); err != nil {
+	if err := writeLine(bw, snap); err != nil {
 		return 0, err
 	}
 	n := 1
@@ -157,15 +72,15 @@ func recordRoom(ctx context.Context, room *callstate.Room, w io.Writer, stop fun
 			if !ok {
 				return n, nil
 			}
-			r, ok := record(ev)
-			if !ok {
-				continue
+			b, err := callstate.MarshalEvent(ev)
+			if err != nil {
+				return n, err
 			}
-			if err := enc.Encode(r); err != nil {
+			if err := writeLine(bw, b); err != nil {
 				return n, err
 			}
 			n++
-			if stop != nil && stop(r) {
+			if stop != nil && stop(ev) {
 				return n, nil
 			}
 		case <-ctx.Done():
@@ -174,48 +89,87 @@ func recordRoom(ctx context.Context, room *callstate.Room, w io.Writer, stop fun
 	}
 }
 
-// printTimeline prints a recording, with times relative to its first
-// record.
+// writeLine writes one record and flushes it, so that a recording cut
+// short by a crash keeps every record written so far.
+func writeLine(w *bufio.Writer, b []byte) error {
+	w.Write(b)
+	w.WriteByte('\n')
+	return w.Flush()
+}
+
+// printTimeline replays a recording: it decodes its records and prints
+// them, with times relative to the first.
 func printTimeline(r io.Reader, w io.Writer) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 64<<20)
 	var start time.Time
 	for line := 1; sc.Scan(); line++ {
-		var rec Record
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+		t, what, err := describeLine(sc.Bytes())
+		if err != nil {
 			return fmt.Errorf("line %d: %w", line, err)
 		}
 		if start.IsZero() {
-			start = rec.Time
+			start = t
 		}
-		fmt.Fprintf(w, "%+8.3fs  %s\n", rec.Time.Sub(start).Seconds(), describe(rec))
+		if what == "" {
+			continue
+		}
+		fmt.Fprintf(w, "%+8.3fs  %s\n", t.Sub(start).Seconds(), what)
 	}
 	return sc.Err()
 }
 
-func describe(r Record) string {
-	who := func() string {
-		if r.Participant == nil {
-			return "?"
-		}
-		return r.Participant.Identity
+// describeLine decodes one record and says what it records.
+func describeLine(b []byte) (time.Time, string, error) {
+	var head struct {
+		Type string `json:"type"`
 	}
-	switch r.Type {
-	case "snapshot":
+	if err := json.Unmarshal(b, &head); err != nil {
+		return time.Time{}, "", err
+	}
+	if head.Type == "snapshot" {
+		var snap snapshotRecord
+		if err := json.Unmarshal(b, &snap); err != nil {
+			return time.Time{}, "", err
+		}
 		var ids []string
-		for _, p := range r.Participants {
+		for _, p := range snap.State.Remote {
 			ids = append(ids, p.Identity)
 		}
-		return fmt.Sprintf("snapshot: %d participants %v, session data %s", len(ids), ids, r.Data)
-	case "participant_joined":
-		return fmt.Sprintf("%s joined", who())
-	case "participant_left":
-		return fmt.Sprintf("%s left (%s)", who(), r.Reason)
-	case "participant_updated":
-		p := r.Participant
-		s := fmt.Sprintf("%s changed %s:", who(), strings.Join(r.Changes, ", "))
-		if len(p.UserData) > 0 {
-			s += fmt.Sprintf(" user data %s", p.UserData)
+		sd, _ := json.Marshal(snap.State.SessionData)
+		return snap.Time, fmt.Sprintf("snapshot: %d participants %v, session data %s", len(ids), ids, sd), nil
+	}
+	ev, err := callstate.UnmarshalEvent(b)
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	return ev.When(), describe(ev), nil
+}
+
+// describe says what an event records; "" for an event not worth a line.
+func describe(ev callstate.Event) string {
+	switch e := ev.(type) {
+	case callstate.ParticipantJoined:
+		return fmt.Sprintf("%s joined", e.Participant.Identity)
+	case callstate.ParticipantLeft:
+		return fmt.Sprintf("%s left (%s)", e.Participant.Identity, e.Reason)
+	case callstate.ParticipantUpdated:
+		p, c := e.Participant, e.Changes
+		var changes []string
+		for _, f := range []struct {
+			name    string
+			changed bool
+		}{{"user_data", c.UserData}, {"metadata", c.Metadata && !c.UserData}, {"name", c.Name}, {"permissions", c.Permissions}} {
+			if f.changed {
+				changes = append(changes, f.name)
+			}
+		}
+		for _, k := range slices.Concat(c.AttributesAdded, c.AttributesChanged, c.AttributesRemoved) {
+			changes = append(changes, "attribute "+k)
+		}
+		s := fmt.Sprintf("%s changed %s:", p.Identity, strings.Join(changes, ", "))
+		if ud, ok := p.UserData(); ok {
+			s += fmt.Sprintf(" user data %s", ud)
 		} else if p.Metadata != "" {
 			s += fmt.Sprintf(" metadata %q", p.Metadata)
 		}
@@ -226,24 +180,39 @@ func describe(r Record) string {
 			s += fmt.Sprintf(" attributes %v", p.Attributes)
 		}
 		return s
-	case "data":
-		s := fmt.Sprintf("%s sent %d bytes of %s data on topic %q", r.From, r.Size, r.Kind, r.Topic)
-		if r.Text != "" {
-			s += fmt.Sprintf(": %q", r.Text)
+	case callstate.DataReceived:
+		d := e.Data
+		s := fmt.Sprintf("%s sent %d bytes of %s data on topic %q", d.From, len(d.Payload), d.Kind, d.Topic)
+		if len(d.Payload) <= 256 && isText(d.Payload) {
+			s += fmt.Sprintf(": %q", d.Payload)
 		}
 		return s
-	case "app_message":
-		return fmt.Sprintf("%s sent the app message %s", r.From, r.Data)
-	case "session_data":
-		return fmt.Sprintf("session data is now %s (changed %s)", r.Data, strings.Join(r.Changed, ", "))
-	case "room_metadata":
-		return fmt.Sprintf("room metadata is now %q", *r.Metadata)
-	case "events_dropped":
-		return fmt.Sprintf("%d events dropped", r.Count)
-	case "disconnected":
-		return fmt.Sprintf("recording ended (%s)", r.Reason)
+	case callstate.AppMessage:
+		return fmt.Sprintf("%s sent the app message %s", e.From, e.Data)
+	case callstate.SessionDataUpdated:
+		sd, _ := json.Marshal(e.Data)
+		return fmt.Sprintf("session data is now %s (changed %s)", sd, strings.Join(e.Changed, ", "))
+	case callstate.RoomMetadataChanged:
+		// A session_data record follows metadata that is a JSON object
+		// and says it better.
+		var obj map[string]json.RawMessage
+		if json.Unmarshal([]byte(e.Metadata), &obj) == nil && obj != nil {
+			return ""
+		}
+		return fmt.Sprintf("room metadata is now %q", e.Metadata)
+	case callstate.ConnectionStateChanged:
+		return fmt.Sprintf("recorder %s", e.State)
+	case callstate.EventsDropped:
+		return fmt.Sprintf("%d events dropped", e.Count)
+	case callstate.Disconnected:
+		return fmt.Sprintf("recording ended (%s)", e.Reason)
 	}
-	return r.Type
+	return fmt.Sprintf("%T", ev)
+}
+
+func isText(b []byte) bool {
+	s := string(b)
+	return utf8.ValidString(s) && !strings.ContainsAny(s, "\x00\r\n")
 }
 
 // script is a short call between two bots, so that there is something to
@@ -381,14 +350,14 @@ func run() error {
 	}
 	defer f.Close()
 
-	var stopAt func(Record) bool
+	var stopAt func(callstate.Event) bool
 	scriptErr := make(chan error, 1)
 	if *bots {
 		// Record until both bots have left.
 		left := map[string]bool{}
-		stopAt = func(r Record) bool {
-			if r.Type == "participant_left" {
-				left[r.Participant.Identity] = true
+		stopAt = func(ev callstate.Event) bool {
+			if l, ok := ev.(callstate.ParticipantLeft); ok {
+				left[l.Participant.Identity] = true
 			}
 			return left["alice"] && left["bob"]
 		}
@@ -411,7 +380,7 @@ func run() error {
 	if err := <-scriptErr; err != nil {
 		return fmt.Errorf("the bots failed: %w", err)
 	}
-	if *bots && !stopAt(Record{}) {
+	if *bots && !stopAt(nil) {
 		return fmt.Errorf("the recording ended before the bots left: %w", context.Cause(ctx))
 	}
 	if err := f.Close(); err != nil {
