@@ -3,6 +3,7 @@ package callstate_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -240,4 +241,27 @@ func FuzzUnmarshalEvent(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, string(again), string(againAgain))
 	})
+}
+
+// A recorder writes each event as a JSON line and replays it later.
+func ExampleMarshalEvent() {
+	ev := callstate.DataReceived{
+		Time: time.Date(2026, 11, 22, 1, 7, 17, 0, time.UTC),
+		Data: callstate.Data{From: "alice", Topic: "chat", Payload: []byte(`{"text":"hi"}`)},
+	}
+	line, err := callstate.MarshalEvent(ev)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(line))
+
+	replayed, err := callstate.UnmarshalEvent(line)
+	if err != nil {
+		panic(err)
+	}
+	d := replayed.(callstate.DataReceived).Data
+	fmt.Printf("%s said %s on %q\n", d.From, d.Payload, d.Topic)
+	// Output:
+	// {"type":"data","time":"2026-11-22T01:07:17Z","from":"alice","topic":"chat","kind":"reliable","size":13,"json":{"text":"hi"}}
+	// alice said {"text":"hi"} on "chat"
 }
