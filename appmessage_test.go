@@ -85,6 +85,7 @@ func TestAppMessages(t *testing.T) {
 // message topic is understood as sending an app message; other server
 // data arrives as data with an empty sender.
 func TestAppMessageWireFormAndServerData(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)

@@ -2,7 +2,6 @@ package callstate_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -34,7 +33,7 @@ func BenchmarkLargeTransfer8MiB(b *testing.B) {
 	for i := range payload {
 		payload[i] = byte(rng.Uint32())
 	}
-	ctx := context.Background()
+	ctx := b.Context()
 	b.ReportAllocs()
 	b.SetBytes(size)
 	for i := 0; b.Loop(); i++ {
@@ -98,7 +97,7 @@ func BenchmarkSessionDataVisible(b *testing.B) {
 		b.Cleanup(sub.Close)
 	}
 
-	ctx := context.Background()
+	ctx := b.Context()
 	var visible []time.Duration
 	var calls time.Duration
 	b.ReportAllocs()

@@ -1,7 +1,6 @@
 package callstate_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -16,7 +15,7 @@ func BenchmarkJoin(b *testing.B) {
 	srv := calltest.Shared(b)
 	room := srv.RoomName(b)
 	srv.Join(b, room, "host", nil)
-	ctx := context.Background()
+	ctx := b.Context()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		r, err := callstate.Join(ctx, srv.URL(), srv.Token(room, fmt.Sprintf("p%d", i)), nil)
@@ -41,7 +40,7 @@ func BenchmarkReliableThroughput(b *testing.B) {
 			r := srv.Join(b, room, "receiver", nil)
 			sub := r.Subscribe(&callstate.SubscribeOptions{MaxEvents: 1 << 16})
 			payload := make([]byte, size)
-			ctx := context.Background()
+			ctx := b.Context()
 			b.SetBytes(int64(size))
 			b.ResetTimer()
 			start := time.Now()

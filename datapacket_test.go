@@ -71,7 +71,7 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 	recipients := []string{long("bob"), long("carol"), long("dave")}
 	wires := make([]*lossyWire, len(recipients))
 	var b *callstate.Room
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	for i, id := range recipients {
 		wires[i] = &lossyWire{}
@@ -122,6 +122,7 @@ func TestLossyPayloadsArriveWholeWithinOnePacket(t *testing.T) {
 }
 
 func TestReliablePayloadsArriveByteExact(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)

@@ -35,7 +35,7 @@ func joinAgent(t *testing.T, srv *calltest.Server, room, identity string) *calls
 		},
 	}).SignedString([]byte(srv.APISecret()))
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), calltest.JoinTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), calltest.JoinTimeout)
 	defer cancel()
 	r, err := callstate.Join(ctx, srv.URL(), tok, nil)
 	require.NoError(t, err)
@@ -99,6 +99,7 @@ func (w *forgeryWire) recv(source string, b []byte) {
 }
 
 func TestForgedStreamSenderIsTheRealSender(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	alice := srv.Join(t, room, "alice", nil)
@@ -141,6 +142,7 @@ func TestForgedStreamSenderIsTheRealSender(t *testing.T) {
 }
 
 func TestDecompressionIsBounded(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	const limit = 1 << 20
@@ -171,6 +173,7 @@ func TestDecompressionIsBounded(t *testing.T) {
 }
 
 func TestInvalidUTF8TextStreamIsNotDelivered(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	bob := srv.Join(t, room, "bob", nil)

@@ -75,6 +75,7 @@ func TestParticipantStateReachesEveryone(t *testing.T) {
 }
 
 func TestLateJoinerSeesParticipantState(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -108,6 +109,7 @@ func TestLateJoinerSeesParticipantState(t *testing.T) {
 }
 
 func TestClearingUserData(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", &callstate.JoinOptions{UserData: map[string]int{"x": 1}})
@@ -133,6 +135,7 @@ func TestClearingUserData(t *testing.T) {
 }
 
 func TestParticipantUpdateRefusals(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -175,6 +178,7 @@ func TestParticipantUpdateRefusals(t *testing.T) {
 }
 
 func TestRapidUpdatesEndOnTheLastValue(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)
@@ -198,6 +202,7 @@ func TestRapidUpdatesEndOnTheLastValue(t *testing.T) {
 }
 
 func TestConcurrentUpdatesFromSeveralParticipants(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	const n = 5
@@ -237,6 +242,7 @@ func TestConcurrentUpdatesFromSeveralParticipants(t *testing.T) {
 }
 
 func TestServerSideParticipantUpdate(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)

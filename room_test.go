@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { calltest.Main(m) }
 
 // ctxT returns a context bounded by the test's deadline budget for one step.
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -47,6 +47,7 @@ func fromIs(id string) func(callstate.DataReceived) bool {
 }
 
 func TestJoinSeesRoomAndParticipants(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)
@@ -77,6 +78,7 @@ func TestJoinSeesRoomAndParticipants(t *testing.T) {
 }
 
 func TestJoinAndLeaveEvents(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)
@@ -122,6 +124,7 @@ func TestDataBothWaysReliableAndLossy(t *testing.T) {
 }
 
 func TestDestinationsAreHonoured(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)
@@ -151,6 +154,7 @@ func TestDestinationsAreHonoured(t *testing.T) {
 }
 
 func TestReceiveOnlyParticipant(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)
@@ -167,6 +171,7 @@ func TestReceiveOnlyParticipant(t *testing.T) {
 }
 
 func TestJoinErrors(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -247,6 +252,7 @@ func TestJoinErrors(t *testing.T) {
 }
 
 func TestSendRefusals(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", &callstate.JoinOptions{MaxMessageSize: 64 << 10})
@@ -333,6 +339,7 @@ func TestCloseReleasesBlockedCalls(t *testing.T) {
 }
 
 func TestServerEndsTheRoom(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", nil)

@@ -17,6 +17,7 @@ import (
 )
 
 func TestRoomServiceMutePublishedTrack(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	room := srv.RoomName(t)
 	srv.Join(t, room, "alice", nil)
@@ -42,6 +43,7 @@ func TestRoomServiceMutePublishedTrack(t *testing.T) {
 }
 
 func TestRoomServiceUpdateSubscriptions(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	room := srv.RoomName(t)
 	srv.Join(t, room, "alice", nil)
@@ -56,6 +58,7 @@ func TestRoomServiceUpdateSubscriptions(t *testing.T) {
 // The open-source server checks the destinationRoom grant, then answers
 // that forwarding and moving are not implemented.
 func TestRoomServiceForwardAndMoveUnimplemented(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	room := srv.RoomName(t)
 	srv.Join(t, room, "alice", nil)
@@ -132,6 +135,7 @@ func rpcResponder(t *testing.T, srv *calltest.Server, room, identity string) {
 }
 
 func TestRoomServicePerformRpc(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	room := srv.RoomName(t)
 	rpcResponder(t, srv, room, "bot")
@@ -169,6 +173,7 @@ func TestRoomServicePerformRpc(t *testing.T) {
 // A token with every grant is accepted by the server, which applies the
 // kind and the room configuration it carries.
 func TestTokenWithEveryGrantJoins(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	room := srv.RoomName(t)
 	r := srv.JoinWith(t, callstate.Claims{

@@ -47,10 +47,11 @@ func fakeAPI(t *testing.T) (*httptest.Server, func() []recordedCall) {
 }
 
 func TestRoomServiceMintsMinimalGrants(t *testing.T) {
+	t.Parallel()
 	srv, calls := fakeAPI(t)
 	rs, err := NewRoomService(strings.Replace(srv.URL, "http://", "ws://", 1)+"/", testKey, testSecret)
 	require.NoError(t, err)
-	ctx := context.Background()
+	ctx := t.Context()
 	meta := "m"
 
 	admin := Grants{Room: "r", RoomAdmin: true}
@@ -94,10 +95,11 @@ func TestRoomServiceMintsMinimalGrants(t *testing.T) {
 }
 
 func TestRoomServiceRequestBodies(t *testing.T) {
+	t.Parallel()
 	srv, calls := fakeAPI(t)
 	rs, err := NewRoomService(srv.URL, testKey, testSecret)
 	require.NoError(t, err)
-	ctx := context.Background()
+	ctx := t.Context()
 	name, meta := "N", "M"
 
 	_, err = rs.CreateRoom(ctx, CreateRoomOptions{Name: "r", EmptyTimeout: 1, DepartureTimeout: 2 * time.Second, MaxParticipants: 3, Metadata: "m"})
@@ -144,12 +146,13 @@ func TestRoomServiceRequestBodies(t *testing.T) {
 }
 
 func TestRoomServiceWithTokenSendsIt(t *testing.T) {
+	t.Parallel()
 	srv, calls := fakeAPI(t)
 	rs, err := NewRoomServiceWithToken(srv.URL, "fixed-token")
 	require.NoError(t, err)
-	_, err = rs.ListRooms(context.Background())
+	_, err = rs.ListRooms(t.Context())
 	require.NoError(t, err)
-	require.NoError(t, rs.DeleteRoom(context.Background(), "r"))
+	require.NoError(t, rs.DeleteRoom(t.Context(), "r"))
 	for _, c := range calls() {
 		assert.Equal(t, "Bearer fixed-token", c.auth)
 	}
@@ -163,17 +166,19 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func TestRoomServiceHTTPClientAndPrefix(t *testing.T) {
+	t.Parallel()
 	srv, calls := fakeAPI(t)
 	ct := &countingTransport{}
 	rs, err := NewRoomService(srv.URL+"/lk/", testKey, testSecret, WithRoomServiceHTTPClient(&http.Client{Transport: ct}))
 	require.NoError(t, err)
-	_, err = rs.ListRooms(context.Background())
+	_, err = rs.ListRooms(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, int32(1), ct.n.Load())
 	assert.Equal(t, "/lk/twirp/livekit.RoomService/ListRooms", calls()[0].path)
 }
 
 func TestHTTPBaseURL(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"ws://h:7880":          "http://h:7880",
 		"wss://h":              "https://h",
@@ -194,6 +199,7 @@ func TestHTTPBaseURL(t *testing.T) {
 }
 
 func TestServerErrorSentinels(t *testing.T) {
+	t.Parallel()
 	all := []error{ErrNotFound, ErrNotPermitted, ErrBadToken, ErrInvalidArgument, ErrLimitExceeded, ErrServerUnreachable, ErrRejected}
 	for code, want := range map[string][]error{
 		"not_found":           {ErrNotFound},
@@ -230,6 +236,7 @@ func contains(errs []error, e error) bool {
 }
 
 func TestServerErrorMessages(t *testing.T) {
+	t.Parallel()
 	tok, err := NewToken(testKey, testSecret, Claims{Grants: Grants{RoomList: true}})
 	require.NoError(t, err)
 	cases := []struct {
@@ -296,7 +303,7 @@ func TestRoomServiceOddResponses(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, maxResponseBody, rs.maxBody)
 	rs.maxBody = 2 << 20
-	ctx := context.Background()
+	ctx := t.Context()
 
 	mode.Store("garbage")
 	_, err = rs.ListRooms(ctx)

@@ -39,7 +39,8 @@ func flakyAPI(t *testing.T, failures, status int, body string) (*RoomService, fu
 }
 
 func TestRoomServiceRetriesIdempotentCalls(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	rs, ids := flakyAPI(t, 2, http.StatusBadGateway, "<html>bad gateway</html>")
 	_, err := rs.ListRooms(ctx)
 	require.NoError(t, err)
@@ -56,14 +57,16 @@ func TestRoomServiceRetriesIdempotentCalls(t *testing.T) {
 }
 
 func TestRoomServiceGivesUpAfterAttempts(t *testing.T) {
+	t.Parallel()
 	rs, ids := flakyAPI(t, 10, http.StatusServiceUnavailable, "")
-	err := rs.SendData(context.Background(), "r", []byte("x"), nil)
+	err := rs.SendData(t.Context(), "r", []byte("x"), nil)
 	require.ErrorIs(t, err, ErrServerUnreachable)
 	assert.Len(t, ids(), defaultAttempts)
 }
 
 func TestRoomServiceDoesNotRetry(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	t.Run("non-idempotent", func(t *testing.T) {
 		rs, ids := flakyAPI(t, 10, http.StatusBadGateway, "")
 		require.Error(t, rs.RemoveParticipant(ctx, "r", "a"))
@@ -96,6 +99,7 @@ func TestRoomServiceDoesNotRetry(t *testing.T) {
 }
 
 func TestParseRpcErrorText(t *testing.T) {
+	t.Parallel()
 	cases := map[string]*RpcError{
 		"RpcError 1502: Response timeout":                          {Code: RpcResponseTimeout, Message: "Response timeout"},
 		"RpcError 1500: Application error in method handler: boom": {Code: RpcApplicationError, Message: "Application error in method handler", Data: "boom"},

@@ -22,7 +22,7 @@ func roomService(t *testing.T) (*calltest.Server, *callstate.RoomService, contex
 	srv := calltest.Shared(t)
 	rs, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return srv, rs, ctx
 }
@@ -40,6 +40,7 @@ func requireServerError(t *testing.T, err error, code string, status int) *calls
 }
 
 func TestRoomServiceRoomLifecycle(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	name := srv.RoomName(t)
 
@@ -118,6 +119,7 @@ func containsRoom(rooms []callstate.RoomInfo, name string) bool {
 }
 
 func TestRoomServiceNotFound(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	name := srv.RoomName(t)
 	_, err := rs.CreateRoom(ctx, callstate.CreateRoomOptions{Name: name})
@@ -167,6 +169,7 @@ func TestRoomServiceSendDataUnknownRoom(t *testing.T) {
 }
 
 func TestRoomServiceServerLimits(t *testing.T) {
+	t.Parallel()
 	srv, rs, ctx := roomService(t)
 	name := srv.RoomName(t)
 	big := strings.Repeat("x", 513<<10)
@@ -185,6 +188,7 @@ func TestRoomServiceServerLimits(t *testing.T) {
 }
 
 func TestRoomServiceBadCredentials(t *testing.T) {
+	t.Parallel()
 	srv, _, ctx := roomService(t)
 	for name, creds := range map[string][2]string{
 		"wrong secret": {srv.APIKey(), srv.APISecret() + "x"},
@@ -216,6 +220,7 @@ func TestRoomServiceBadCredentials(t *testing.T) {
 }
 
 func TestRoomServiceWithParticipantToken(t *testing.T) {
+	t.Parallel()
 	srv, admin, ctx := roomService(t)
 	name := srv.RoomName(t)
 	_, err := admin.CreateRoom(ctx, callstate.CreateRoomOptions{Name: name})
@@ -249,6 +254,7 @@ func TestRoomServiceWithParticipantToken(t *testing.T) {
 }
 
 func TestRoomServiceServerDown(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := l.Addr().String()
@@ -256,7 +262,7 @@ func TestRoomServiceServerDown(t *testing.T) {
 
 	rs, err := callstate.NewRoomService("ws://"+addr, "key", "secret")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err = rs.ListRooms(ctx)
 	require.ErrorIs(t, err, callstate.ErrServerUnreachable)
@@ -269,7 +275,7 @@ func TestRoomServiceServerDown(t *testing.T) {
 	srv := calltest.Shared(t)
 	rs, err = callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
 	require.NoError(t, err)
-	cctx, ccancel := context.WithCancel(context.Background())
+	cctx, ccancel := context.WithCancel(t.Context())
 	ccancel()
 	_, err = rs.ListRooms(cctx)
 	require.ErrorIs(t, err, context.Canceled)
@@ -277,10 +283,11 @@ func TestRoomServiceServerDown(t *testing.T) {
 }
 
 func TestRoomServiceInvalidArguments(t *testing.T) {
+	t.Parallel()
 	// Checked before any request: the URL is never dialled.
 	rs, err := callstate.NewRoomService("http://127.0.0.1:1", "k", "s")
 	require.NoError(t, err)
-	ctx := context.Background()
+	ctx := t.Context()
 	for name, call := range map[string]func() error{
 		"CreateRoom no name": func() error { _, err := rs.CreateRoom(ctx, callstate.CreateRoomOptions{}); return err },
 		"CreateRoom negative timeout": func() error {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -91,6 +92,7 @@ func TestSessionDataReplaceAndMerge(t *testing.T) {
 }
 
 func TestSessionDataLateJoinerAndWriterLeaving(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -108,6 +110,7 @@ func TestSessionDataLateJoinerAndWriterLeaving(t *testing.T) {
 }
 
 func TestSessionDataRefusals(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -138,6 +141,7 @@ func TestSessionDataRefusals(t *testing.T) {
 }
 
 func TestSessionDataFromOutside(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -165,6 +169,7 @@ func TestSessionDataFromOutside(t *testing.T) {
 }
 
 func TestSessionDataConcurrentMergesConverge(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	const n = 20
@@ -200,12 +205,13 @@ func TestSessionDataConcurrentMergesConverge(t *testing.T) {
 }
 
 func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	a := srv.Join(t, room, "alice", &callstate.JoinOptions{ReceiveOnly: true})
 	b := srv.Join(t, room, "bob", &callstate.JoinOptions{ReceiveOnly: true})
 	obs := srv.Join(t, room, "observer", &callstate.JoinOptions{ReceiveOnly: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 120*1e9)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
@@ -252,6 +258,7 @@ func TestSessionDataSequentialMergesFromTwoWriters(t *testing.T) {
 // a merge made right after another participant's write may miss it, and a
 // repair merges it back, even when its writer has left.
 func TestSessionDataRepairWithoutRoomList(t *testing.T) {
+	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	ctx := ctxT(t)
@@ -290,6 +297,9 @@ func forgedSessionData(clock uint64) string {
 // is a plain replace); 2^53-1 is valid, so the forged value is a merge, and
 // participants restore the keys it lacks.
 func TestSessionDataAfterForgedStamps(t *testing.T) {
+	// Not parallel: under the load of the parallel tests its replace from
+	// the server API was once not seen by every participant within 20 s
+	// (see the note); alone it passes.
 	srv := calltest.Shared(t)
 	svc := service(t, srv)
 	for _, tc := range []struct {

@@ -34,7 +34,7 @@ func listRooms(t *testing.T, httpURL, token string) (int, string) {
 
 func twirpJSON(t *testing.T, httpURL, method, token, body string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, httpURL+"/twirp/livekit.RoomService/"+method, strings.NewReader(body))
 	require.NoError(t, err)
@@ -62,6 +62,7 @@ func processReaped(pid int) bool {
 }
 
 func TestSharedServerAnswers(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	assert.Same(t, s, Shared(t), "Shared must return one server per test binary")
 	assert.Regexp(t, `^ws://127\.0\.0\.1:\d+$`, s.URL())
@@ -81,6 +82,7 @@ func TestSharedServerAnswers(t *testing.T) {
 }
 
 func TestServerAcceptsMintedTokens(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	code, body := listRooms(t, s.HTTPURL(), roomListToken(t, s.APIKey(), s.APISecret()))
 	assert.Equal(t, http.StatusOK, code, body)
@@ -97,6 +99,7 @@ func TestServerAcceptsMintedTokens(t *testing.T) {
 }
 
 func TestServerRefusesBadTokens(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	code, body := listRooms(t, s.HTTPURL(), roomListToken(t, s.APIKey(), s.APISecret()+"x"))
 	assert.Equal(t, http.StatusUnauthorized, code, body)
@@ -112,6 +115,7 @@ func TestServerRefusesBadTokens(t *testing.T) {
 }
 
 func TestDefaultGrants(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	tok := s.Token("r1", "alice")
 	c, err := callstate.ParseToken(tok, s.APISecret())
@@ -130,6 +134,7 @@ func TestDefaultGrants(t *testing.T) {
 }
 
 func TestRoomName(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	seen := map[string]bool{}
 	for range 100 {
@@ -168,7 +173,7 @@ func TestExistingServerFromEnv(t *testing.T) {
 	t.Setenv(EnvAPIKey, sh.APIKey())
 	t.Setenv(EnvAPISecret, sh.APISecret())
 
-	s, err := Start(context.Background(), nil)
+	s, err := Start(t.Context(), nil)
 	require.NoError(t, err)
 	assert.Zero(t, s.PID(), "no process must be started")
 	assert.Equal(t, sh.URL(), s.URL())
@@ -178,25 +183,25 @@ func TestExistingServerFromEnv(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code, "Close must leave an existing server alone")
 
 	// IgnoreEnv starts a local server anyway.
-	own, err := Start(context.Background(), &Options{IgnoreEnv: true})
+	own, err := Start(t.Context(), &Options{IgnoreEnv: true})
 	require.NoError(t, err)
 	assert.NotEqual(t, sh.URL(), own.URL())
 	assert.NotZero(t, own.PID())
 	require.NoError(t, own.Close())
 
 	t.Setenv(EnvAPISecret, sh.APISecret()+"x")
-	_, err = Start(context.Background(), nil)
+	_, err = Start(t.Context(), nil)
 	require.Error(t, err, "wrong credentials must be reported at Start")
 	assert.Contains(t, err.Error(), "401")
 
 	t.Setenv(EnvAPISecret, "")
-	_, err = Start(context.Background(), nil)
+	_, err = Start(t.Context(), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "must be set together")
 
 	t.Setenv(EnvAPISecret, "x")
 	t.Setenv(EnvURL, "127.0.0.1:7880")
-	_, err = Start(context.Background(), nil)
+	_, err = Start(t.Context(), nil)
 	require.Error(t, err)
 }
 
@@ -211,33 +216,34 @@ func TestExistingServerFromLiveKitEnv(t *testing.T) {
 	t.Setenv(lkserver.EnvLiveKitURL, sh.URL())
 	t.Setenv(lkserver.EnvLiveKitAPIKey, sh.APIKey())
 	t.Setenv(lkserver.EnvLiveKitAPISecret, sh.APISecret())
-	s, err := Start(context.Background(), nil)
+	s, err := Start(t.Context(), nil)
 	require.NoError(t, err)
 	assert.Zero(t, s.PID(), "no process must be started")
 	assert.Equal(t, sh.URL(), s.URL())
 
 	// A wrong LiveKit secret, overridden by the right CALLSTATE_ one.
 	t.Setenv(lkserver.EnvLiveKitAPISecret, "wrong")
-	_, err = Start(context.Background(), nil)
+	_, err = Start(t.Context(), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "401")
 	t.Setenv(EnvAPISecret, sh.APISecret())
-	s, err = Start(context.Background(), nil)
+	s, err = Start(t.Context(), nil)
 	require.NoError(t, err)
 	assert.Equal(t, sh.URL(), s.URL())
 
 	// Only part of the three.
 	t.Setenv(lkserver.EnvLiveKitAPIKey, "")
-	_, err = Start(context.Background(), nil)
+	_, err = Start(t.Context(), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "must be set together")
 	assert.Contains(t, err.Error(), lkserver.EnvLiveKitAPIKey)
 }
 
 func TestServerRoomService(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	rs := s.RoomService()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	room := s.RoomName(t)
 	info, err := rs.CreateRoom(ctx, callstate.CreateRoomOptions{Name: room})
@@ -247,6 +253,7 @@ func TestServerRoomService(t *testing.T) {
 }
 
 func TestProxy(t *testing.T) {
+	t.Parallel()
 	s := Shared(t)
 	p, err := s.StartProxy()
 	require.NoError(t, err)

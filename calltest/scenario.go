@@ -27,7 +27,9 @@ func (s *Server) JoinWith(tb testing.TB, claims callstate.Claims, opts *callstat
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), JoinTimeout)
+	// The test's context: a join still under way when the test ends
+	// (another goroutine failed it) gives up at once.
+	ctx, cancel := context.WithTimeout(tb.Context(), JoinTimeout)
 	defer cancel()
 	r, err := callstate.Join(ctx, s.URL(), tok, opts)
 	if err != nil {
@@ -46,7 +48,7 @@ const AwaitTimeout = 20 * time.Second
 // and those match rejects, are discarded.
 func Await[E callstate.Event](tb testing.TB, sub *callstate.Subscription, match func(E) bool) E {
 	tb.Helper()
-	e, err := AwaitEvent(context.Background(), sub, AwaitTimeout, match)
+	e, err := AwaitEvent(tb.Context(), sub, AwaitTimeout, match)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -23,7 +23,9 @@ const startTimeout = 10 * time.Minute
 // of their own should use Shared instead.
 func NewServer(tb testing.TB, opts *Options) *Server {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	// The test's context bounds the start only: Start does not tie the
+	// server's life to it, and Cleanup stops the server.
+	ctx, cancel := context.WithTimeout(tb.Context(), startTimeout)
 	defer cancel()
 	s, err := Start(ctx, opts)
 	if err != nil {
@@ -56,6 +58,8 @@ func Shared(tb testing.TB) *Server {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.srv == nil && shared.err == nil {
+		// Not the test's context: a failure to start is remembered for
+		// every later test, so it must not be the first test's end.
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 		defer cancel()
 		s, err := Start(ctx, nil)

@@ -56,6 +56,30 @@ func (a *apiFlags) register(fs *flag.FlagSet, e *env) {
 
 // service returns the RoomService the flags name, or reports the missing
 // flags and returns nil.
+// parseVerb parses a server API verb's flags and from min to max
+// arguments, and returns the RoomService they name. ok is false when the
+// verb must return code at once: help, a usage error, or missing
+// credentials.
+func (a *apiFlags) parseVerb(fs *flag.FlagSet, args []string, min, max int) (rs *callstate.RoomService, pos []string, code int, ok bool) {
+	if pos, code, ok = parseArgs(fs, args, min, max); !ok {
+		return nil, nil, code, false
+	}
+	if rs, code = a.service(fs); rs == nil {
+		return nil, nil, code, false
+	}
+	return rs, pos, code, true
+}
+
+// apiGroupFlags is the flag set of a server API command with verbs (room,
+// participant): the API flags, and the verbs in its usage.
+func apiGroupFlags(e *env, cmd, description string, verbs []subcommand) *flag.FlagSet {
+	fs := newFlagSet(e, cmd, "<command> [flags] [arguments]", description)
+	var a apiFlags
+	a.register(fs, e)
+	fs.Usage = func() { verbsUsage(fs.Output(), cmd, verbs) }
+	return fs
+}
+
 func (a *apiFlags) service(fs *flag.FlagSet) (*callstate.RoomService, int) {
 	if a.server.url == "" || a.server.apiKey == "" || a.server.apiSecret == "" {
 		return nil, usageError(fs, "-url, -api-key and -api-secret (or $%s, $%s, $%s or $LIVEKIT_URL, $LIVEKIT_API_KEY, $LIVEKIT_API_SECRET) are required", envURL, envAPIKey, envAPISecret)

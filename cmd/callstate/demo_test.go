@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 	}
 	t.Parallel()
 	srv := calltest.Shared(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
 	r := runCmd(ctx, nil, nil, "demo", "-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", srv.APISecret())
@@ -44,7 +44,7 @@ func TestDemo(t *testing.T) {
 func TestDemoFailsWhenUnobserved(t *testing.T) {
 	t.Parallel()
 	srv := calltest.Shared(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	r := runCmd(ctx, nil, nil, "demo", "-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", "wrong-secret-0123456789abcdef0123456789")
 	assert.Equal(t, exitFailure, r.code)
@@ -57,7 +57,7 @@ func TestDemoFailsWhenUnobserved(t *testing.T) {
 // it by cancelling the context as SIGINT does.
 func TestServe(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	outR, outW := io.Pipe()
 	done := make(chan int, 1)
@@ -102,7 +102,7 @@ func TestServe(t *testing.T) {
 	}
 	rs, err := callstate.NewRoomService(url, testKey, testSecret)
 	require.NoError(t, err)
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, scancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer scancel()
 	_, err = rs.ListRooms(sctx)
 	assert.Error(t, err, "the server is stopped")

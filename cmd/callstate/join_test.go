@@ -325,7 +325,7 @@ func TestJoinCommand(t *testing.T) {
 		tok := srv.Token(room, "carol")
 		carol := startJoin(t, bin, "carol", "-url", srv.URL(), "-token", tok)
 		carol.await("joined", nil)
-		ctx, cancel := context.WithTimeout(context.Background(), awaitLine)
+		ctx, cancel := context.WithTimeout(t.Context(), awaitLine)
 		defer cancel()
 		require.NoError(t, srv.RoomService().RemoveParticipant(ctx, room, "carol"))
 		d := carol.await("disconnected", nil)
@@ -384,7 +384,7 @@ func TestJoinInProcess(t *testing.T) {
 	t.Parallel()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
 	inR, inW := io.Pipe()

@@ -60,7 +60,7 @@ func buildBinary(t *testing.T) string {
 }
 
 func TestUsage(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 
 	r := runCmd(ctx, nil, nil)
 	assert.Equal(t, exitUsage, r.code)
@@ -112,7 +112,7 @@ func TestUsage(t *testing.T) {
 
 func TestBenchQuickOnly(t *testing.T) {
 	srv := calltest.Shared(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	r := runCmd(ctx, nil, nil, "bench", "-quick", "-only", "join,lossy", "-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", srv.APISecret())
 	require.Equal(t, exitOK, r.code, r.stderr)

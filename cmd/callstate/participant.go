@@ -17,11 +17,7 @@ var participantVerbs = []subcommand{
 }
 
 func participantFlags(e *env) *flag.FlagSet {
-	fs := newFlagSet(e, "participant", "<command> [flags] [arguments]", "Participant lists, shows, removes and updates participants through the server API.")
-	var a apiFlags
-	a.register(fs, e)
-	fs.Usage = func() { verbsUsage(fs.Output(), "participant", participantVerbs) }
-	return fs
+	return apiGroupFlags(e, "participant", "Participant lists, shows, removes and updates participants through the server API.", participantVerbs)
 }
 
 func runParticipant(ctx context.Context, args []string, e *env) int {
@@ -55,12 +51,8 @@ func printParticipants(e *env, a *apiFlags, ps []callstate.Participant) {
 func runParticipantList(ctx context.Context, args []string, e *env) int {
 	var a apiFlags
 	fs := verbFlags(e, "participant", "list", "[flags] <room>", "List prints the participants of a room, one JSON object a line (or a table).", &a)
-	pos, code, ok := parseArgs(fs, args, 1, 1)
+	rs, pos, code, ok := a.parseVerb(fs, args, 1, 1)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	ps, err := rs.ListParticipants(ctx, pos[0])
@@ -74,12 +66,8 @@ func runParticipantList(ctx context.Context, args []string, e *env) int {
 func runParticipantGet(ctx context.Context, args []string, e *env) int {
 	var a apiFlags
 	fs := verbFlags(e, "participant", "get", "[flags] <room> <identity>", "Get prints one participant. It fails (status 1) when there is no such participant.", &a)
-	pos, code, ok := parseArgs(fs, args, 2, 2)
+	rs, pos, code, ok := a.parseVerb(fs, args, 2, 2)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	p, err := rs.GetParticipant(ctx, pos[0], pos[1])
@@ -93,12 +81,8 @@ func runParticipantGet(ctx context.Context, args []string, e *env) int {
 func runParticipantRemove(ctx context.Context, args []string, e *env) int {
 	var a apiFlags
 	fs := verbFlags(e, "participant", "remove", "[flags] <room> <identity>", "Remove disconnects a participant from its room. It prints nothing.", &a)
-	pos, code, ok := parseArgs(fs, args, 2, 2)
+	rs, pos, code, ok := a.parseVerb(fs, args, 2, 2)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	if err := rs.RemoveParticipant(ctx, pos[0], pos[1]); err != nil {
@@ -125,12 +109,8 @@ their current value.`, &a)
 	fs.BoolVar(&canPublishData, "can-publish-data", false, "permission to send data and app messages")
 	fs.BoolVar(&canUpdate, "can-update-metadata", false, "permission to change its own metadata, name and attributes")
 	fs.BoolVar(&hidden, "hidden", false, "hide the participant from the others")
-	pos, code, ok := parseArgs(fs, args, 2, 2)
+	rs, pos, code, ok := a.parseVerb(fs, args, 2, 2)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	room, identity := pos[0], pos[1]

@@ -17,11 +17,7 @@ var roomVerbs = []subcommand{
 }
 
 func roomFlags(e *env) *flag.FlagSet {
-	fs := newFlagSet(e, "room", "<command> [flags] [arguments]", "Room lists, creates, deletes rooms and sets their metadata through the server API.")
-	var a apiFlags
-	a.register(fs, e)
-	fs.Usage = func() { verbsUsage(fs.Output(), "room", roomVerbs) }
-	return fs
+	return apiGroupFlags(e, "room", "Room lists, creates, deletes rooms and sets their metadata through the server API.", roomVerbs)
 }
 
 func runRoom(ctx context.Context, args []string, e *env) int {
@@ -80,12 +76,8 @@ func runRoomCreate(ctx context.Context, args []string, e *env) int {
 	fs.DurationVar(&o.DepartureTimeout, "departure-timeout", 0, "how long the room lives after the last participant left (0: the server's default)")
 	fs.IntVar(&o.MaxParticipants, "max-participants", 0, "participant limit (0: none)")
 	fs.StringVar(&o.Metadata, "metadata", "", "the room's initial `metadata` (JSON for session data)")
-	pos, code, ok := parseArgs(fs, args, 1, 1)
+	rs, pos, code, ok := a.parseVerb(fs, args, 1, 1)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	o.Name = pos[0]
@@ -100,12 +92,8 @@ func runRoomCreate(ctx context.Context, args []string, e *env) int {
 func runRoomDelete(ctx context.Context, args []string, e *env) int {
 	var a apiFlags
 	fs := verbFlags(e, "room", "delete", "[flags] <room>", "Delete deletes a room and disconnects its participants. It prints nothing.", &a)
-	pos, code, ok := parseArgs(fs, args, 1, 1)
+	rs, pos, code, ok := a.parseVerb(fs, args, 1, 1)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	if err := rs.DeleteRoom(ctx, pos[0]); err != nil {
@@ -117,12 +105,8 @@ func runRoomDelete(ctx context.Context, args []string, e *env) int {
 func runRoomUpdateMetadata(ctx context.Context, args []string, e *env) int {
 	var a apiFlags
 	fs := verbFlags(e, "room", "update-metadata", "[flags] <room> <metadata>", "Update-metadata sets a room's metadata and prints the room.", &a)
-	pos, code, ok := parseArgs(fs, args, 2, 2)
+	rs, pos, code, ok := a.parseVerb(fs, args, 2, 2)
 	if !ok {
-		return code
-	}
-	rs, code := a.service(fs)
-	if rs == nil {
 		return code
 	}
 	info, err := rs.UpdateRoomMetadata(ctx, pos[0], pos[1])

@@ -44,7 +44,7 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 func TestRoomCommands(t *testing.T) {
 	srv := calltest.Shared(t)
 	vars := lkVars(srv)
-	ctx := context.Background()
+	ctx := t.Context()
 	room := srv.RoomName(t)
 
 	r := runCmd(ctx, nil, vars, "room", "create", "-max-participants", "4", room, "-metadata", `{"a":1}`)
@@ -104,7 +104,7 @@ func TestRoomCommands(t *testing.T) {
 func TestParticipantAndSendCommands(t *testing.T) {
 	srv := calltest.Shared(t)
 	vars := lkVars(srv)
-	ctx := context.Background()
+	ctx := t.Context()
 	room := srv.RoomName(t)
 	alice := srv.Join(t, room, "alice", nil)
 	sub := alice.Subscribe(nil)
@@ -172,7 +172,7 @@ func TestWebhookListen(t *testing.T) {
 	key, secret := "APIhook", "hook-secret-0123456789abcdef0123456789"
 	outR, outW := io.Pipe()
 	errR, errW := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"webhook", "listen", "-addr", addr}, &env{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ const (
 // mint runs the token command and parses its output.
 func mint(t *testing.T, vars map[string]string, args ...string) *callstate.Claims {
 	t.Helper()
-	r := runCmd(context.Background(), nil, vars, append([]string{"token"}, args...)...)
+	r := runCmd(t.Context(), nil, vars, append([]string{"token"}, args...)...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	tok := strings.TrimSuffix(r.stdout, "\n")
 	require.NotContains(t, tok, "\n", "one line of output")
@@ -85,7 +84,7 @@ func TestTokenServerAPIFromEnvironment(t *testing.T) {
 }
 
 func TestTokenErrors(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	r := runCmd(ctx, nil, nil, "token", "-identity", "a", "-room", "r")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "-api-key and -api-secret")
@@ -117,7 +116,7 @@ func TestTokenKeyFromLiveKitEnvironment(t *testing.T) {
 	// The CALLSTATE_ secret wins: the token no longer verifies with the
 	// LiveKit one.
 	vars[envAPISecret] = testSecret + "-override"
-	r := runCmd(context.Background(), nil, vars, "token", "-identity", "carol", "-room", "r")
+	r := runCmd(t.Context(), nil, vars, "token", "-identity", "carol", "-room", "r")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	tok := strings.TrimSpace(r.stdout)
 	_, err := callstate.ParseToken(tok, testSecret)
@@ -130,9 +129,9 @@ func TestTokenKeyFromLiveKitEnvironment(t *testing.T) {
 	mint(t, vars, "-identity", "carol", "-room", "r")
 
 	// The usage names both variables.
-	r = runCmd(context.Background(), nil, nil, "token", "-h")
+	r = runCmd(t.Context(), nil, nil, "token", "-h")
 	assert.Contains(t, r.stderr, "$"+envAPISecret+", else $"+envLiveKitAPISecret)
-	r = runCmd(context.Background(), nil, nil, "token", "-identity", "a", "-room", "r")
+	r = runCmd(t.Context(), nil, nil, "token", "-identity", "a", "-room", "r")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "$"+envLiveKitAPIKey)
 }
