@@ -20,7 +20,8 @@ import (
 //
 // An event is one JSON object with a "type" (participant_joined,
 // participant_left, participant_updated, data, app_message, session_data,
-// room_metadata, connection_state, disconnected, events_dropped) and a
+// room_metadata, connection_state, disconnected, events_dropped,
+// active_speakers, connection_quality, recording) and a
 // "time" (RFC 3339 with nanoseconds, UTC), and the fields of its type.
 // UnmarshalEvent reads it back into the same event: an encoded event
 // decodes to one equal to the original, except that times come back in
@@ -74,7 +75,7 @@ func UnmarshalEvent(b []byte) (Event, error) {
 		return decodeEvent(b, h.Type, func(w *dataJSON) (Event, error) { return w.event(h.Time) })
 	case "app_message":
 		return decodeEvent(b, h.Type, func(w *appMessageJSON) (Event, error) {
-			return AppMessage{Time: h.Time, From: w.From, Data: w.Data}, nil
+			return AppMessage{Time: h.Time, From: w.From, FromSID: w.FromSID, FromServer: w.FromServer, Data: w.Data}, nil
 		})
 	case "session_data":
 		return decodeEvent(b, h.Type, func(w *sessionDataJSON) (Event, error) {
@@ -102,6 +103,22 @@ func UnmarshalEvent(b []byte) (Event, error) {
 	case "events_dropped":
 		return decodeEvent(b, h.Type, func(w *eventsDroppedJSON) (Event, error) {
 			return EventsDropped{Time: h.Time, Count: w.Count}, nil
+		})
+	case "active_speakers":
+		return decodeEvent(b, h.Type, func(w *activeSpeakersJSON) (Event, error) {
+			speakers := make([]Speaker, len(w.Speakers))
+			for i, sp := range w.Speakers {
+				speakers[i] = Speaker(sp)
+			}
+			return ActiveSpeakersChanged{Time: h.Time, Speakers: speakers}, nil
+		})
+	case "connection_quality":
+		return decodeEvent(b, h.Type, func(w *connectionQualityJSON) (Event, error) {
+			return ConnectionQualityChanged{Time: h.Time, Identity: w.Identity, SID: w.SID, Quality: w.Quality, Score: w.Score, Local: w.Local}, nil
+		})
+	case "recording":
+		return decodeEvent(b, h.Type, func(w *recordingJSON) (Event, error) {
+			return RecordingChanged{Time: h.Time, Recording: w.Recording}, nil
 		})
 	case "":
 		return nil, fmt.Errorf("%w: event without a type", ErrInvalidJSON)
@@ -154,15 +171,16 @@ type changesJSON struct {
 // "text" for other valid UTF-8; "payload", standard base64, for the rest.
 type dataJSON struct {
 	eventHead
-	From    string          `json:"from"`
-	FromSID string          `json:"from_sid,omitempty"`
-	Topic   string          `json:"topic"`
-	Kind    DataKind        `json:"kind"`
-	Size    *int            `json:"size"`
-	JSON    json.RawMessage `json:"json,omitempty"`
-	Text    *string         `json:"text,omitempty"`
-	Payload []byte          `json:"payload,omitempty"`
-	Stream  *streamJSON     `json:"stream,omitempty"`
+	From       string          `json:"from"`
+	FromSID    string          `json:"from_sid,omitempty"`
+	FromServer bool            `json:"from_server,omitempty"`
+	Topic      string          `json:"topic"`
+	Kind       DataKind        `json:"kind"`
+	Size       *int            `json:"size"`
+	JSON       json.RawMessage `json:"json,omitempty"`
+	Text       *string         `json:"text,omitempty"`
+	Payload    []byte          `json:"payload,omitempty"`
+	Stream     *streamJSON     `json:"stream,omitempty"`
 }
 
 // streamJSON has the fields of StreamInfo, which converts to it.
@@ -176,7 +194,7 @@ type streamJSON struct {
 
 func newDataJSON(e DataReceived) *dataJSON {
 	d := e.Data
-	w := &dataJSON{eventHead: head("data", e.Time), From: d.From, FromSID: d.FromSID, Topic: d.Topic, Kind: d.Kind, Size: new(int)}
+	w := &dataJSON{eventHead: head("data", e.Time), From: d.From, FromSID: d.FromSID, FromServer: d.FromServer, Topic: d.Topic, Kind: d.Kind, Size: new(int)}
 	*w.Size = len(d.Payload)
 	switch {
 	case embeddableJSON(d.Payload):
@@ -233,7 +251,7 @@ func (w *dataJSON) event(t time.Time) (Event, error) {
 	if w.Size != nil && *w.Size != len(p) {
 		return nil, fmt.Errorf("%w: data event: size %d, but the payload has %d bytes", ErrInvalidJSON, *w.Size, len(p))
 	}
-	d := Data{From: w.From, FromSID: w.FromSID, Topic: w.Topic, Payload: p, Kind: w.Kind}
+	d := Data{From: w.From, FromSID: w.FromSID, FromServer: w.FromServer, Topic: w.Topic, Payload: p, Kind: w.Kind}
 	if w.Stream != nil {
 		d.Stream = (*StreamInfo)(w.Stream)
 	}
@@ -242,8 +260,10 @@ func (w *dataJSON) event(t time.Time) (Event, error) {
 
 type appMessageJSON struct {
 	eventHead
-	From string          `json:"from"`
-	Data json.RawMessage `json:"data"`
+	From       string          `json:"from"`
+	FromSID    string          `json:"from_sid,omitempty"`
+	FromServer bool            `json:"from_server,omitempty"`
+	Data       json.RawMessage `json:"data"`
 }
 
 type sessionDataJSON struct {
@@ -269,6 +289,33 @@ type disconnectedJSON struct {
 	Error  string           `json:"error,omitempty"`
 }
 
+type activeSpeakersJSON struct {
+	eventHead
+	Speakers []speakerJSON `json:"speakers"`
+}
+
+// speakerJSON has the fields of Speaker, which converts to it.
+type speakerJSON struct {
+	Identity string  `json:"identity"`
+	SID      string  `json:"sid"`
+	Level    float32 `json:"level"`
+	Active   bool    `json:"active"`
+}
+
+type connectionQualityJSON struct {
+	eventHead
+	Identity string            `json:"identity"`
+	SID      string            `json:"sid"`
+	Quality  ConnectionQuality `json:"quality"`
+	Score    float32           `json:"score"`
+	Local    bool              `json:"local"`
+}
+
+type recordingJSON struct {
+	eventHead
+	Recording bool `json:"recording"`
+}
+
 type eventsDroppedJSON struct {
 	eventHead
 	Count uint64 `json:"count"`
@@ -292,7 +339,7 @@ func eventWire(e Event) (any, error) {
 		} else if !json.Valid(data) {
 			return nil, fmt.Errorf("%w: app message data is not JSON", ErrInvalidJSON)
 		}
-		return appMessageJSON{head("app_message", e.Time), e.From, data}, nil
+		return appMessageJSON{head("app_message", e.Time), e.From, e.FromSID, e.FromServer, data}, nil
 	case SessionDataUpdated:
 		data := e.Data
 		if data == nil {
@@ -316,6 +363,16 @@ func eventWire(e Event) (any, error) {
 		return w, nil
 	case EventsDropped:
 		return eventsDroppedJSON{head("events_dropped", e.Time), e.Count}, nil
+	case ActiveSpeakersChanged:
+		speakers := make([]speakerJSON, len(e.Speakers))
+		for i, sp := range e.Speakers {
+			speakers[i] = speakerJSON(sp)
+		}
+		return activeSpeakersJSON{head("active_speakers", e.Time), speakers}, nil
+	case ConnectionQualityChanged:
+		return connectionQualityJSON{head("connection_quality", e.Time), e.Identity, e.SID, e.Quality, e.Score, e.Local}, nil
+	case RecordingChanged:
+		return recordingJSON{head("recording", e.Time), e.Recording}, nil
 	case nil:
 		return nil, fmt.Errorf("%w: MarshalEvent: nil event", ErrInvalidArgument)
 	}
@@ -424,20 +481,40 @@ func (e EventsDropped) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
 // UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
 func (e *EventsDropped) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
 
+// MarshalJSON returns the event's encoding (see MarshalEvent).
+func (e ActiveSpeakersChanged) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
+
+// UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
+func (e *ActiveSpeakersChanged) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
+
+// MarshalJSON returns the event's encoding (see MarshalEvent).
+func (e ConnectionQualityChanged) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
+
+// UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
+func (e *ConnectionQualityChanged) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
+
+// MarshalJSON returns the event's encoding (see MarshalEvent).
+func (e RecordingChanged) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
+
+// UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
+func (e *RecordingChanged) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
+
 // participantJSON is a Participant's encoding. UserData is written for
 // readers (the metadata as JSON, or null) and ignored when read: Metadata
 // holds it.
 type participantJSON struct {
-	Identity    string            `json:"identity"`
-	SID         string            `json:"sid"`
-	Name        string            `json:"name"`
-	Metadata    string            `json:"metadata"`
-	UserData    json.RawMessage   `json:"user_data"`
-	Attributes  map[string]string `json:"attributes"`
-	Kind        ParticipantKind   `json:"kind"`
-	JoinedAt    *time.Time        `json:"joined_at,omitempty"`
-	Permissions permissionsJSON   `json:"permissions"`
-	Version     uint32            `json:"version,omitempty"`
+	Identity    string                  `json:"identity"`
+	SID         string                  `json:"sid"`
+	Name        string                  `json:"name"`
+	Metadata    string                  `json:"metadata"`
+	UserData    json.RawMessage         `json:"user_data"`
+	Attributes  map[string]string       `json:"attributes"`
+	Kind        ParticipantKind         `json:"kind"`
+	KindDetails []ParticipantKindDetail `json:"kind_details,omitempty"`
+	IsPublisher bool                    `json:"is_publisher,omitempty"`
+	JoinedAt    *time.Time              `json:"joined_at,omitempty"`
+	Permissions permissionsJSON         `json:"permissions"`
+	Version     uint32                  `json:"version,omitempty"`
 }
 
 // permissionsJSON has the fields of Permissions, which converts to it.
@@ -451,7 +528,8 @@ type permissionsJSON struct {
 
 // MarshalJSON returns the participant as the JSON object of the event
 // encoding (docs/events.md): identity, sid, name, metadata, user_data,
-// attributes, kind, joined_at, permissions and version.
+// attributes, kind, kind_details, is_publisher, joined_at, permissions and
+// version.
 func (p Participant) MarshalJSON() ([]byte, error) {
 	ud, ok := p.UserData()
 	if !ok {
@@ -463,7 +541,8 @@ func (p Participant) MarshalJSON() ([]byte, error) {
 	}
 	w := participantJSON{
 		Identity: p.Identity, SID: p.SID, Name: p.Name, Metadata: p.Metadata, UserData: ud,
-		Attributes: attrs, Kind: p.Kind, Permissions: permissionsJSON(p.Permissions), Version: p.Version,
+		Attributes: attrs, Kind: p.Kind, KindDetails: p.KindDetails, IsPublisher: p.IsPublisher,
+		Permissions: permissionsJSON(p.Permissions), Version: p.Version,
 	}
 	if !p.JoinedAt.IsZero() {
 		t := p.JoinedAt.UTC()
@@ -480,7 +559,8 @@ func (p *Participant) UnmarshalJSON(b []byte) error {
 	}
 	*p = Participant{
 		SID: w.SID, Identity: w.Identity, Name: w.Name, Metadata: w.Metadata, Attributes: w.Attributes,
-		Kind: w.Kind, Permissions: Permissions(w.Permissions), Version: w.Version,
+		Kind: w.Kind, KindDetails: w.KindDetails, IsPublisher: w.IsPublisher,
+		Permissions: Permissions(w.Permissions), Version: w.Version,
 	}
 	if p.Attributes == nil {
 		p.Attributes = map[string]string{}
@@ -498,6 +578,8 @@ type roomInfoJSON struct {
 	SID              string     `json:"sid"`
 	Metadata         string     `json:"metadata"`
 	NumParticipants  int        `json:"num_participants"`
+	NumPublishers    int        `json:"num_publishers"`
+	Recording        bool       `json:"recording"`
 	MaxParticipants  int        `json:"max_participants"`
 	CreatedAt        *time.Time `json:"created_at,omitempty"`
 	EmptyTimeout     float64    `json:"empty_timeout_s"`
@@ -505,13 +587,14 @@ type roomInfoJSON struct {
 }
 
 // MarshalJSON returns the room as a JSON object: name, sid, metadata,
-// num_participants, max_participants, created_at, empty_timeout_s and
+// num_participants, num_publishers, recording, max_participants, created_at,
+// empty_timeout_s and
 // departure_timeout_s.
 func (r RoomInfo) MarshalJSON() ([]byte, error) {
 	w := roomInfoJSON{
 		Name: r.Name, SID: r.SID, Metadata: r.Metadata,
-		NumParticipants: r.NumParticipants, MaxParticipants: r.MaxParticipants,
-		EmptyTimeout: r.EmptyTimeout.Seconds(), DepartureTimeout: r.DepartureTimeout.Seconds(),
+		NumParticipants: r.NumParticipants, NumPublishers: r.NumPublishers, Recording: r.Recording,
+		MaxParticipants: r.MaxParticipants, EmptyTimeout: r.EmptyTimeout.Seconds(), DepartureTimeout: r.DepartureTimeout.Seconds(),
 	}
 	if !r.CreatedAt.IsZero() {
 		t := r.CreatedAt.UTC()
@@ -533,7 +616,7 @@ func (r *RoomInfo) UnmarshalJSON(b []byte) error {
 	}
 	*r = RoomInfo{
 		SID: w.SID, Name: w.Name, Metadata: w.Metadata, NumParticipants: w.NumParticipants,
-		MaxParticipants: w.MaxParticipants, EmptyTimeout: empty, DepartureTimeout: departure,
+		NumPublishers: w.NumPublishers, Recording: w.Recording, MaxParticipants: w.MaxParticipants, EmptyTimeout: empty, DepartureTimeout: departure,
 	}
 	if w.CreatedAt != nil {
 		r.CreatedAt = *w.CreatedAt
@@ -596,6 +679,39 @@ func (k *ParticipantKind) UnmarshalText(b []byte) error {
 	}
 	n, err := numbered(s, "kind")
 	*k = ParticipantKind(n)
+	return err
+}
+
+// MarshalText returns the detail's name, as String gives it.
+func (d ParticipantKindDetail) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads a name MarshalText writes, including the
+// "kind_detail(N)" form of details this version does not know.
+func (d *ParticipantKindDetail) UnmarshalText(b []byte) error {
+	s := string(b)
+	if v, ok := lkpb.ParticipantInfo_KindDetail_value[strings.ToUpper(s)]; ok && s == strings.ToLower(s) {
+		*d = ParticipantKindDetail(v)
+		return nil
+	}
+	n, err := numbered(s, "kind_detail")
+	*d = ParticipantKindDetail(n)
+	return err
+}
+
+// MarshalText returns the quality's name, as String gives it.
+func (q ConnectionQuality) MarshalText() ([]byte, error) { return []byte(q.String()), nil }
+
+// UnmarshalText reads a name MarshalText writes, including the
+// "quality(N)" form of qualities this version does not know.
+func (q *ConnectionQuality) UnmarshalText(b []byte) error {
+	for _, v := range []ConnectionQuality{QualityPoor, QualityGood, QualityExcellent, QualityLost} {
+		if v.String() == string(b) {
+			*q = v
+			return nil
+		}
+	}
+	n, err := numbered(string(b), "quality")
+	*q = ConnectionQuality(n)
 	return err
 }
 

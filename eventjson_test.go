@@ -28,8 +28,9 @@ var (
 func allEvents() []callstate.Event {
 	bob := alice
 	bob.Identity, bob.SID, bob.Metadata, bob.Kind = "bob", "PA_bob", "not json", callstate.ParticipantKind(42)
+	bob.KindDetails, bob.IsPublisher = []callstate.ParticipantKindDetail{callstate.KindDetailForwarded, 77}, true
 	prev := bob
-	prev.Name, prev.Attributes = "", map[string]string{}
+	prev.Name, prev.Attributes, prev.KindDetails = "", map[string]string{}, nil
 	return []callstate.Event{
 		callstate.ParticipantJoined{Time: jsonTime, Participant: alice},
 		callstate.ParticipantLeft{Time: jsonTime, Participant: bob, Reason: callstate.ReasonParticipantRemoved},
@@ -44,12 +45,19 @@ func allEvents() []callstate.Event {
 			ID: "stream-1", MimeType: "application/octet-stream", Name: "f.bin", Text: false, Attributes: map[string]string{"k": "v"},
 		}}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{From: "alice", Payload: []byte{}, Kind: callstate.Reliable}},
-		callstate.AppMessage{Time: jsonTime, From: "alice", Data: json.RawMessage(`{"chat":"hi <bob>"}`)},
+		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{FromServer: true, Payload: []byte("x"), Kind: callstate.Reliable}},
+		callstate.AppMessage{Time: jsonTime, From: "alice", FromSID: "PA_alice", Data: json.RawMessage(`{"chat":"hi <bob>"}`)},
+		callstate.AppMessage{Time: jsonTime, FromServer: true, Data: json.RawMessage(`1`)},
 		callstate.SessionDataUpdated{Time: jsonTime, Data: map[string]json.RawMessage{"topic": json.RawMessage(`"demo"`), "n": json.RawMessage(`[1,{"a":null}]`)}, Changed: []string{"n", "topic"}},
 		callstate.RoomMetadataChanged{Time: jsonTime, Metadata: `{"topic":"demo"}`, Previous: "plain"},
 		callstate.ConnectionStateChanged{Time: jsonTime, State: callstate.StateReconnecting},
 		callstate.Disconnected{Time: jsonTime, Reason: callstate.ReasonClientInitiated},
 		callstate.EventsDropped{Time: jsonTime, Count: 12},
+		callstate.ActiveSpeakersChanged{Time: jsonTime, Speakers: []callstate.Speaker{{Identity: "alice", SID: "PA_alice", Level: 0.75, Active: true}, {SID: "PA_hidden", Level: 0.125}}},
+		callstate.ActiveSpeakersChanged{Time: jsonTime, Speakers: []callstate.Speaker{}},
+		callstate.ConnectionQualityChanged{Time: jsonTime, Identity: "bob", SID: "PA_bob", Quality: callstate.QualityGood, Score: 4.25, Local: true},
+		callstate.ConnectionQualityChanged{Time: jsonTime, SID: "PA_x", Quality: callstate.ConnectionQuality(9)},
+		callstate.RecordingChanged{Time: jsonTime, Recording: true},
 	}
 }
 
@@ -193,7 +201,7 @@ func TestSnapshotJSONRoundTrip(t *testing.T) {
 	bob := alice
 	bob.Identity = "bob"
 	st := callstate.Snapshot{
-		Room: callstate.RoomInfo{SID: "RM_1", Name: "standup", Metadata: `{"topic":"demo"}`, NumParticipants: 2, MaxParticipants: 10,
+		Room: callstate.RoomInfo{SID: "RM_1", Name: "standup", Metadata: `{"topic":"demo"}`, NumParticipants: 2, NumPublishers: 1, Recording: true, MaxParticipants: 10,
 			CreatedAt: time.Unix(1_700_000_000, 0).UTC(), EmptyTimeout: 300 * time.Second, DepartureTimeout: 20 * time.Second},
 		Local:       alice,
 		Remote:      []callstate.Participant{bob},
