@@ -386,7 +386,7 @@ func TestConnect(t *testing.T) {
 	_, err = Connect(context.Background(), Endpoint{URL: local.URL(), APIKey: local.APIKey()})
 	assert.ErrorContains(t, err, "needs a URL, an API key and an API secret")
 	_, err = Connect(context.Background(), Endpoint{URL: "127.0.0.1:7880", APIKey: "k", APISecret: "s"})
-	assert.ErrorContains(t, err, "is not a ws://")
+	assert.ErrorContains(t, err, "the scheme must be ws, wss, http or https")
 }
 
 func TestEndpointFromEnv(t *testing.T) {

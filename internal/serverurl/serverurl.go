@@ -24,6 +24,11 @@ import (
 // scheme is lower case in the result.
 func Parse(s string) (*url.URL, error) {
 	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "://") {
+		// url.Parse reads "host:port" as a scheme or a path and says
+		// something unhelpful; without "://" there is no user info to hide.
+		return nil, fmt.Errorf("invalid server URL %q: the scheme must be ws, wss, http or https", redact.String(s))
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return nil, fmt.Errorf("invalid server URL: %s", parseReason(s, err))
