@@ -321,8 +321,7 @@ func (c *Client) Run() error {
 	}
 	var timedOut atomic.Bool
 	var pinger *time.Timer
-	var ping func()
-	ping = func() {
+	ping := func() {
 		if ctx.Err() != nil {
 			return
 		}
