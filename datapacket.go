@@ -8,12 +8,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/callstate/callstate/internal/chunk"
 	"github.com/callstate/callstate/internal/lkpb"
 	"github.com/callstate/callstate/internal/rtc"
-	"google.golang.org/protobuf/proto"
 )
 
 // DataKind is the delivery kind of a data packet.
@@ -297,18 +297,40 @@ func maxLossyPacket(identity, sid string) int {
 	return MaxLossyPacketSize - stamp
 }
 
+// expireEvery is how often partly received messages are checked for
+// expiry.
+const expireEvery = 250 * time.Millisecond
+
+// expireLoop expires partly received messages every expireEvery until the
+// Room ends. It runs on a timer's callbacks, not on a goroutine of its own,
+// so that an idle Room costs no goroutine for it; the caller has added one
+// to r.wg, which is released exactly once: by the end of r.life when the
+// timer is pending, else by the callback that finds the Room ending.
 func (r *Room) expireLoop() {
-	defer r.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
+	var mu sync.Mutex
+	var t *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(expireEvery, func() {
 		select {
 		case <-r.closing:
+			r.wg.Done()
 			return
-		case now := <-t.C:
-			r.asm.Expire(now)
+		default:
 		}
-	}
+		r.asm.Expire(time.Now())
+		mu.Lock()
+		t.Reset(expireEvery)
+		mu.Unlock()
+	})
+	context.AfterFunc(r.life, func() {
+		mu.Lock()
+		stopped := t.Stop()
+		mu.Unlock()
+		if stopped {
+			r.wg.Done()
+		}
+	})
 }
 
 // onData runs on pion's data channel goroutines.
@@ -316,8 +338,10 @@ func (r *Room) onData(reliable bool, b []byte) {
 	if r.opts.rawHook != nil {
 		r.opts.rawHook("data", b)
 	}
+	// b is pion's copy of the SCTP message, allocated for this message
+	// alone: the payload may alias it instead of being copied once more.
 	pkt := &lkpb.DataPacket{}
-	if err := proto.Unmarshal(b, pkt); err != nil {
+	if err := lkpb.UnmarshalDataPacketAliased(b, pkt); err != nil {
 		r.mu.Lock()
 		r.malform++
 		r.mu.Unlock()

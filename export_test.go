@@ -31,3 +31,12 @@ func (r *Room) MaxLossyPacket() int { return maxLossyPacket(r.local.Identity, r.
 func (r *Room) SendRawData(ctx context.Context, reliable bool, pkt []byte) error {
 	return r.tr.Send(ctx, reliable, pkt)
 }
+
+// SinglePC reports whether the Room joined with one PeerConnection.
+func (r *Room) SinglePC() bool { return r.tr.SinglePC() }
+
+// MaxReliablePacket returns the largest reliable packet the Room sends as one
+// packet.
+func (r *Room) MaxReliablePacket() int {
+	return maxReliablePacket(r.tr.MaxMessageSize(), r.opts.MaxReliablePacket, r.local.Identity, r.local.SID)
+}

@@ -2,9 +2,8 @@ package callstate
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"time"
 
@@ -46,22 +45,63 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 		Token:         token,
 		SDKVersion:    Version,
 		AutoSubscribe: o.AutoSubscribe,
+		Attributes:    o.Attributes,
 		HTTPClient:    o.HTTPClient,
 		Handler:       r.handleSignal,
 	}
 	sigOpts.Raw = r.rawSignalHook()
-	if len(o.Attributes) > 0 {
-		b, _ := json.Marshal(o.Attributes)
-		sigOpts.Attributes = base64.URLEncoding.EncodeToString(b)
+	trCfg := rtc.Config{
+		Loopback:      o.loopback,
+		SettingEngine: o.SettingEngine,
+		SharedNet:     o.sharedNet,
+		Logger:        o.Logger,
+		SendSignal:    r.sendSignal,
+		OnMessage:     r.onData,
+		OnState:       r.onTransportState,
 	}
-	sig, first, err := signal.Dial(ctx, sigOpts)
-	if err != nil {
-		return nil, joinError(ctx, err)
+	var tr *rtc.Transport
+	sig, first, err := (*signal.Client)(nil), (*lkpb.SignalResponse)(nil), error(nil)
+	if !o.TwoPeerConnections {
+		// One PeerConnection, offered in the join request: the server
+		// answers right after its JoinResponse, saving the round trip of
+		// an offer sent after the join.
+		trCfg.SinglePC = true
+		tr, err = rtc.New(trCfg)
+		if err != nil {
+			return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
+		}
+		offer, err := tr.Offer(ctx)
+		if err != nil {
+			_ = tr.Close()
+			return nil, joinError(ctx, err)
+		}
+		sigOpts.SinglePC = true
+		sigOpts.PublisherOffer = offer
+		sig, first, err = signal.Dial(ctx, sigOpts)
+		if err != nil {
+			_ = tr.Close()
+			tr = nil
+			if !noV1(err) {
+				return nil, joinError(ctx, err)
+			}
+			o.Logger.Debug("callstate: the server has no /rtc/v1; joining with two PeerConnections", "err", err)
+		}
+	}
+	if tr == nil {
+		trCfg.SinglePC = false
+		sigOpts.SinglePC, sigOpts.PublisherOffer = false, nil
+		sig, first, err = signal.Dial(ctx, sigOpts)
+		if err != nil {
+			return nil, joinError(ctx, err)
+		}
 	}
 	r.sig = sig
 	jr := first.GetJoin()
 	if jr == nil {
 		sig.Close(context.Background(), false)
+		if tr != nil {
+			_ = tr.Close()
+		}
 		if l := first.GetLeave(); l != nil {
 			return nil, &JoinError{Kind: ErrJoinRefused, Message: "the server sent leave: " + l.GetReason().String()}
 		}
@@ -79,27 +119,40 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.info = roomInfoFromProto(jr.GetRoom())
 	r.session = newSessionData(r.local.Identity)
 	cfg.MaxLossyPacket = maxLossyPacket(r.local.Identity, r.local.SID)
-	r.enc = chunk.NewEncoder(cfg)
 	r.lossyEnc = chunk.NewEncoder(cfg)
 	r.session.observe(now, r.info.Metadata)
 
-	tr, err := rtc.New(rtc.Config{
-		ICEServers:    iceServers(jr.GetIceServers()),
-		Loopback:      o.loopback,
-		SettingEngine: o.SettingEngine,
-		Logger:        o.Logger,
-		SendSignal:    r.sendSignal,
-		OnMessage:     r.onData,
-		OnState:       r.onTransportState,
-	})
-	if err != nil {
-		sig.Close(context.Background(), true)
-		return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
+	if tr == nil {
+		trCfg.ICEServers = iceServers(jr.GetIceServers())
+		tr, err = rtc.New(trCfg)
+		if err != nil {
+			sig.Close(context.Background(), true)
+			return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
+		}
 	}
 	r.tr = tr
+	tr.Attach(iceServers(jr.GetIceServers()))
+	if tr.SinglePC() && hasRelay(jr.GetIceServers()) {
+		// The offer in the join request carries only the candidates found
+		// without the server's ICE servers, which were not known yet. Most
+		// networks need nothing more (the server's own candidates are
+		// reachable); if the connection is not up soon, restart ICE to
+		// gather through the server's TURN relays too.
+		relay := time.AfterFunc(relayRestartAfter, func() {
+			select {
+			case <-r.subReady:
+			case <-r.closing:
+			default:
+				if err := tr.RestartICE(); err != nil {
+					o.Logger.Debug("callstate: ICE restart through the server's relays", "err", err)
+				}
+			}
+		})
+		defer relay.Stop()
+	}
 	r.wg.Add(3)
 	go r.readLoop()
-	go r.expireLoop()
+	r.expireLoop()
 	go r.sessionLoop()
 
 	fail := func(err error) (*Room, error) {
@@ -123,6 +176,9 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 		}
 	}
 	if publish {
+		// Join returns only once our own channels are open, so that the
+		// first packet the caller publishes is carried, never dropped
+		// while reported sent.
 		if err := tr.WaitReady(ctx); err != nil {
 			if errors.Is(err, rtc.ErrClosed) {
 				err = r.endError()
@@ -130,6 +186,9 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 			return fail(err)
 		}
 	}
+	cfg.MaxReliablePacket = maxReliablePacket(tr.MaxMessageSize(), o.MaxReliablePacket, r.local.Identity, r.local.SID)
+	cfg.ReserveForwardedDestinations = true
+	r.enc = chunk.NewEncoder(cfg)
 	r.mu.Lock()
 	r.state = StateConnected
 	r.mu.Unlock()
@@ -161,6 +220,53 @@ func (r *Room) chunkConfig() chunk.Config {
 	}
 	return cfg
 }
+
+// relayRestartAfter is how long a single-PeerConnection join waits for a
+// direct connection before it restarts ICE through the server's TURN
+// relays.
+const relayRestartAfter = 2 * time.Second
+
+// hasRelay reports whether the server named a TURN server.
+func hasRelay(servers []*lkpb.ICEServer) bool {
+	for _, s := range servers {
+		for _, u := range s.GetUrls() {
+			if strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// noV1 reports a refused /rtc/v1 upgrade that means the server does not
+// have the path (servers before it answer 404), as opposed to a refused
+// token or room.
+func noV1(err error) bool {
+	var de *signal.DialError
+	return errors.As(err, &de) && (de.StatusCode == http.StatusNotFound || de.StatusCode == http.StatusMethodNotAllowed)
+}
+
+// maxReliablePacket is the largest reliable packet the Room sends as one
+// packet: the peer's SCTP maximum message size (capped at 65,535, the most
+// pion's receivers accept by default, and 65,535 when it is not known), less
+// what the server stamps into a packet it forwards (the sender's identity
+// and sid, twice), or the caller's lower limit. The chunk encoder also
+// leaves room for the destinations the server copies into the packet
+// (Config.ReserveForwardedDestinations).
+func maxReliablePacket(negotiated, requested int, identity, sid string) int {
+	if negotiated <= 0 || negotiated > 65535 {
+		negotiated = 65535
+	}
+	limit := negotiated - (2*(len(identity)+3) + 2*(len(sid)+3) + 8)
+	if requested > 0 && requested < limit {
+		limit = requested
+	}
+	return max(limit, minReliablePacket)
+}
+
+// minReliablePacket is the floor of WithMaxReliablePacket: a stream chunk
+// must still hold its header and some content.
+const minReliablePacket = 1024
 
 func checkJoinArgs(serverURL, token string) error {
 	if _, err := parseServerURL(serverURL); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/callstate/callstate/internal/redact"
@@ -99,6 +100,26 @@ type JoinOptions struct {
 	// off by default.
 	AutoSubscribe bool
 
+	// TwoPeerConnections joins through LiveKit's /rtc path with two
+	// PeerConnections (the server offers one for what the Room receives,
+	// the Room offers the other for what it sends), as LiveKit's older
+	// clients do. By default the Room joins through /rtc/v1 with one
+	// PeerConnection that carries data both ways, offered in the join
+	// request, and falls back to two when the server does not have that
+	// path (servers before it answer its upgrade with 404). One connection
+	// joins faster and costs fewer goroutines and less memory; two are for
+	// servers or proxies that mishandle /rtc/v1.
+	TwoPeerConnections bool
+	// MaxReliablePacket is the largest reliable data packet the Room
+	// sends, in bytes; a reliable payload whose packet would be larger
+	// travels as a LiveKit data stream. Zero follows the SCTP maximum
+	// message size that the server announced for the connection (65,535
+	// bytes for LiveKit's server), less what the server adds to a packet
+	// when it forwards it. Set it lower (for example 15,000) when some
+	// receivers accept only smaller SCTP messages; larger values are
+	// capped at the negotiated limit.
+	MaxReliablePacket int
+
 	// Test hooks, set through export_test.go.
 	//
 	// rawHook sees every signalling frame ("signal") and data channel
@@ -114,6 +135,7 @@ type options struct {
 	JoinOptions
 	initialMetadata *string // Metadata or UserData's encoding, if any
 	loopback        bool
+	sharedNet       bool // the SettingEngine is callstate's: its Transports may share one interface list
 	ownHTTP         bool
 }
 
@@ -172,6 +194,7 @@ func (o *JoinOptions) resolve(serverURL string) (*options, error) {
 		se = *c.SettingEngine
 	} else {
 		se = *NewSettingEngine()
+		c.sharedNet = true
 	}
 	if se.LoggerFactory == nil {
 		se.LoggerFactory = rtc.LoggerFactory(c.Logger)
@@ -193,11 +216,17 @@ const DefaultMaxMessageSize = 16 << 20
 // DTLS retransmission interval (pion's 1 s makes a handshake message lost
 // before ICE settles cost a second of join time) and SCTP retransmissions
 // at most 3 s apart (pion backs off to 60 s, which can hold a reliable
-// message that long after a stall). Adjust it and pass it in JoinOptions.
+// message that long after a stall), and no mDNS (LiveKit's servers name
+// their candidates by IP address). Adjust it and pass it in JoinOptions.
 func NewSettingEngine() *webrtc.SettingEngine {
 	se := &webrtc.SettingEngine{}
 	se.SetDTLSRetransmissionInterval(rtc.DTLSRetransmission)
 	se.SetSCTPRTOMax(rtc.SCTPRTOMax)
+	// LiveKit's servers announce their candidates as IP addresses, never
+	// as mDNS names, so resolving .local names is never needed; pion's
+	// default opens a multicast socket, and runs its readers, for every
+	// PeerConnection.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return se
 }
 

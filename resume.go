@@ -84,6 +84,7 @@ func (r *Room) resumeOnce() (ok, final bool) {
 		Raw:           r.rawSignalHook(),
 		Reconnect:     true,
 		SID:           sid,
+		SinglePC:      r.tr.SinglePC(),
 	})
 	if err != nil {
 		var de *signal.DialError

@@ -89,10 +89,43 @@ func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 		if ok {
 			p.answer <- m.RequestResponse
 		}
+	case *lkpb.SignalResponse_RoomMoved:
+		r.roomMoved(m.RoomMoved)
 	case *lkpb.SignalResponse_Leave:
 		reason := DisconnectReason(m.Leave.GetReason())
 		r.shutdown(reason, fmt.Errorf("%w: %s", errServerLeft, reason), false)
 	}
+}
+
+// roomMoved follows the server's move of this participant to another room
+// (RoomService.MoveParticipant; announced because callstate speaks protocol
+// 16): the connection stays, the token is the new room's, and the others
+// are the new room's, so those who are not in it are reported as having
+// left and the new ones as having joined.
+func (r *Room) roomMoved(m *lkpb.RoomMovedResponse) {
+	now := time.Now()
+	r.mu.Lock()
+	if m.GetToken() != "" {
+		r.token = m.GetToken()
+	}
+	there := make(map[string]bool, len(m.GetOtherParticipants()))
+	for _, pi := range m.GetOtherParticipants() {
+		there[pi.GetIdentity()] = pi.GetState() != lkpb.ParticipantInfo_DISCONNECTED
+	}
+	var gone []*lkpb.ParticipantInfo
+	for id, p := range r.remotes {
+		if !there[id] {
+			gone = append(gone, &lkpb.ParticipantInfo{Identity: id, Sid: p.SID, State: lkpb.ParticipantInfo_DISCONNECTED})
+		}
+	}
+	r.applyParticipantsLocked(now, gone)
+	r.applyParticipantsLocked(now, m.GetOtherParticipants())
+	if pi := m.GetParticipant(); pi != nil && pi.GetIdentity() == r.local.Identity {
+		r.local.SID = pi.GetSid()
+		r.applyParticipantsLocked(now, []*lkpb.ParticipantInfo{pi})
+	}
+	r.mu.Unlock()
+	r.applyRoom(m.GetRoom())
 }
 
 func (r *Room) onTransportState(publisher bool, s webrtc.PeerConnectionState) {

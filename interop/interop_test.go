@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -41,6 +42,7 @@ type browserResults struct {
 	Error              *string         `json:"error"`
 	Identity           string          `json:"identity"`
 	Sent               bool            `json:"sent"`
+	ConnectMs          *float64        `json:"connectMs"`
 	PeerMetadata       *string         `json:"peerMetadata"`
 	PeerMetadataEvents int             `json:"peerMetadataEvents"`
 	RoomMetadata       *string         `json:"roomMetadata"`
@@ -74,10 +76,19 @@ type driverRun struct {
 //  4. Go, once it has all three, sends the browser an app message and a data
 //     packet with a topic;
 //  5. the browser reports what it saw.
+//
+// The Go participant uses one PeerConnection (callstate's default); the
+// browser runs in both of livekit-client's modes, one PeerConnection (its
+// default) and two.
 func TestBrowser(t *testing.T) {
 	if os.Getenv("CALLSTATE_BROWSER_TESTS") != "1" {
 		t.Skip("browser interoperability test; run it with: bash interop/setup.sh && CALLSTATE_BROWSER_TESTS=1 go test ./interop")
 	}
+	t.Run("browser-single-pc", func(t *testing.T) { testBrowser(t, true) })
+	t.Run("browser-two-pcs", func(t *testing.T) { testBrowser(t, false) })
+}
+
+func testBrowser(t *testing.T, browserSinglePC bool) {
 	app, err := os.ReadFile(filepath.Join("web", "dist", "app.js"))
 	require.NoError(t, err, "the bundled web app is missing: run bash interop/setup.sh")
 	node, err := exec.LookPath("node")
@@ -125,6 +136,7 @@ func TestBrowser(t *testing.T) {
 		"appMessage": {browserAppMessage},
 		"topic":      {browserTopic},
 		"payload":    {browserPayload},
+		"singlePC":   {strconv.FormatBool(browserSinglePC)},
 	}.Encode()
 
 	// The browser. driverCtx ends when the driver exits, so that a browser
@@ -153,6 +165,13 @@ func TestBrowser(t *testing.T) {
 	})
 	require.NoError(t, err, "the browser did not join: %s", driverOutput())
 	t.Logf("browser joined after %v", time.Since(start).Round(time.Millisecond))
+	// livekit-client emits participant events only once its room is
+	// connected, which may be after the server announced it: wait for the
+	// browser to say so.
+	_, err = calltest.AwaitEvent(driverCtx, data, browserTimeout, func(e callstate.DataReceived) bool {
+		return e.Data.From == browserID && e.Data.Topic == "interop.ready"
+	})
+	require.NoError(t, err, "the browser did not connect: %s", driverOutput())
 	require.NoError(t, bot.SetUserData(ctx, goUserData))
 	require.NoError(t, bot.SetSessionData(ctx, goSession, callstate.ShallowMerge))
 
@@ -179,7 +198,7 @@ func TestBrowser(t *testing.T) {
 	assert.JSONEq(t, browserAppMessage, string(msg.Data))
 
 	dr, err := calltest.AwaitEvent(driverCtx, data, browserTimeout, func(e callstate.DataReceived) bool {
-		return e.Data.From == browserID
+		return e.Data.From == browserID && e.Data.Topic == browserTopic
 	})
 	require.NoError(t, err, "no data packet from the browser: %s", driverOutput())
 	assert.Equal(t, browserTopic, dr.Data.Topic)
@@ -199,6 +218,9 @@ func TestBrowser(t *testing.T) {
 	}
 	require.NoError(t, run.err, "driver failed:\n%s", run.stderr)
 	res := run.results
+	if res.ConnectMs != nil {
+		t.Logf("the browser's room.connect took %v ms", *res.ConnectMs)
+	}
 	t.Logf("browser done after %v", time.Since(start).Round(time.Millisecond))
 	require.Nil(t, res.Error, "the browser app failed")
 	assert.True(t, res.Done)

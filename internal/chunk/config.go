@@ -29,6 +29,14 @@ type Config struct {
 	// MaxReliablePacket is the largest encoded reliable DataPacket, in
 	// bytes. Reliable messages whose packet would be larger are streamed.
 	MaxReliablePacket int
+	// ReserveForwardedDestinations makes a reliable message with
+	// destinations go as one packet only if the packet would still fit
+	// MaxReliablePacket with its destinations counted twice: LiveKit's
+	// server copies them into the UserPacket it forwards (the legacy
+	// destination_identities), so the packet arrives that much larger.
+	// Set it when MaxReliablePacket is the receivers' hard limit (the
+	// SCTP maximum message size) rather than a conservative size.
+	ReserveForwardedDestinations bool
 	// StreamChunkSize is the most content bytes in one stream chunk; a chunk
 	// holds less when its packet would otherwise exceed MaxReliablePacket.
 	StreamChunkSize int

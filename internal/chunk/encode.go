@@ -317,9 +317,16 @@ func (e *Encoder) encodeReliable(m *Message, seq func() uint32, emit func([]byte
 		return seq()
 	}
 	shape.seq = next()
-	if !m.Stream && shape.size(fieldPacketUser, userSize(len(m.Payload), m.Topic)) <= limit {
+	plain := shape.size(fieldPacketUser, userSize(len(m.Payload), m.Topic))
+	if e.cfg.ReserveForwardedDestinations {
+		plain += shape.destsSize
+	}
+	if !m.Stream && plain <= limit {
 		info := Info{Via: ViaPlain}
-		b := appendUserPacket(buffer(&e.reliableBuf, limit), &shape, m.Payload, m.Topic)
+		// The buffer grows to the largest plain packet sent, not to the
+		// limit: with the limit at the SCTP message size (64 KiB), a Room
+		// that sends small messages would otherwise hold 64 KiB for them.
+		b := appendUserPacket(buffer(&e.reliableBuf, plain), &shape, m.Payload, m.Topic)
 		if err := e.emit(emit, b, &info); err != nil {
 			return info, err
 		}

@@ -2838,13 +2838,14 @@ func (x *DataChannelInfo) GetTarget() SignalTarget {
 }
 
 type ConnectionSettings struct {
-	state                protoimpl.MessageState `protogen:"open.v1"`
-	AutoSubscribe        bool                   `protobuf:"varint,1,opt,name=auto_subscribe,json=autoSubscribe,proto3" json:"auto_subscribe,omitempty"`
-	AdaptiveStream       bool                   `protobuf:"varint,2,opt,name=adaptive_stream,json=adaptiveStream,proto3" json:"adaptive_stream,omitempty"`
-	SubscriberAllowPause *bool                  `protobuf:"varint,3,opt,name=subscriber_allow_pause,json=subscriberAllowPause,proto3,oneof" json:"subscriber_allow_pause,omitempty"`
-	DisableIceLite       bool                   `protobuf:"varint,4,opt,name=disable_ice_lite,json=disableIceLite,proto3" json:"disable_ice_lite,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	AutoSubscribe          bool                   `protobuf:"varint,1,opt,name=auto_subscribe,json=autoSubscribe,proto3" json:"auto_subscribe,omitempty"`
+	AdaptiveStream         bool                   `protobuf:"varint,2,opt,name=adaptive_stream,json=adaptiveStream,proto3" json:"adaptive_stream,omitempty"`
+	SubscriberAllowPause   *bool                  `protobuf:"varint,3,opt,name=subscriber_allow_pause,json=subscriberAllowPause,proto3,oneof" json:"subscriber_allow_pause,omitempty"`
+	DisableIceLite         bool                   `protobuf:"varint,4,opt,name=disable_ice_lite,json=disableIceLite,proto3" json:"disable_ice_lite,omitempty"`
+	AutoSubscribeDataTrack *bool                  `protobuf:"varint,5,opt,name=auto_subscribe_data_track,json=autoSubscribeDataTrack,proto3,oneof" json:"auto_subscribe_data_track,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *ConnectionSettings) Reset() {
@@ -2901,6 +2902,13 @@ func (x *ConnectionSettings) GetSubscriberAllowPause() bool {
 func (x *ConnectionSettings) GetDisableIceLite() bool {
 	if x != nil {
 		return x.DisableIceLite
+	}
+	return false
+}
+
+func (x *ConnectionSettings) GetAutoSubscribeDataTrack() bool {
+	if x != nil && x.AutoSubscribeDataTrack != nil {
+		return *x.AutoSubscribeDataTrack
 	}
 	return false
 }
@@ -7165,13 +7173,15 @@ const file_livekit_proto_rawDesc = "" +
 	"\x0fDataChannelInfo\x12\x14\n" +
 	"\x05label\x18\x01 \x01(\tR\x05label\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\rR\x02id\x126\n" +
-	"\x06target\x18\x03 \x01(\x0e2\x1e.callstate.lkwire.SignalTargetR\x06target\"\xe4\x01\n" +
+	"\x06target\x18\x03 \x01(\x0e2\x1e.callstate.lkwire.SignalTargetR\x06target\"\xc2\x02\n" +
 	"\x12ConnectionSettings\x12%\n" +
 	"\x0eauto_subscribe\x18\x01 \x01(\bR\rautoSubscribe\x12'\n" +
 	"\x0fadaptive_stream\x18\x02 \x01(\bR\x0eadaptiveStream\x129\n" +
 	"\x16subscriber_allow_pause\x18\x03 \x01(\bH\x00R\x14subscriberAllowPause\x88\x01\x01\x12(\n" +
-	"\x10disable_ice_lite\x18\x04 \x01(\bR\x0edisableIceLiteB\x19\n" +
-	"\x17_subscriber_allow_pause\"\x9a\x05\n" +
+	"\x10disable_ice_lite\x18\x04 \x01(\bR\x0edisableIceLite\x12>\n" +
+	"\x19auto_subscribe_data_track\x18\x05 \x01(\bH\x01R\x16autoSubscribeDataTrack\x88\x01\x01B\x19\n" +
+	"\x17_subscriber_allow_pauseB\x1c\n" +
+	"\x1a_auto_subscribe_data_track\"\x9a\x05\n" +
 	"\vJoinRequest\x12=\n" +
 	"\vclient_info\x18\x01 \x01(\v2\x1c.callstate.lkwire.ClientInfoR\n" +
 	"clientInfo\x12U\n" +

@@ -11,6 +11,8 @@ package signal
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,9 +31,20 @@ import (
 )
 
 // ProtocolVersion is the LiveKit signalling protocol version callstate
-// announces. 15 is the first version for which the server acknowledges
-// successful requests (request_response with reason OK).
-const ProtocolVersion = 15
+// announces. Above 14 the server acknowledges successful requests
+// (request_response with reason OK); above 15 it may move the participant to
+// another room (room_moved), which callstate follows. 17 would add packet
+// trailers to forwarded media, which a data-only client never receives, so
+// 16 is all callstate needs.
+const ProtocolVersion = 16
+
+// Paths of the two signalling flavours: v0 (two PeerConnections, parameters
+// in the query) and v1 (one PeerConnection, a WrappedJoinRequest in the
+// query).
+const (
+	PathV0 = "/rtc"
+	PathV1 = "/rtc/v1"
+)
 
 // MaxFrameSize bounds one signalling frame read from the server. A
 // JoinResponse carries every participant's metadata (up to 512 KiB each), so
@@ -51,9 +64,18 @@ type Options struct {
 	// Reconnect and SID ask the server to resume an existing session.
 	Reconnect bool
 	SID       string
-	// Attributes, when not empty, is the base64url JSON encoding of the
-	// attributes to set at join.
-	Attributes string
+	// Attributes are set at join, merged over the token's.
+	Attributes map[string]string
+	// Metadata, when not empty, replaces the token's metadata (v1 only:
+	// the v0 path has no such parameter).
+	Metadata string
+	// SinglePC joins through /rtc/v1: one PeerConnection, the join
+	// parameters in a WrappedJoinRequest.
+	SinglePC bool
+	// PublisherOffer is the offer of the one PeerConnection, carried in the
+	// v1 join request so that the server's answer needs no extra round
+	// trip. Ignored on v0.
+	PublisherOffer *lkpb.SessionDescription
 	// HTTPClient is used for the WebSocket handshake; nil means the default.
 	HTTPClient *http.Client
 	// Raw, when set, receives the bytes of every binary frame before it is
@@ -104,9 +126,13 @@ type Client struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	runMu     sync.Mutex
+	cancelRun context.CancelFunc // ends Run's read; set by Run
 }
 
-// JoinURL builds the signalling URL for opts.
+// JoinURL builds the signalling URL for opts: /rtc with query parameters,
+// or, with SinglePC, /rtc/v1 with the join request.
 func JoinURL(opts Options) (string, error) {
 	u, err := url.Parse(opts.URL)
 	if err != nil {
@@ -124,16 +150,38 @@ func JoinURL(opts Options) (string, error) {
 	if u.Host == "" {
 		return "", fmt.Errorf("invalid URL %q: no host", opts.URL)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/rtc"
+	base := strings.TrimSuffix(u.Path, "/")
 	q := url.Values{}
 	q.Set("access_token", opts.Token)
+	if opts.SinglePC {
+		u.Path = base + PathV1
+		jr, err := proto.Marshal(joinRequest(opts))
+		if err != nil {
+			return "", fmt.Errorf("encoding the join request: %w", err)
+		}
+		// Uncompressed: a data-only offer is well under a kilobyte, and
+		// the server caps an uncompressed request at 1 MiB
+		// (http.DefaultMaxHeaderBytes) as it does a gzipped one.
+		w, err := proto.Marshal(&lkpb.WrappedJoinRequest{Compression: lkpb.WrappedJoinRequest_NONE, JoinRequest: jr})
+		if err != nil {
+			return "", fmt.Errorf("encoding the join request: %w", err)
+		}
+		q.Set("join_request", base64.URLEncoding.EncodeToString(w))
+		u.RawQuery = q.Encode()
+		return u.String(), nil
+	}
+	u.Path = base + PathV0
 	q.Set("protocol", strconv.Itoa(ProtocolVersion))
 	q.Set("sdk", "go")
 	q.Set("version", opts.SDKVersion)
 	q.Set("auto_subscribe", boolParam(opts.AutoSubscribe))
 	q.Set("adaptive_stream", "0")
-	if opts.Attributes != "" {
-		q.Set("attributes", opts.Attributes)
+	if len(opts.Attributes) > 0 {
+		b, err := json.Marshal(opts.Attributes)
+		if err != nil {
+			return "", fmt.Errorf("encoding the attributes: %w", err)
+		}
+		q.Set("attributes", base64.URLEncoding.EncodeToString(b))
 	}
 	if opts.Reconnect {
 		q.Set("reconnect", "1")
@@ -141,6 +189,35 @@ func JoinURL(opts Options) (string, error) {
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// joinRequest is the v1 join request for opts.
+func joinRequest(opts Options) *lkpb.JoinRequest {
+	noDataTracks := false
+	jr := &lkpb.JoinRequest{
+		ClientInfo: &lkpb.ClientInfo{
+			Sdk:      lkpb.ClientInfo_GO,
+			Version:  opts.SDKVersion,
+			Protocol: ProtocolVersion,
+		},
+		ConnectionSettings: &lkpb.ConnectionSettings{
+			AutoSubscribe: opts.AutoSubscribe,
+			// callstate does not read data tracks yet: subscribing to
+			// them would only make the server send frames nobody reads.
+			AutoSubscribeDataTrack: &noDataTracks,
+		},
+		Metadata:              opts.Metadata,
+		ParticipantAttributes: opts.Attributes,
+		PublisherOffer:        opts.PublisherOffer,
+	}
+	if opts.Reconnect {
+		jr.Reconnect = true
+		jr.ParticipantSid = opts.SID
+		// The publisher offer of a resume would restart ICE; a resume of
+		// the signalling connection alone keeps the PeerConnection.
+		jr.PublisherOffer = nil
+	}
+	return jr
 }
 
 func boolParam(b bool) string {
@@ -227,29 +304,74 @@ func (c *Client) RTT() time.Duration { return time.Duration(c.rtt.Load()) * time
 // Run reads frames until the connection ends, handing each to the handler,
 // and keeps the connection alive with pings. It returns ErrClosed after
 // Close, ErrTimeout when the server went silent, or the read error.
+//
+// Run is the Client's only long-lived goroutine: pings are sent from a
+// timer's callback, and Close ends the read by cancelling its context, so
+// that a participant costs one goroutine for its signalling, not three.
 func (c *Client) Run() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		select {
-		case <-c.closed:
-			cancel()
-		case <-ctx.Done():
+	c.runMu.Lock()
+	c.cancelRun = cancel
+	c.runMu.Unlock()
+	select {
+	case <-c.closed:
+		return ErrClosed
+	default:
+	}
+	var timedOut atomic.Bool
+	var pinger *time.Timer
+	ping := func() {
+		if ctx.Err() != nil {
+			return
 		}
+		if time.Since(time.Unix(0, c.lastRecv.Load())) > c.pingTimeout {
+			// The connection is dead: a close handshake would wait up to
+			// 5 s for a lock that the blocked reader holds, eating into
+			// the time left to resume.
+			timedOut.Store(true)
+			c.conn.CloseNow()
+			cancel()
+			return
+		}
+		req := &lkpb.SignalRequest{Message: &lkpb.SignalRequest_PingReq{PingReq: &lkpb.Ping{
+			Timestamp: time.Now().UnixMilli(),
+			Rtt:       c.rtt.Load(),
+		}}}
+		sctx, scancel := context.WithTimeout(ctx, c.pingTimeout)
+		err := c.Send(sctx, req)
+		scancel()
+		if err != nil && ctx.Err() == nil {
+			// The connection is unusable: a close handshake would wait up
+			// to 5 s for a lock that the blocked reader holds, eating into
+			// the time left to resume.
+			c.conn.CloseNow()
+			return
+		}
+		c.runMu.Lock()
+		if ctx.Err() == nil {
+			pinger.Reset(c.pingInterval)
+		}
+		c.runMu.Unlock()
+	}
+	c.runMu.Lock()
+	pinger = time.AfterFunc(c.pingInterval, ping)
+	c.runMu.Unlock()
+	defer func() {
+		c.runMu.Lock()
+		pinger.Stop()
+		c.runMu.Unlock()
 	}()
-	pingErr := make(chan error, 1)
-	go func() { pingErr <- c.pingLoop(ctx) }()
 	for {
 		msg, err := c.read(ctx)
 		if err != nil {
 			cancel()
-			perr := <-pingErr
 			select {
 			case <-c.closed:
 				return ErrClosed
 			default:
 			}
-			if errors.Is(perr, ErrTimeout) {
+			if timedOut.Load() {
 				return ErrTimeout
 			}
 			return err
@@ -261,36 +383,6 @@ func (c *Client) Run() error {
 		}
 		if c.handler != nil {
 			c.handler(msg)
-		}
-	}
-}
-
-func (c *Client) pingLoop(ctx context.Context) error {
-	t := time.NewTicker(c.pingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if time.Since(time.Unix(0, c.lastRecv.Load())) > c.pingTimeout {
-			// The connection is dead: a close handshake would wait up
-			// to 5 s for a lock that the blocked reader holds, eating
-			// into the time left to resume.
-			c.conn.CloseNow()
-			return ErrTimeout
-		}
-		req := &lkpb.SignalRequest{Message: &lkpb.SignalRequest_PingReq{PingReq: &lkpb.Ping{
-			Timestamp: time.Now().UnixMilli(),
-			Rtt:       c.rtt.Load(),
-		}}}
-		sctx, scancel := context.WithTimeout(ctx, c.pingTimeout)
-		err := c.Send(sctx, req)
-		scancel()
-		if err != nil && ctx.Err() == nil {
-			c.conn.CloseNow() // as above: the connection is unusable
-			return err
 		}
 	}
 }
@@ -332,6 +424,11 @@ func (c *Client) Close(ctx context.Context, leave bool) error {
 	}
 	c.closeOnce.Do(func() {
 		close(c.closed)
+		c.runMu.Lock()
+		if c.cancelRun != nil {
+			c.cancelRun()
+		}
+		c.runMu.Unlock()
 		// The close handshake waits for the server for at most 5 s in
 		// coder/websocket; CloseNow does not wait at all.
 		done := make(chan struct{})

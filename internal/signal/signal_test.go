@@ -2,9 +2,11 @@ package signal
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -48,10 +50,11 @@ func fakeServer(t *testing.T, handle func(ctx context.Context, c *websocket.Conn
 }
 
 func TestJoinURL(t *testing.T) {
-	u, err := JoinURL(Options{URL: "https://example.com/base/", Token: "tok", SDKVersion: "1", Attributes: "e30"})
+	u, err := JoinURL(Options{URL: "https://example.com/base/", Token: "tok", SDKVersion: "1", Attributes: map[string]string{"a": "b"}})
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(u, "wss://example.com/base/rtc?"), u)
-	for _, p := range []string{"access_token=tok", "protocol=15", "sdk=go", "auto_subscribe=0", "attributes=e30"} {
+	// base64url of {"a":"b"}
+	for _, p := range []string{"access_token=tok", "protocol=16", "sdk=go", "auto_subscribe=0", "attributes=eyJhIjoiYiJ9"} {
 		assert.Contains(t, u, p)
 	}
 	assert.NotContains(t, u, "reconnect")
@@ -63,6 +66,46 @@ func TestJoinURL(t *testing.T) {
 		_, err := JoinURL(Options{URL: bad})
 		assert.Error(t, err, bad)
 	}
+}
+
+func TestJoinURLv1CarriesTheJoinRequest(t *testing.T) {
+	offer := &lkpb.SessionDescription{Type: "offer", Sdp: "v=0...", Id: 1}
+	raw, err := JoinURL(Options{URL: "http://h:7880", Token: "tok", SDKVersion: "9", SinglePC: true, AutoSubscribe: true,
+		Attributes: map[string]string{"k": "v"}, PublisherOffer: offer})
+	require.NoError(t, err)
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	assert.Equal(t, "ws", u.Scheme)
+	assert.Equal(t, PathV1, u.Path)
+	assert.Equal(t, "tok", u.Query().Get("access_token"))
+	assert.Empty(t, u.Query().Get("protocol"), "v1 carries the protocol in ClientInfo")
+	wb, err := base64.URLEncoding.DecodeString(u.Query().Get("join_request"))
+	require.NoError(t, err)
+	var w lkpb.WrappedJoinRequest
+	require.NoError(t, proto.Unmarshal(wb, &w))
+	assert.Equal(t, lkpb.WrappedJoinRequest_NONE, w.GetCompression())
+	var jr lkpb.JoinRequest
+	require.NoError(t, proto.Unmarshal(w.GetJoinRequest(), &jr))
+	assert.Equal(t, int32(ProtocolVersion), jr.GetClientInfo().GetProtocol())
+	assert.Equal(t, lkpb.ClientInfo_GO, jr.GetClientInfo().GetSdk())
+	assert.Equal(t, "9", jr.GetClientInfo().GetVersion())
+	assert.True(t, jr.GetConnectionSettings().GetAutoSubscribe())
+	assert.False(t, jr.GetConnectionSettings().GetAutoSubscribeDataTrack())
+	assert.Equal(t, map[string]string{"k": "v"}, jr.GetParticipantAttributes())
+	assert.True(t, proto.Equal(offer, jr.GetPublisherOffer()))
+	assert.False(t, jr.GetReconnect())
+
+	// A resume names the session and offers nothing: the PeerConnection
+	// stays as it is.
+	raw, err = JoinURL(Options{URL: "ws://h", SinglePC: true, Reconnect: true, SID: "PA_1", PublisherOffer: offer})
+	require.NoError(t, err)
+	u, _ = url.Parse(raw)
+	wb, _ = base64.URLEncoding.DecodeString(u.Query().Get("join_request"))
+	require.NoError(t, proto.Unmarshal(wb, &w))
+	require.NoError(t, proto.Unmarshal(w.GetJoinRequest(), &jr))
+	assert.True(t, jr.GetReconnect())
+	assert.Equal(t, "PA_1", jr.GetParticipantSid())
+	assert.Nil(t, jr.GetPublisherOffer())
 }
 
 func TestRefusedHandshakeSurfacesTheBody(t *testing.T) {

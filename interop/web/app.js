@@ -6,10 +6,13 @@
 // sends it.
 //
 // Query parameters: url, token, peer (the Go participant's identity),
-// userData (JSON), appMessage (JSON), topic and payload (the data packet).
+// userData (JSON), appMessage (JSON), topic and payload (the data packet),
+// singlePC ("false" joins with two PeerConnections instead of
+// livekit-client's default of one).
 import { Room, RoomEvent } from 'livekit-client';
 
 const APP_MESSAGE_TOPIC = 'callstate.app-message';
+const READY_TOPIC = 'interop.ready';
 
 const q = new URLSearchParams(location.search);
 const peer = q.get('peer');
@@ -21,6 +24,7 @@ const results = {
   error: null,
   identity: null,
   sent: false,
+  connectMs: null, // how long room.connect took
   peerMetadata: null, // the peer's metadata, as the latest change left it
   peerMetadataEvents: 0,
   roomMetadata: null, // raw room metadata, as the latest change left it
@@ -50,7 +54,11 @@ function check() {
     results.data.length > 0;
 }
 
-const room = new Room({ adaptiveStream: false, dynacast: false });
+const room = new Room({
+  adaptiveStream: false,
+  dynacast: false,
+  singlePeerConnection: q.get('singlePC') !== 'false',
+});
 
 room.on(RoomEvent.ParticipantMetadataChanged, (_prev, p) => {
   if (p.identity !== peer) return;
@@ -102,7 +110,9 @@ function fail(err) {
 }
 
 async function main() {
+  const t0 = performance.now();
   await room.connect(q.get('url'), q.get('token'), { autoSubscribe: false });
+  results.connectMs = Math.round(performance.now() - t0);
   connected = true;
   results.identity = room.localParticipant.identity;
   // State that arrived with the join rather than as a change.
@@ -112,6 +122,12 @@ async function main() {
     results.roomMetadata = room.metadata;
     results.roomMetadataObject = parseObject(room.metadata);
   }
+  // Tell the Go participant that this room is connected: livekit-client
+  // drops participant events that arrive before (it emits them only once
+  // connected), and connecting takes longer with two PeerConnections, so
+  // Go waits for this before it changes anything the test expects to be
+  // seen as a change.
+  await room.localParticipant.publishData(bytes.encode('ready'), { reliable: true, topic: READY_TOPIC });
   answer();
 }
 main().catch(fail);
