@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"encoding/binary"
+
 	"github.com/callstate/callstate/internal/chunk"
 	"github.com/callstate/callstate/internal/lkpb"
 	"github.com/callstate/callstate/internal/rtc"
@@ -185,8 +187,20 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 		slices.Sort(unknown)
 		return fmt.Errorf("%w: %q not in the room", ErrUnknownParticipant, unknown)
 	}
-	if !r.tr.Publishing() {
+	tr := r.transport()
+	if !tr.Publishing() {
 		return fmt.Errorf("%w: %s", ErrReceiveOnly, op)
+	}
+	// While the Room recovers its connection, reliable sends wait (bounded
+	// in bytes and by ctx) and lossy ones are dropped and counted: lossy
+	// data is for what is worth nothing late.
+	if m.Reliable {
+		if err := r.awaitGate(ctx, op, len(m.Payload)); err != nil {
+			return err
+		}
+	} else if !r.gateOpen() {
+		r.lossyDropped.Add(1)
+		return nil
 	}
 	// Sends of one kind are serialised: reliable sequence numbers must
 	// reach the server in order, and an encoder reuses its buffer. Each
@@ -202,9 +216,21 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	defer func() { <-sem }()
 	_, err := enc.Encode(m, r.nextSeq, func(pkt []byte) error {
 		if f := r.opts.sendFilter; f != nil && !f(m.Reliable, pkt) {
+			if !m.Reliable {
+				r.lossyDropped.Add(1)
+			}
 			return nil
 		}
-		return r.tr.Send(ctx, m.Reliable, pkt)
+		if !m.Reliable {
+			err := r.transport().Send(ctx, false, pkt)
+			if errors.Is(err, rtc.ErrClosed) && r.checkOpen() == nil {
+				// A transport replaced by a rejoin.
+				r.lossyDropped.Add(1)
+				return nil
+			}
+			return err
+		}
+		return r.sendReliable(ctx, pkt)
 	})
 	if err == nil {
 		return nil
@@ -347,7 +373,7 @@ func (r *Room) onData(reliable bool, b []byte) {
 		r.mu.Unlock()
 		return
 	}
-	if !r.firstDelivery(pkt) {
+	if !r.firstDelivery(pkt) || !r.firstMessage(pkt) {
 		return
 	}
 	msg, ok := r.asm.Accept(time.Now(), pkt)
@@ -388,6 +414,64 @@ func (r *Room) identityOfSIDLocked(sid string) string {
 		}
 	}
 	return ""
+}
+
+// msgID is a reliable message's id as it travels in UserPacket.nonce: the
+// sending Room's random epoch and a counter. It survives a rejoin (the new
+// session's sid and sequence numbers do not), so receivers deduplicate by
+// sender identity and id the packets a rejoined sender sends again.
+// livekit-client ignores the nonce of packets it receives (it is meant for
+// de-duplication), so LiveKit's own clients read these packets as usual.
+type msgID struct {
+	epoch [8]byte
+	n     uint64
+}
+
+// msgIDLen is the length of a nonce that carries a msgID.
+const msgIDLen = 16
+
+func parseMsgID(b []byte) (msgID, bool) {
+	if len(b) != msgIDLen {
+		return msgID{}, false
+	}
+	var id msgID
+	copy(id.epoch[:], b[:8])
+	id.n = binary.BigEndian.Uint64(b[8:])
+	return id, true
+}
+
+// firstMessage reports whether pkt is not a packet already delivered from
+// its sender identity by message id (see msgID), recording it; packets
+// without an id pass. A sender's ids grow in the order it sends, and
+// reliable delivery keeps that order, so the last id per identity is all
+// the state needed; a new epoch is a new Room of that identity.
+func (r *Room) firstMessage(pkt *lkpb.DataPacket) bool {
+	u := pkt.GetUser()
+	if u == nil || pkt.GetKind() != lkpb.DataPacket_RELIABLE {
+		return true
+	}
+	id, ok := parseMsgID(u.GetNonce())
+	from := pkt.GetParticipantIdentity()
+	if !ok || from == "" {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, seen := r.lastMsg[from]
+	if seen && last.epoch == id.epoch && id.n <= last.n {
+		r.dupes++
+		return false
+	}
+	if !seen && len(r.lastMsg) >= 2*r.opts.MaxParticipants {
+		// Bounded: forget an arbitrary sender (at worst a repeat of one
+		// of its packets after a rejoin gets through).
+		for k := range r.lastMsg {
+			delete(r.lastMsg, k)
+			break
+		}
+	}
+	r.lastMsg[from] = id
+	return true
 }
 
 // firstDelivery reports whether pkt is not a repeat of a reliable packet

@@ -52,6 +52,11 @@ var (
 	// ErrRejected is returned when the server refuses a request for a reason
 	// not covered by a more specific error.
 	ErrRejected = errors.New("callstate: request rejected")
+
+	// ErrBackpressure is returned by a reliable send made while the Room
+	// recovers its connection when the sends already waiting hold
+	// JoinOptions.MaxQueuedBytes: the message was not sent.
+	ErrBackpressure = errors.New("callstate: send queue full while reconnecting")
 )
 
 // errServerLeft is wrapped by the error of a Room the server ended (a

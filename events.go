@@ -135,6 +135,11 @@ type ConnectionStateChanged struct {
 	Time time.Time
 	// State is the new state.
 	State ConnectionState
+	// Recovery says, for a change to StateConnected after
+	// StateReconnecting, how the connection came back: the same session
+	// resumed (RecoveryResumed, RecoveryICERestart) or a new session
+	// (RecoveryRejoined). It is RecoveryNone otherwise.
+	Recovery Recovery
 }
 
 // Disconnected is the last event of every subscription of a Room that

@@ -40,73 +40,11 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	cfg := r.chunkConfig()
 	r.asm = chunk.NewAssembler(cfg)
 
-	sigOpts := signal.Options{
-		URL:           serverURL,
-		Token:         token,
-		SDKVersion:    Version,
-		AutoSubscribe: o.AutoSubscribe,
-		Attributes:    o.Attributes,
-		HTTPClient:    o.HTTPClient,
-		Handler:       r.handleSignal,
-	}
-	sigOpts.Raw = r.rawSignalHook()
-	trCfg := rtc.Config{
-		Loopback:      o.loopback,
-		SettingEngine: o.SettingEngine,
-		SharedNet:     o.sharedNet,
-		Logger:        o.Logger,
-		SendSignal:    r.sendSignal,
-		OnMessage:     r.onData,
-		OnState:       r.onTransportState,
-	}
-	var tr *rtc.Transport
-	sig, first, err := (*signal.Client)(nil), (*lkpb.SignalResponse)(nil), error(nil)
-	if !o.TwoPeerConnections {
-		// One PeerConnection, offered in the join request: the server
-		// answers right after its JoinResponse, saving the round trip of
-		// an offer sent after the join.
-		trCfg.SinglePC = true
-		tr, err = rtc.New(trCfg)
-		if err != nil {
-			return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
-		}
-		offer, err := tr.Offer(ctx)
-		if err != nil {
-			_ = tr.Close()
-			return nil, joinError(ctx, err)
-		}
-		sigOpts.SinglePC = true
-		sigOpts.PublisherOffer = offer
-		sig, first, err = signal.Dial(ctx, sigOpts)
-		if err != nil {
-			_ = tr.Close()
-			tr = nil
-			if !noV1(err) {
-				return nil, joinError(ctx, err)
-			}
-			o.Logger.Debug("callstate: the server has no /rtc/v1; joining with two PeerConnections", "err", err)
-		}
-	}
-	if tr == nil {
-		trCfg.SinglePC = false
-		sigOpts.SinglePC, sigOpts.PublisherOffer = false, nil
-		sig, first, err = signal.Dial(ctx, sigOpts)
-		if err != nil {
-			return nil, joinError(ctx, err)
-		}
+	tr, sig, jr, err := r.dialSession(ctx, token, "", o.Attributes, !o.TwoPeerConnections)
+	if err != nil {
+		return nil, err
 	}
 	r.sig = sig
-	jr := first.GetJoin()
-	if jr == nil {
-		sig.Close(context.Background(), false)
-		if tr != nil {
-			_ = tr.Close()
-		}
-		if l := first.GetLeave(); l != nil {
-			return nil, &JoinError{Kind: ErrJoinRefused, Message: "the server sent leave: " + l.GetReason().String()}
-		}
-		return nil, &JoinError{Kind: ErrJoinRefused, Message: "the server's first message was not a join response"}
-	}
 	now := time.Now()
 	r.local = participantFromInfo(jr.GetParticipant())
 	for _, pi := range jr.GetOtherParticipants() {
@@ -122,16 +60,7 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.lossyEnc = chunk.NewEncoder(cfg)
 	r.session.observe(now, r.info.Metadata)
 
-	if tr == nil {
-		trCfg.ICEServers = iceServers(jr.GetIceServers())
-		tr, err = rtc.New(trCfg)
-		if err != nil {
-			sig.Close(context.Background(), true)
-			return nil, &JoinError{Kind: ErrJoinRefused, Err: err}
-		}
-	}
 	r.tr = tr
-	tr.Attach(iceServers(jr.GetIceServers()))
 	if tr.SinglePC() && hasRelay(jr.GetIceServers()) {
 		// The offer in the join request carries only the candidates found
 		// without the server's ICE servers, which were not known yet. Most
@@ -150,6 +79,8 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 		})
 		defer relay.Stop()
 	}
+	r.gate = make(chan struct{})
+	close(r.gate)
 	r.wg.Add(3)
 	go r.readLoop()
 	r.expireLoop()
@@ -186,7 +117,8 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 			return fail(err)
 		}
 	}
-	cfg.MaxReliablePacket = maxReliablePacket(tr.MaxMessageSize(), o.MaxReliablePacket, r.local.Identity, r.local.SID)
+	// Less the message id that sendReliable adds to plain packets.
+	cfg.MaxReliablePacket = maxReliablePacket(tr.MaxMessageSize(), o.MaxReliablePacket, r.local.Identity, r.local.SID) - msgIDReserve
 	cfg.ReserveForwardedDestinations = true
 	r.enc = chunk.NewEncoder(cfg)
 	r.mu.Lock()
@@ -204,6 +136,93 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 		}
 	}
 	return r, nil
+}
+
+// dialSession connects a new session: the signalling connection and the
+// transport, attached, in the layout asked for (one PeerConnection, falling
+// back to two on a server without /rtc/v1). metadata and attrs, when set,
+// are the participant's at join. It is used by Join and by a rejoin.
+func (r *Room) dialSession(ctx context.Context, token, metadata string, attrs map[string]string, singlePC bool) (*rtc.Transport, *signal.Client, *lkpb.JoinResponse, error) {
+	o := r.opts
+	sigOpts := signal.Options{
+		URL:           r.url,
+		Token:         token,
+		SDKVersion:    Version,
+		AutoSubscribe: o.AutoSubscribe,
+		Attributes:    attrs,
+		Metadata:      metadata,
+		HTTPClient:    o.HTTPClient,
+		Handler:       r.handleSignal,
+		Raw:           r.rawSignalHook(),
+	}
+	trCfg := rtc.Config{
+		Loopback:      o.loopback,
+		SettingEngine: o.SettingEngine,
+		SharedNet:     o.sharedNet,
+		Logger:        o.Logger,
+		SendSignal:    r.sendSignal,
+		OnMessage:     r.onData,
+		OnState:       r.onTransportState,
+	}
+	var tr *rtc.Transport
+	var sig *signal.Client
+	var first *lkpb.SignalResponse
+	var err error
+	if singlePC {
+		// One PeerConnection, offered in the join request: the server
+		// answers right after its JoinResponse, saving the round trip of
+		// an offer sent after the join.
+		trCfg.SinglePC = true
+		tr, err = rtc.New(trCfg)
+		if err != nil {
+			return nil, nil, nil, &JoinError{Kind: ErrJoinRefused, Err: err}
+		}
+		offer, err := tr.Offer(ctx)
+		if err != nil {
+			_ = tr.Close()
+			return nil, nil, nil, joinError(ctx, err)
+		}
+		sigOpts.SinglePC = true
+		sigOpts.PublisherOffer = offer
+		sig, first, err = signal.Dial(ctx, sigOpts)
+		if err != nil {
+			_ = tr.Close()
+			tr = nil
+			if !noV1(err) {
+				return nil, nil, nil, joinError(ctx, err)
+			}
+			o.Logger.Debug("callstate: the server has no /rtc/v1; joining with two PeerConnections", "err", err)
+		}
+	}
+	if tr == nil {
+		sigOpts.SinglePC, sigOpts.PublisherOffer = false, nil
+		sig, first, err = signal.Dial(ctx, sigOpts)
+		if err != nil {
+			return nil, nil, nil, joinError(ctx, err)
+		}
+	}
+	jr := first.GetJoin()
+	if jr == nil {
+		sig.Close(context.Background(), false)
+		if tr != nil {
+			_ = tr.Close()
+		}
+		if l := first.GetLeave(); l != nil {
+			return nil, nil, nil, &JoinError{Kind: ErrJoinRefused, Message: "the server sent leave: " + l.GetReason().String()}
+		}
+		return nil, nil, nil, &JoinError{Kind: ErrJoinRefused, Message: "the server's first message was not a join response"}
+	}
+	if tr == nil {
+		trCfg.SinglePC = false
+		trCfg.ICEServers = iceServers(jr.GetIceServers())
+		tr, err = rtc.New(trCfg)
+		if err != nil {
+			sig.Close(context.Background(), true)
+			return nil, nil, nil, &JoinError{Kind: ErrJoinRefused, Err: err}
+		}
+	}
+	tr.Attach(iceServers(jr.GetIceServers()))
+	return tr, sig, jr, nil
 }
 
 // chunkConfig returns the packetization limits the options ask for.
@@ -263,6 +282,10 @@ func maxReliablePacket(negotiated, requested int, identity, sid string) int {
 	}
 	return max(limit, minReliablePacket)
 }
+
+// msgIDReserve is what a message id (UserPacket.nonce: tag, length and 16
+// bytes, and a longer length of the enclosing field) adds to a packet.
+const msgIDReserve = 24
 
 // minReliablePacket is the floor of WithMaxReliablePacket: a stream chunk
 // must still hold its header and some content.

@@ -55,6 +55,16 @@ type JoinOptions struct {
 	// others. Zero means DefaultResumeWindow; a negative value disables
 	// resuming: the Room then ends at once when the connection fails.
 	Resume time.Duration
+	// ReconnectAttempts bounds the attempts of one recovery (resume, ICE
+	// restart, rejoin, in that order as needed) within the Resume window;
+	// zero means DefaultReconnectAttempts. When both run out the Room ends
+	// with Disconnected, whose reason is the last failure's.
+	ReconnectAttempts int
+	// MaxQueuedBytes bounds the reliable payload bytes that PublishData
+	// and SendAppMessage calls may hold waiting while the Room recovers;
+	// a call that would exceed it returns ErrBackpressure at once. Zero
+	// means DefaultMaxQueuedBytes.
+	MaxQueuedBytes int
 
 	// MaxParticipants bounds how many remote participants the Room keeps;
 	// zero means DefaultMaxParticipants. MaxParticipantBytes bounds the
@@ -188,6 +198,12 @@ func (o *JoinOptions) resolve(serverURL string) (*options, error) {
 	}
 	if c.Resume == 0 {
 		c.Resume = DefaultResumeWindow
+	}
+	if c.ReconnectAttempts <= 0 {
+		c.ReconnectAttempts = DefaultReconnectAttempts
+	}
+	if c.MaxQueuedBytes <= 0 {
+		c.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	var se webrtc.SettingEngine
 	if c.SettingEngine != nil {

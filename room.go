@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate/internal/chunk"
+	"github.com/callstate/callstate/internal/lkpb"
 	"github.com/callstate/callstate/internal/rtc"
 	"github.com/callstate/callstate/internal/sessionstate"
 	"github.com/callstate/callstate/internal/signal"
@@ -40,7 +41,8 @@ const Version = "0.1.0"
 // ErrClosed. Close must still be called to release resources; it is
 // idempotent and returns once every goroutine of the Room has ended.
 type Room struct {
-	// Set by Join before the Room is shared, then read-only.
+	// Set by Join before the Room is shared, then read-only (tr is
+	// replaced by a rejoin, under sigMu: see transport).
 	opts     *options
 	url      string
 	tr       *rtc.Transport
@@ -52,6 +54,35 @@ type Room struct {
 	// One send of each kind at a time; acquiring a turn honours ctx.
 	sendSem  chan struct{}
 	lossySem chan struct{}
+
+	// Recovery (see resume.go). gate is closed while the Room recovers:
+	// sends wait for it to reopen (gateMu guards it and queued, the
+	// payload bytes waiting). iceWanted asks the next recovery for an ICE
+	// restart; iceGaveUp makes it rejoin. pcChanged is signalled on every
+	// PeerConnection state change. leave is a Leave that asked to resume
+	// or rejoin, for the read loop.
+	gateMu    sync.Mutex
+	gate      chan struct{}
+	queued    int
+	iceWanted atomic.Bool
+	// recoveryGen counts recoveries: a recovery's last steps are skipped
+	// when a later one started.
+	recoveryGen atomic.Uint64
+	iceGaveUp   atomic.Bool
+	pcChanged   chan struct{}
+	leave       atomic.Pointer[lkpb.LeaveRequest]
+
+	// Reliable packets kept until the server surely has them (retainMu;
+	// see retain in datapacket.go), the bytes written to the current
+	// transport's reliable channel, and the identity's message ids.
+	retainMu      sync.Mutex
+	retained      []retainedPacket
+	retainedBytes int
+	sentBytes     uint64
+	msgEpoch      [8]byte
+	msgCounter    uint64
+	lossyDropped  atomic.Uint64
+	recoveredAs   [4]atomic.Uint64
 
 	// sigMu guards the signalling connection, which a resume replaces.
 	sigMu sync.Mutex
@@ -85,6 +116,7 @@ type Room struct {
 	malform     uint64
 	lastSeq     map[string]uint32 // by sender sid: the last reliable sequence number received
 	dupes       uint64
+	lastMsg     map[string]msgID // by sender identity: the last message id received
 
 	// deliverMu is the turn to deliver the outbox to the subscriptions;
 	// taken after mu is released, never the other way round.
@@ -128,6 +160,9 @@ func newRoom(o *options, serverURL, token string) *Room {
 		remotes:   map[string]Participant{},
 		qualities: map[string]quality{},
 		lastSeq:   map[string]uint32{},
+		lastMsg:   map[string]msgID{},
+		pcChanged: make(chan struct{}, 1),
+		msgEpoch:  newEpoch(),
 		subs:      map[*Subscription]struct{}{},
 		pending:   map[uint32]pendingRequest{},
 		subReady:  make(chan struct{}),
@@ -163,8 +198,8 @@ func (r *Room) finish(leave bool) {
 	if sig := r.signal(); sig != nil {
 		r.leaveErr = sig.Close(ctx, leave)
 	}
-	if r.tr != nil {
-		_ = r.tr.Close()
+	if tr := r.transport(); tr != nil {
+		_ = tr.Close()
 	}
 	r.wg.Wait()
 	// Session-data writes in progress use the HTTP client until they see
@@ -375,6 +410,15 @@ type Stats struct {
 	ParticipantsRefused uint64
 	// Data are the packetization engine's counters.
 	Data DataStats
+	// LossyDropped counts lossy packets not sent: made while the Room was
+	// recovering its connection, or dropped by JoinOptions.SendFilter.
+	LossyDropped uint64
+	// Resumed, ICERestarts and Rejoined count the recoveries of each kind
+	// (see Recovery).
+	Resumed, ICERestarts, Rejoined uint64
+	// Retained is the number of reliable packets kept now until the
+	// server surely has them (see PublishData).
+	Retained int
 }
 
 // Stats returns the Room's counters.
@@ -382,7 +426,13 @@ func (r *Room) Stats() Stats {
 	r.mu.Lock()
 	m, d, pr := r.malform, r.dupes, r.refused
 	r.mu.Unlock()
-	return Stats{Malformed: m + r.sigMalformed(), Repeated: d, ParticipantsRefused: pr, Data: dataStatsFrom(r.enc.Stats().Add(r.lossyEnc.Stats()).Add(r.asm.Stats()))}
+	st := Stats{Malformed: m + r.sigMalformed(), Repeated: d, ParticipantsRefused: pr, Data: dataStatsFrom(r.enc.Stats().Add(r.lossyEnc.Stats()).Add(r.asm.Stats())),
+		LossyDropped: r.lossyDropped.Load(), Resumed: r.recoveredAs[RecoveryResumed].Load(),
+		ICERestarts: r.recoveredAs[RecoveryICERestart].Load(), Rejoined: r.recoveredAs[RecoveryRejoined].Load()}
+	r.retainMu.Lock()
+	st.Retained = len(r.retained)
+	r.retainMu.Unlock()
+	return st
 }
 
 func (r *Room) sigMalformed() uint64 {

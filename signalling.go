@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/rtc"
 	"github.com/callstate/callstate/internal/signal"
 	"github.com/pion/webrtc/v4"
 )
@@ -25,6 +26,13 @@ func (r *Room) sendSignal(req *lkpb.SignalRequest) error {
 	return r.signal().Send(ctx, req)
 }
 
+// transport returns the current transport, which a rejoin replaces.
+func (r *Room) transport() *rtc.Transport {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
+	return r.tr
+}
+
 // signal returns the current signalling connection.
 func (r *Room) signal() *signal.Client {
 	r.sigMu.Lock()
@@ -32,22 +40,41 @@ func (r *Room) signal() *signal.Client {
 	return r.sig
 }
 
+// readLoop runs the signalling connection, and recovers it (resume.go)
+// when it fails, when the server asks for it (Leave RESUME or RECONNECT), or
+// when the PeerConnection fails (which drops the signalling connection so
+// that the recovery happens here, on one goroutine).
 func (r *Room) readLoop() {
 	defer r.wg.Done()
 	for {
 		err := r.signal().Run()
-		if errors.Is(err, signal.ErrClosed) {
+		leave := r.leave.Swap(nil)
+		if errors.Is(err, signal.ErrClosed) || r.checkOpen() != nil {
 			r.shutdown(ReasonSignalClose, nil, false)
 			return
 		}
-		if r.checkOpen() == nil && r.resume(err) {
+		need := rungResume
+		if r.iceWanted.Load() {
+			need = rungICE
+		}
+		if r.iceGaveUp.Swap(false) {
+			need = rungRejoin
+		}
+		if leave != nil {
+			reason := DisconnectReason(leave.GetReason())
+			err = fmt.Errorf("%w: %s", errServerLeft, reason)
+			switch leave.GetAction() {
+			case lkpb.LeaveRequest_RESUME:
+				need = max(need, rungICE)
+			case lkpb.LeaveRequest_RECONNECT:
+				need = rungRejoin
+			}
+		}
+		ok, fail := r.recover(err, need)
+		if ok {
 			continue
 		}
-		reason := ReasonSignalClose
-		if errors.Is(err, signal.ErrTimeout) {
-			reason = ReasonConnectionTimeout
-		}
-		r.shutdown(reason, err, false)
+		r.shutdown(fail.reason, fail.err, false)
 		return
 	}
 }
@@ -56,15 +83,15 @@ func (r *Room) readLoop() {
 func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 	switch m := msg.GetMessage().(type) {
 	case *lkpb.SignalResponse_Offer:
-		if err := r.tr.HandleOffer(m.Offer); err != nil {
+		if err := r.transport().HandleOffer(m.Offer); err != nil {
 			r.opts.Logger.Warn("callstate: subscriber offer", "err", err)
 		}
 	case *lkpb.SignalResponse_Answer:
-		if err := r.tr.HandleAnswer(m.Answer); err != nil {
+		if err := r.transport().HandleAnswer(m.Answer); err != nil {
 			r.opts.Logger.Warn("callstate: publisher answer", "err", err)
 		}
 	case *lkpb.SignalResponse_Trickle:
-		if err := r.tr.HandleTrickle(m.Trickle); err != nil {
+		if err := r.transport().HandleTrickle(m.Trickle); err != nil {
 			r.opts.Logger.Debug("callstate: candidate", "err", err)
 		}
 	case *lkpb.SignalResponse_Update:
@@ -92,7 +119,17 @@ func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
 	case *lkpb.SignalResponse_RoomMoved:
 		r.roomMoved(m.RoomMoved)
 	case *lkpb.SignalResponse_Leave:
+		// The server's action says what to do: RESUME (it keeps the
+		// session, as after a data-path outage of about 15 s: resume and
+		// restart ICE), RECONNECT (the session is gone: join again), or
+		// DISCONNECT (the end).
 		reason := DisconnectReason(m.Leave.GetReason())
+		if a := m.Leave.GetAction(); a != lkpb.LeaveRequest_DISCONNECT && r.opts.resumes() {
+			r.opts.Logger.Info("callstate: the server asks to reconnect", "reason", reason, "action", a.String())
+			r.leave.Store(m.Leave)
+			r.signal().Drop()
+			return
+		}
 		r.shutdown(reason, fmt.Errorf("%w: %s", errServerLeft, reason), false)
 	}
 }
@@ -135,9 +172,25 @@ func (r *Room) onTransportState(publisher bool, s webrtc.PeerConnectionState) {
 			r.subOnce.Do(func() { close(r.subReady) })
 		}
 	case webrtc.PeerConnectionStateFailed:
-		// pion calls this on its own goroutine, which closing the
-		// PeerConnection waits for: end the Room elsewhere.
-		go r.shutdown(ReasonSignalClose, fmt.Errorf("callstate: WebRTC connection failed"), false)
+		// A PeerConnection that failed needs an ICE restart, which the
+		// read loop's recovery does: drop the signalling connection (the
+		// data path is down anyway) so that it starts. Without resuming,
+		// the Room ends. pion calls this on its own goroutine, which
+		// closing the PeerConnection waits for: end the Room elsewhere.
+		if !r.opts.resumes() {
+			go r.shutdown(ReasonSignalClose, fmt.Errorf("callstate: WebRTC connection failed"), false)
+			break
+		}
+		if !r.iceWanted.Swap(true) && r.transport() != nil && r.ConnectionState() == StateConnected {
+			r.opts.Logger.Info("callstate: the WebRTC connection failed, restarting ICE")
+			if sig := r.signal(); sig != nil {
+				sig.Drop()
+			}
+		}
+	}
+	select {
+	case r.pcChanged <- struct{}{}:
+	default:
 	}
 }
 

@@ -878,3 +878,26 @@ func (c *channel) send(ctx context.Context, data []byte) error {
 	}
 	return nil
 }
+
+// State returns the connection state of the PeerConnection that carries
+// others' data to us (the one PeerConnection in the single layout, the
+// subscriber in the two-PC one).
+func (t *Transport) State() webrtc.PeerConnectionState {
+	if t.cfg.SinglePC {
+		return t.pub.pc.ConnectionState()
+	}
+	return t.sub.pc.ConnectionState()
+}
+
+// ReliableBuffered returns the bytes written to the reliable channel that
+// the remote SCTP stack has not acknowledged yet; 0 before the channel
+// exists.
+func (t *Transport) ReliableBuffered() uint64 {
+	t.mu.Lock()
+	c := t.reliable
+	t.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	return c.dc.BufferedAmount()
+}

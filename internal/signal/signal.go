@@ -1,7 +1,7 @@
 // Package signal is callstate's LiveKit signalling client: a WebSocket that
 // carries protobuf SignalRequest frames up and SignalResponse frames down.
 //
-// A Client is created by Dial, which returns once the server's first frame
+// A Client is created by Dial, which returns once the server's answer
 // (the JoinResponse, or the ReconnectResponse of a resume) has arrived. The
 // owner then calls Run, which reads frames and hands each one, in order, to
 // the handler given in Options; Run also sends pings at the server's
@@ -129,6 +129,24 @@ type Client struct {
 
 	runMu     sync.Mutex
 	cancelRun context.CancelFunc // ends Run's read; set by Run
+
+	// early are frames that arrived before the first answer (see Dial);
+	// Run hands them to the handler first, in order.
+	early []*lkpb.SignalResponse
+}
+
+// maxEarly bounds the frames Dial keeps while it waits for the server's
+// answer: the server sends at most a token refresh or two before it.
+const maxEarly = 32
+
+// isAnswer reports the frames that answer a join or resume: the join
+// response, the reconnect response, or a leave refusing either.
+func isAnswer(m *lkpb.SignalResponse) bool {
+	switch m.GetMessage().(type) {
+	case *lkpb.SignalResponse_Join, *lkpb.SignalResponse_Reconnect, *lkpb.SignalResponse_Leave:
+		return true
+	}
+	return false
 }
 
 // JoinURL builds the signalling URL for opts: /rtc with query parameters,
@@ -227,8 +245,15 @@ func boolParam(b bool) string {
 	return "0"
 }
 
-// Dial connects and waits for the server's first frame, which it returns.
-// ctx bounds the handshake and the wait only.
+// Dial connects and waits for the server's answer (a JoinResponse, a
+// ReconnectResponse or a LeaveRequest), which it returns. ctx bounds the
+// handshake and the wait only.
+//
+// The answer is not always the first frame: a server that resumes a
+// session may send a token refresh first (observed with livekit-server
+// 1.13 after a quick cut). Such frames are kept and handed to the handler
+// by Run, before any later frame; taking one of them for the answer would
+// treat a resume the server granted as refused.
 func Dial(ctx context.Context, opts Options) (*Client, *lkpb.SignalResponse, error) {
 	u, err := JoinURL(opts)
 	if err != nil {
@@ -255,10 +280,21 @@ func Dial(ctx context.Context, opts Options) (*Client, *lkpb.SignalResponse, err
 		pingTimeout:  15 * time.Second,
 		closed:       make(chan struct{}),
 	}
-	first, err := c.read(ctx)
-	if err != nil {
-		c.conn.Close(websocket.StatusNormalClosure, "")
-		return nil, nil, &DialError{Err: fmt.Errorf("waiting for the server's first frame: %w", err)}
+	var first *lkpb.SignalResponse
+	for {
+		first, err = c.read(ctx)
+		if err != nil {
+			c.conn.Close(websocket.StatusNormalClosure, "")
+			return nil, nil, &DialError{Err: fmt.Errorf("waiting for the server's answer: %w", err)}
+		}
+		if isAnswer(first) {
+			break
+		}
+		if len(c.early) == maxEarly {
+			c.conn.Close(websocket.StatusNormalClosure, "")
+			return nil, nil, &DialError{Err: fmt.Errorf("no answer among the server's first %d frames", maxEarly)}
+		}
+		c.early = append(c.early, first)
 	}
 	if j := first.GetJoin(); j != nil {
 		if j.GetPingInterval() > 0 {
@@ -362,6 +398,13 @@ func (c *Client) Run() error {
 		pinger.Stop()
 		c.runMu.Unlock()
 	}()
+	early := c.early
+	c.early = nil
+	for _, msg := range early {
+		if c.handler != nil {
+			c.handler(msg)
+		}
+	}
 	for {
 		msg, err := c.read(ctx)
 		if err != nil {
@@ -445,3 +488,9 @@ func (c *Client) Close(ctx context.Context, leave bool) error {
 	})
 	return err
 }
+
+// Drop closes the connection at once, without a close handshake and
+// without marking the Client closed: Run returns a read error, as after a
+// network failure, so that its owner recovers the session (resuming or
+// rejoining) instead of ending it. It is safe to call from the handler.
+func (c *Client) Drop() { c.conn.CloseNow() }

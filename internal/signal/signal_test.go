@@ -227,3 +227,53 @@ func TestDeadConnectionIsDroppedWithoutHandshake(t *testing.T) {
 	assert.Equal(t, websocket.StatusCode(-1), <-status, "the client sent a close frame")
 	c.Close(context.Background(), false)
 }
+
+// A resume the server grants may be answered after a token refresh (seen
+// with livekit-server 1.13 after a quick cut): Dial returns the reconnect
+// response, and Run hands the refresh to the handler first.
+func TestAnswerAfterAnEarlyFrame(t *testing.T) {
+	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_RefreshToken{RefreshToken: "early"}}))
+		_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_Reconnect{Reconnect: &lkpb.ReconnectResponse{LastMessageSeq: 7}}}))
+		_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_RefreshToken{RefreshToken: "late"}}))
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	})
+	got := make(chan string, 4)
+	c, first, err := Dial(context.Background(), Options{URL: wsURL(s), Reconnect: true, SID: "PA_x", Handler: func(m *lkpb.SignalResponse) {
+		got <- m.GetRefreshToken()
+	}})
+	require.NoError(t, err)
+	require.NotNil(t, first.GetReconnect(), "the answer, not the frame before it")
+	assert.EqualValues(t, 7, first.GetReconnect().GetLastMessageSeq())
+	done := make(chan error, 1)
+	go func() { done <- c.Run() }()
+	for _, want := range []string{"early", "late"} {
+		select {
+		case tok := <-got:
+			assert.Equal(t, want, tok)
+		case <-time.After(5 * time.Second):
+			t.Fatal("frame not delivered")
+		}
+	}
+	c.Close(context.Background(), false)
+	assert.ErrorIs(t, <-done, ErrClosed)
+}
+
+// A server that never answers among its first frames is refused, with a
+// bounded number of frames kept.
+func TestNoAnswerAmongFirstFrames(t *testing.T) {
+	s := fakeServer(t, func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		for range maxEarly + 1 {
+			_ = c.Write(ctx, websocket.MessageBinary, frame(t, &lkpb.SignalResponse{Message: &lkpb.SignalResponse_RefreshToken{RefreshToken: "x"}}))
+		}
+		_, _, _ = c.Read(ctx)
+	})
+	_, _, err := Dial(context.Background(), Options{URL: wsURL(s)})
+	var de *DialError
+	require.ErrorAs(t, err, &de)
+	assert.Contains(t, err.Error(), "no answer")
+}

@@ -1,0 +1,249 @@
+package callstate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/callstate/callstate/internal/lkpb"
+	"github.com/callstate/callstate/internal/rtc"
+)
+
+// Keeping reliable packets until the server has them.
+//
+// A reliable packet handed to the transport is not yet at the server: it
+// may sit in the SCTP send buffer when the network fails, or reach a
+// server that is then killed before forwarding it. So the Room keeps every
+// reliable packet it sends (retained) until both: the server's SCTP stack
+// acknowledged it (the channel's buffered amount fell below it), and
+// retainAcked has passed (a killed server may have acknowledged a packet
+// it never forwarded). Under byte pressure (MaxQueuedBytes) acknowledged
+// packets go first; unacknowledged ones are never dropped (the SCTP send
+// buffer bounds them).
+//
+// After a resume or an ICE restart the Room sends again those whose
+// sequence number is above the server's last_message_seq (the server drops
+// a sequenced packet it already saw, and receivers a repeat by sender sid
+// and sequence). After a rejoin (new sid, sequence numbers from 1) it sends
+// every retained packet again, renumbered; receivers drop the ones they
+// already had by sender identity and message id (msgID, in
+// UserPacket.nonce).
+const retainAcked = 2 * time.Second
+
+type retainedPacket struct {
+	seq uint32
+	pkt []byte
+	end uint64 // r.sentBytes once it was written
+	at  time.Time
+}
+
+// newEpoch returns a Room's random message-id epoch.
+func newEpoch() [8]byte {
+	var e [8]byte
+	_, _ = rand.Read(e[:])
+	return e
+}
+
+// stamp gives a plain reliable packet (a UserPacket) its message id, and
+// returns the packet with its sequence number.
+func (r *Room) stamp(pkt []byte) ([]byte, uint32, error) {
+	var dp lkpb.DataPacket
+	if err := lkpb.UnmarshalDataPacketAliased(pkt, &dp); err != nil {
+		return nil, 0, err
+	}
+	if dp.GetUser() == nil {
+		return append([]byte(nil), pkt...), dp.GetSequence(), nil
+	}
+	var full lkpb.DataPacket
+	if err := proto.Unmarshal(pkt, &full); err != nil {
+		return nil, 0, err
+	}
+	r.msgCounter++
+	nonce := make([]byte, msgIDLen)
+	copy(nonce, r.msgEpoch[:])
+	binary.BigEndian.PutUint64(nonce[8:], r.msgCounter)
+	full.GetUser().Nonce = nonce
+	b, err := proto.Marshal(&full)
+	return b, full.GetSequence(), err
+}
+
+// sendReliable keeps pkt, then writes it. The caller holds sendSem.
+func (r *Room) sendReliable(ctx context.Context, pkt []byte) error {
+	b, seq, err := r.stamp(pkt)
+	if err != nil {
+		return fmt.Errorf("callstate: encoding a packet: %w", err)
+	}
+	tr := r.transport()
+	r.retainMu.Lock()
+	r.trimLocked(tr, time.Now())
+	r.sentBytes += uint64(len(b))
+	r.retained = append(r.retained, retainedPacket{seq: seq, pkt: b, end: r.sentBytes, at: time.Now()})
+	r.retainedBytes += len(b)
+	r.retainMu.Unlock()
+	err = tr.Send(ctx, true, b)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, rtc.ErrClosed) && r.checkOpen() == nil {
+		// The transport was replaced by a rejoin in progress: the packet
+		// is kept, and the rejoin sends it.
+		return nil
+	}
+	// Not written: forget it (it is the last one kept).
+	r.retainMu.Lock()
+	if n := len(r.retained); n > 0 && r.retained[n-1].seq == seq {
+		r.retainedBytes -= len(r.retained[n-1].pkt)
+		r.retained = r.retained[:n-1]
+		r.sentBytes -= uint64(len(b))
+	}
+	r.retainMu.Unlock()
+	return err
+}
+
+// trimLocked forgets the retained packets the server surely has. The
+// caller holds retainMu.
+func (r *Room) trimLocked(tr *rtc.Transport, now time.Time) {
+	buffered := tr.ReliableBuffered()
+	acked := uint64(0)
+	if r.sentBytes > buffered {
+		acked = r.sentBytes - buffered
+	}
+	i := 0
+	for ; i < len(r.retained); i++ {
+		p := r.retained[i]
+		if p.end > acked || (now.Sub(p.at) < retainAcked && r.retainedBytes <= r.opts.MaxQueuedBytes) {
+			break
+		}
+		r.retainedBytes -= len(p.pkt)
+		r.retained[i] = retainedPacket{}
+	}
+	r.retained = r.retained[i:]
+	if len(r.retained) == 0 {
+		r.retained = nil
+	}
+}
+
+// replay sends the retained packets the server may not have again, in
+// order, before any new send (it holds sendSem, and the gate is still
+// closed). After a rejoin every retained packet goes again, renumbered for
+// the new session.
+func (r *Room) replay(rejoin bool, lastSeq uint32) {
+	if err := r.acquire(r.life, "replay", r.sendSem); err != nil {
+		return
+	}
+	defer func() { <-r.sendSem }()
+	tr := r.transport()
+	r.retainMu.Lock()
+	old := r.retained
+	if rejoin {
+		r.retained, r.retainedBytes, r.sentBytes = nil, 0, 0
+		r.seq.Store(0)
+	}
+	r.retainMu.Unlock()
+	sent := 0
+	for _, p := range old {
+		if !rejoin && p.seq <= lastSeq {
+			continue
+		}
+		b := p.pkt
+		seq := p.seq
+		if rejoin {
+			var dp lkpb.DataPacket
+			if err := proto.Unmarshal(p.pkt, &dp); err != nil {
+				continue
+			}
+			seq = r.nextSeq()
+			dp.Sequence = seq
+			var err error
+			if b, err = proto.Marshal(&dp); err != nil {
+				continue
+			}
+		}
+		r.retainMu.Lock()
+		r.sentBytes += uint64(len(b))
+		if rejoin {
+			r.retained = append(r.retained, retainedPacket{seq: seq, pkt: b, end: r.sentBytes, at: time.Now()})
+			r.retainedBytes += len(b)
+		}
+		r.retainMu.Unlock()
+		if err := tr.Send(r.life, true, b); err != nil {
+			r.opts.Logger.Warn("callstate: sending a reliable packet again", "err", err)
+			return
+		}
+		sent++
+	}
+	if sent > 0 {
+		r.opts.Logger.Info("callstate: reliable packets sent again", "count", sent, "rejoin", rejoin)
+	}
+}
+
+// closeGate makes sends wait (reliable) or drop (lossy) until openGate.
+func (r *Room) closeGate() {
+	r.gateMu.Lock()
+	defer r.gateMu.Unlock()
+	select {
+	case <-r.gate:
+		r.gate = make(chan struct{})
+	default:
+	}
+}
+
+func (r *Room) openGate() {
+	r.gateMu.Lock()
+	defer r.gateMu.Unlock()
+	select {
+	case <-r.gate:
+	default:
+		close(r.gate)
+	}
+}
+
+func (r *Room) gateOpen() bool {
+	r.gateMu.Lock()
+	g := r.gate
+	r.gateMu.Unlock()
+	select {
+	case <-g:
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitGate waits, while the Room recovers, for sends to reopen; the
+// payload bytes waiting are bounded by MaxQueuedBytes.
+func (r *Room) awaitGate(ctx context.Context, op string, n int) error {
+	r.gateMu.Lock()
+	g := r.gate
+	select {
+	case <-g:
+		r.gateMu.Unlock()
+		return nil
+	default:
+	}
+	if r.queued+n > r.opts.MaxQueuedBytes {
+		q := r.queued
+		r.gateMu.Unlock()
+		return fmt.Errorf("%w: %s: %d bytes already waiting (JoinOptions.MaxQueuedBytes %d)", ErrBackpressure, op, q, r.opts.MaxQueuedBytes)
+	}
+	r.queued += n
+	r.gateMu.Unlock()
+	defer func() {
+		r.gateMu.Lock()
+		r.queued -= n
+		r.gateMu.Unlock()
+	}()
+	select {
+	case <-g:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("callstate: %s: waiting for the connection to come back: %w", op, ctx.Err())
+	case <-r.closing:
+		return r.endError()
+	}
+}
