@@ -8,6 +8,13 @@ import (
 	"github.com/callstate/callstate/internal/lkpb"
 )
 
+// rejoinPeersWait bounds how long a rejoined Room waits for the others it
+// knew to be back (they may be rejoining too, after a server restart)
+// before it sends its retained packets again: the server forwards a packet
+// only to those in the room at the time (and keeps it for 2 s for those
+// whose channel opens later).
+const rejoinPeersWait = 10 * time.Second
+
 // rejoinTimeout bounds one rejoin attempt: the handshake and the server's
 // join response.
 const rejoinTimeout = 10 * time.Second
@@ -32,6 +39,13 @@ func (r *Room) rejoinOnce() attemptResult {
 	token := r.token
 	want := r.local.clone()
 	r.mu.Unlock()
+	before := make([]string, 0, len(r.remotes))
+	r.mu.Lock()
+	for id := range r.remotes {
+		before = append(before, id)
+	}
+	r.mu.Unlock()
+	r.rejoinPeers.Store(&before)
 	old := r.transport()
 	tr, sig, jr, err := r.dialSession(ctx, token, want.Metadata, want.Attributes, old.SinglePC())
 	if err != nil {

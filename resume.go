@@ -325,6 +325,9 @@ func (r *Room) finishRecovery(gen uint64, need rung, lastSeq uint32, deadline ti
 			return
 		}
 	}
+	if need == rungRejoin {
+		r.awaitPeers(deadline)
+	}
 	if !r.gateOpen() {
 		r.replay(need == rungRejoin, lastSeq)
 	}
@@ -341,6 +344,26 @@ func (r *Room) finishRecovery(gen uint64, need rung, lastSeq uint32, deadline ti
 	}
 	r.unlock()
 	r.openGate()
+}
+
+// awaitPeers waits, bounded by rejoinPeersWait and the deadline, for the
+// participants known before a rejoin to be in the room again.
+func (r *Room) awaitPeers(deadline time.Time) {
+	ids := r.rejoinPeers.Load()
+	if ids == nil {
+		return
+	}
+	until := time.Now().Add(rejoinPeersWait)
+	if deadline.Before(until) {
+		until = deadline
+	}
+	ctx, cancel := context.WithDeadline(r.life, until)
+	defer cancel()
+	for _, id := range *ids {
+		if _, err := r.WaitForParticipant(ctx, id); err != nil {
+			return
+		}
+	}
 }
 
 // restartICE offers ICE restarts until the PeerConnection is connected or

@@ -68,6 +68,8 @@ type Room struct {
 	// recoveryGen counts recoveries: a recovery's last steps are skipped
 	// when a later one started.
 	recoveryGen atomic.Uint64
+	// rejoinPeers are the identities the Room knew before its last rejoin.
+	rejoinPeers atomic.Pointer[[]string]
 	iceGaveUp   atomic.Bool
 	pcChanged   chan struct{}
 	leave       atomic.Pointer[lkpb.LeaveRequest]
