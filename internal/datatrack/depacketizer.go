@@ -56,15 +56,15 @@ type DepacketizerStats struct {
 }
 
 type partial struct {
-	number           uint16
-	haveStart        bool
-	startSeq         uint16
-	haveFinal        bool
-	finalSeq         uint16
-	bytes            int
-	pieces           map[uint16][]byte
-	hdr              Header // of the start packet, or the first seen
-	tooLarge         bool
+	number    uint16
+	haveStart bool
+	startSeq  uint16
+	haveFinal bool
+	finalSeq  uint16
+	bytes     int
+	pieces    map[uint16][]byte
+	hdr       Header // of the start packet, or the first seen
+	tooLarge  bool
 }
 
 // Depacketizer reassembles the frames of one track. A frame is delivered
