@@ -40,3 +40,20 @@ func (r *Room) SinglePC() bool { return r.tr.SinglePC() }
 func (r *Room) MaxReliablePacket() int {
 	return maxReliablePacket(r.tr.MaxMessageSize(), r.opts.MaxReliablePacket, r.local.Identity, r.local.SID)
 }
+
+// WithDataTrackFilters returns o (a new JoinOptions when nil) with filters
+// that see, and may drop, every data track packet sent and received; nil
+// leaves a direction alone.
+func WithDataTrackFilters(o *JoinOptions, send, recv func(pkt []byte) (keep bool)) *JoinOptions {
+	if o == nil {
+		o = &JoinOptions{}
+	}
+	o.dataTrackSendFilter, o.dataTrackRecvFilter = send, recv
+	return o
+}
+
+// PublishDataTrackWithHandle publishes a data track with a chosen handle,
+// as a client that picks a bad one would.
+func (r *Room) PublishDataTrackWithHandle(ctx context.Context, name string, handle uint16) (*LocalDataTrack, error) {
+	return r.publishDataTrack(ctx, name, handle, nil)
+}

@@ -85,6 +85,7 @@ type Room struct {
 	malform     uint64
 	lastSeq     map[string]uint32 // by sender sid: the last reliable sequence number received
 	dupes       uint64
+	dt          *dataTracks // data tracks, published and subscribed; see datatrack.go
 
 	// deliverMu is the turn to deliver the outbox to the subscriptions;
 	// taken after mu is released, never the other way round.
@@ -136,6 +137,7 @@ func newRoom(o *options, serverURL, token string) *Room {
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		state:     StateConnecting,
+		dt:        newDataTracks(),
 	}
 	r.life, r.endLife = context.WithCancel(context.Background())
 	return r
@@ -173,6 +175,7 @@ func (r *Room) finish(leave bool) {
 	if r.opts.ownHTTP {
 		r.opts.HTTPClient.CloseIdleConnections()
 	}
+	r.dt.closeAll(r.endError())
 	r.mu.Lock()
 	for id, p := range r.pending {
 		delete(r.pending, id)
