@@ -24,7 +24,10 @@ func WithSendFilter(o *JoinOptions, f func(reliable bool, pkt []byte) (keep bool
 }
 
 // MaxLossyPacket returns the largest lossy packet the Room's encoder sends.
-func (r *Room) MaxLossyPacket() int { return maxLossyPacket(r.local.Identity, r.local.SID) }
+func (r *Room) MaxLossyPacket() int {
+	p := r.LocalParticipant()
+	return maxLossyPacket(p.Identity, p.SID)
+}
 
 // SendRawData lets tests send a hand-made DataPacket, as a hostile or
 // foreign client would, on the reliable or lossy data channel.
@@ -38,7 +41,8 @@ func (r *Room) SinglePC() bool { return r.tr.SinglePC() }
 // MaxReliablePacket returns the largest reliable packet the Room sends as one
 // packet.
 func (r *Room) MaxReliablePacket() int {
-	return maxReliablePacket(r.tr.MaxMessageSize(), r.opts.MaxReliablePacket, r.local.Identity, r.local.SID)
+	p := r.LocalParticipant()
+	return maxReliablePacket(r.tr.MaxMessageSize(), r.opts.MaxReliablePacket, p.Identity, p.SID)
 }
 
 // WithDataTrackFilters returns o (a new JoinOptions when nil) with filters
