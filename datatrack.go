@@ -874,7 +874,8 @@ func (r *Room) dataTrackSyncState(st *lkpb.SyncState) {
 // new). Remote tracks keep their sids across our rejoin (the publishers'
 // sessions did not change), so subscriptions are asked for by sid in both
 // cases; one whose track is gone ends with ErrUnpublished when the
-// participant update says so.
+// participant update says so. With rejoined it waits for the server's
+// answers to the publications: call it off the signalling read loop.
 func (r *Room) dataTracksReconnected(ctx context.Context, rejoined bool) {
 	d := r.dt
 	d.mu.Lock()

@@ -48,6 +48,11 @@ func (r *Room) resume(cause error) bool {
 	for time.Now().Before(deadline) {
 		ok, final := r.resumeOnce()
 		if ok {
+			// Resumed: ask again for the data track subscriptions (this
+			// waits for no answer, so it may run on the read loop).
+			ctx, cancel := context.WithTimeout(r.life, 5*time.Second)
+			r.dataTracksReconnected(ctx, false)
+			cancel()
 			r.setState(StateConnected)
 			return true
 		}
@@ -138,6 +143,7 @@ func (r *Room) resumeOnce() (ok, final bool) {
 // syncState describes what the Room has to a server it resumes with.
 func (r *Room) syncState() *lkpb.SyncState {
 	st := r.tr.SyncState()
+	r.dataTrackSyncState(st)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for sid, seq := range r.lastSeq {
