@@ -3,7 +3,7 @@ package callstate_test
 import (
 	"bytes"
 	"context"
-	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -287,4 +287,40 @@ func TestPresenceAtOnce(t *testing.T) {
 	assert.Less(t, out, 2*time.Second, "leave announced before the 3 s tick")
 }
 
-var _ = errors.Is
+// BenchmarkPresence measures how long after Join returns another Room sees
+// the participant join, and after Close sees it leave, with callstate's
+// presence track (the default) and without it (the server's 3 s ticker).
+func BenchmarkPresence(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		opts *callstate.JoinOptions
+	}{{"presence-track", nil}, {"no-presence-track", &callstate.JoinOptions{NoPresenceTrack: true}}} {
+		b.Run(c.name, func(b *testing.B) {
+			srv := calltest.Shared(b)
+			room := srv.RoomName(b)
+			w := srv.Join(b, room, "watcher", &callstate.JoinOptions{NoPresenceTrack: true})
+			sub := w.Subscribe(nil)
+			defer sub.Close()
+			ctx := b.Context()
+			var in, out time.Duration
+			n := 0
+			for i := 0; b.Loop(); i++ {
+				id := fmt.Sprintf("p%d", i)
+				r, err := callstate.Join(ctx, srv.URL(), srv.Token(room, id), c.opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				t0 := time.Now()
+				calltest.Await(b, sub, func(e callstate.ParticipantJoined) bool { return e.Participant.Identity == id })
+				in += time.Since(t0)
+				_ = r.Close()
+				t1 := time.Now()
+				calltest.Await(b, sub, func(e callstate.ParticipantLeft) bool { return e.Participant.Identity == id })
+				out += time.Since(t1)
+				n++
+			}
+			b.ReportMetric(float64(in.Microseconds())/float64(n)/1000, "join-ms")
+			b.ReportMetric(float64(out.Microseconds())/float64(n)/1000, "leave-ms")
+		})
+	}
+}
