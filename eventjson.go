@@ -120,6 +120,14 @@ func UnmarshalEvent(b []byte) (Event, error) {
 		return decodeEvent(b, h.Type, func(w *recordingJSON) (Event, error) {
 			return RecordingChanged{Time: h.Time, Recording: w.Recording}, nil
 		})
+	case "data_track_published":
+		return decodeEvent(b, h.Type, func(w *dataTrackEventJSON) (Event, error) {
+			return DataTrackPublished{Time: h.Time, Participant: w.Participant, Track: DataTrackInfo(w.Track)}, nil
+		})
+	case "data_track_unpublished":
+		return decodeEvent(b, h.Type, func(w *dataTrackEventJSON) (Event, error) {
+			return DataTrackUnpublished{Time: h.Time, Participant: w.Participant, Track: DataTrackInfo(w.Track)}, nil
+		})
 	case "":
 		return nil, fmt.Errorf("%w: event without a type", ErrInvalidJSON)
 	}
@@ -316,6 +324,21 @@ type recordingJSON struct {
 	Recording bool `json:"recording"`
 }
 
+// dataTrackEventJSON is DataTrackPublished's and DataTrackUnpublished's
+// encoding.
+type dataTrackEventJSON struct {
+	eventHead
+	Participant Participant   `json:"participant"`
+	Track       dataTrackJSON `json:"track"`
+}
+
+// dataTrackJSON has the fields of DataTrackInfo, which converts to it.
+type dataTrackJSON struct {
+	SID       string `json:"sid"`
+	Name      string `json:"name"`
+	Encrypted bool   `json:"encrypted"`
+}
+
 type eventsDroppedJSON struct {
 	eventHead
 	Count uint64 `json:"count"`
@@ -373,6 +396,10 @@ func eventWire(e Event) (any, error) {
 		return connectionQualityJSON{head("connection_quality", e.Time), e.Identity, e.SID, e.Quality, e.Score, e.Local}, nil
 	case RecordingChanged:
 		return recordingJSON{head("recording", e.Time), e.Recording}, nil
+	case DataTrackPublished:
+		return dataTrackEventJSON{head("data_track_published", e.Time), e.Participant, dataTrackJSON(e.Track)}, nil
+	case DataTrackUnpublished:
+		return dataTrackEventJSON{head("data_track_unpublished", e.Time), e.Participant, dataTrackJSON(e.Track)}, nil
 	case nil:
 		return nil, fmt.Errorf("%w: MarshalEvent: nil event", ErrInvalidArgument)
 	}
@@ -499,6 +526,18 @@ func (e RecordingChanged) MarshalJSON() ([]byte, error) { return MarshalEvent(e)
 // UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
 func (e *RecordingChanged) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
 
+// MarshalJSON writes the event's encoding (see MarshalEvent).
+func (e DataTrackPublished) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
+
+// UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
+func (e *DataTrackPublished) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
+
+// MarshalJSON writes the event's encoding (see MarshalEvent).
+func (e DataTrackUnpublished) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
+
+// UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
+func (e *DataTrackUnpublished) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }
+
 // participantJSON is a Participant's encoding. UserData is written for
 // readers (the metadata as JSON, or null) and ignored when read: Metadata
 // holds it.
@@ -515,6 +554,7 @@ type participantJSON struct {
 	JoinedAt    *time.Time              `json:"joined_at,omitempty"`
 	Permissions permissionsJSON         `json:"permissions"`
 	Version     uint32                  `json:"version,omitempty"`
+	DataTracks  []dataTrackJSON         `json:"data_tracks,omitempty"`
 }
 
 // permissionsJSON has the fields of Permissions, which converts to it.
@@ -544,6 +584,9 @@ func (p Participant) MarshalJSON() ([]byte, error) {
 		Attributes: attrs, Kind: p.Kind, KindDetails: p.KindDetails, IsPublisher: p.IsPublisher,
 		Permissions: permissionsJSON(p.Permissions), Version: p.Version,
 	}
+	for _, t := range p.DataTracks {
+		w.DataTracks = append(w.DataTracks, dataTrackJSON(t))
+	}
 	if !p.JoinedAt.IsZero() {
 		t := p.JoinedAt.UTC()
 		w.JoinedAt = &t
@@ -561,6 +604,9 @@ func (p *Participant) UnmarshalJSON(b []byte) error {
 		SID: w.SID, Identity: w.Identity, Name: w.Name, Metadata: w.Metadata, Attributes: w.Attributes,
 		Kind: w.Kind, KindDetails: w.KindDetails, IsPublisher: w.IsPublisher,
 		Permissions: Permissions(w.Permissions), Version: w.Version,
+	}
+	for _, t := range w.DataTracks {
+		p.DataTracks = append(p.DataTracks, DataTrackInfo(t))
 	}
 	if p.Attributes == nil {
 		p.Attributes = map[string]string{}

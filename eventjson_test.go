@@ -31,6 +31,9 @@ func allEvents() []callstate.Event {
 	bob.KindDetails, bob.IsPublisher = []callstate.ParticipantKindDetail{callstate.KindDetailForwarded, 77}, true
 	prev := bob
 	prev.Name, prev.Attributes, prev.KindDetails = "", map[string]string{}, nil
+	carol := alice
+	carol.Identity, carol.SID = "carol", "PA_carol"
+	carol.DataTracks = []callstate.DataTrackInfo{{SID: "DTR_x", Name: "position"}, {SID: "DTR_z", Name: "e2ee", Encrypted: true}}
 	return []callstate.Event{
 		callstate.ParticipantJoined{Time: jsonTime, Participant: alice},
 		callstate.ParticipantLeft{Time: jsonTime, Participant: bob, Reason: callstate.ReasonParticipantRemoved},
@@ -58,6 +61,8 @@ func allEvents() []callstate.Event {
 		callstate.ConnectionQualityChanged{Time: jsonTime, Identity: "bob", SID: "PA_bob", Quality: callstate.QualityGood, Score: 4.25, Local: true},
 		callstate.ConnectionQualityChanged{Time: jsonTime, SID: "PA_x", Quality: callstate.ConnectionQuality(9)},
 		callstate.RecordingChanged{Time: jsonTime, Recording: true},
+		callstate.DataTrackPublished{Time: jsonTime, Participant: carol, Track: carol.DataTracks[0]},
+		callstate.DataTrackUnpublished{Time: jsonTime, Participant: bob, Track: callstate.DataTrackInfo{SID: "DTR_y", Name: "gone", Encrypted: true}},
 	}
 }
 

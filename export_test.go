@@ -24,7 +24,10 @@ func WithSendFilter(o *JoinOptions, f func(reliable bool, pkt []byte) (keep bool
 }
 
 // MaxLossyPacket returns the largest lossy packet the Room's encoder sends.
-func (r *Room) MaxLossyPacket() int { return maxLossyPacket(r.local.Identity, r.local.SID) }
+func (r *Room) MaxLossyPacket() int {
+	p := r.LocalParticipant()
+	return maxLossyPacket(p.Identity, p.SID)
+}
 
 // SendRawData lets tests send a hand-made DataPacket, as a hostile or
 // foreign client would, on the reliable or lossy data channel.
@@ -38,5 +41,23 @@ func (r *Room) SinglePC() bool { return r.tr.SinglePC() }
 // MaxReliablePacket returns the largest reliable packet the Room sends as one
 // packet.
 func (r *Room) MaxReliablePacket() int {
-	return maxReliablePacket(r.tr.MaxMessageSize(), r.opts.MaxReliablePacket, r.local.Identity, r.local.SID)
+	p := r.LocalParticipant()
+	return maxReliablePacket(r.tr.MaxMessageSize(), r.opts.MaxReliablePacket, p.Identity, p.SID)
+}
+
+// WithDataTrackFilters returns o (a new JoinOptions when nil) with filters
+// that see, and may drop, every data track packet sent and received; nil
+// leaves a direction alone.
+func WithDataTrackFilters(o *JoinOptions, send, recv func(pkt []byte) (keep bool)) *JoinOptions {
+	if o == nil {
+		o = &JoinOptions{}
+	}
+	o.dataTrackSendFilter, o.dataTrackRecvFilter = send, recv
+	return o
+}
+
+// PublishDataTrackWithHandle publishes a data track with a chosen handle,
+// as a client that picks a bad one would.
+func (r *Room) PublishDataTrackWithHandle(ctx context.Context, name string, handle uint16) (*LocalDataTrack, error) {
+	return r.publishDataTrack(ctx, name, handle, nil)
 }

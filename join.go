@@ -124,6 +124,15 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.mu.Lock()
 	r.state = StateConnected
 	r.mu.Unlock()
+	if publish && !o.NoPresenceTrack {
+		// Before Join returns, so that the others learn of the join at
+		// once (see JoinOptions.NoPresenceTrack).
+		if _, err := r.publishDataTrack(ctx, presenceTrack, 0, nil); err != nil {
+			r.shutdown(ReasonJoinFailure, err, true)
+			<-r.done
+			return nil, joinError(ctx, err)
+		}
+	}
 	if initial != nil || o.Name != "" {
 		upd := &lkpb.UpdateParticipantMetadata{Name: o.Name}
 		if initial != nil {
@@ -162,6 +171,7 @@ func (r *Room) dialSession(ctx context.Context, token, metadata string, attrs ma
 		Logger:        o.Logger,
 		SendSignal:    r.sendSignal,
 		OnMessage:     r.onData,
+		OnDataTrack:   r.onDataTrack,
 		OnState:       r.onTransportState,
 	}
 	var tr *rtc.Transport

@@ -130,6 +130,17 @@ type JoinOptions struct {
 	// capped at the negotiated limit.
 	MaxReliablePacket int
 
+	// NoPresenceTrack joins without callstate's presence track. By default
+	// a Room that can publish publishes a data track named
+	// "_callstate.presence" as part of Join (no frame is ever sent on it):
+	// it makes the server count the participant as a publisher, whose
+	// join and leave it announces to the others at once, where those of a
+	// participant that publishes nothing wait for the server's 3 s ticker.
+	// The cost: one more signalling round trip in Join, the room's
+	// publisher count includes the participant, and LiveKit clients list
+	// the track among the participant's data tracks (callstate hides it).
+	NoPresenceTrack bool
+
 	// Test hooks, set through export_test.go.
 	//
 	// rawHook sees every signalling frame ("signal") and data channel
@@ -138,6 +149,10 @@ type JoinOptions struct {
 	// sendFilter sees every data packet before it is sent and may drop it
 	// (fault injection).
 	sendFilter func(reliable bool, pkt []byte) (keep bool)
+	// dataTrackSendFilter and dataTrackRecvFilter see every data track
+	// packet sent and received (before reassembly) and may drop it.
+	dataTrackSendFilter func(pkt []byte) (keep bool)
+	dataTrackRecvFilter func(pkt []byte) (keep bool)
 }
 
 // options are JoinOptions with the defaults applied, as the Room uses them.

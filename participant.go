@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -45,6 +46,10 @@ type Participant struct {
 	// Version is the server's version counter of this participant's state;
 	// it grows with every change.
 	Version uint32
+	// DataTracks are the data tracks the participant publishes (see
+	// SubscribeDataTrack), in the server's order. callstate's own presence
+	// track is not listed.
+	DataTracks []DataTrackInfo
 }
 
 // Permissions are the grants a participant holds in the room.
@@ -137,6 +142,7 @@ func participantFromInfo(pi *lkpb.ParticipantInfo) Participant {
 		Kind:        ParticipantKind(pi.GetKind()),
 		IsPublisher: pi.GetIsPublisher(),
 		Version:     pi.GetVersion(),
+		DataTracks:  dataTracksFromInfo(pi.GetDataTracks()),
 	}
 	for _, d := range pi.GetKindDetails() {
 		p.KindDetails = append(p.KindDetails, ParticipantKindDetail(d))
@@ -344,6 +350,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		old, known := r.remotes[pi.GetIdentity()]
 		if pi.GetState() == lkpb.ParticipantInfo_DISCONNECTED {
 			if known && old.SID == pi.GetSid() {
+				r.emitDataTrackChangesLocked(now, old, withoutDataTracks(old))
 				r.removeRemoteLocked(old)
 				delete(r.qualities, old.SID)
 				delete(r.lastSeq, old.SID)
@@ -358,6 +365,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 		case !known:
 			if r.putRemoteLocked(p, Participant{}) {
 				r.emitLocked(ParticipantJoined{Time: now, Participant: p})
+				r.emitDataTrackChangesLocked(now, Participant{}, p)
 			}
 		case old.SID != p.SID:
 			// The identity joined again; the old session is gone.
@@ -366,15 +374,21 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 			}
 			delete(r.lastSeq, old.SID)
 			r.asm.Forget(old.Identity)
+			r.emitDataTrackChangesLocked(now, old, withoutDataTracks(old))
 			r.emitLocked(ParticipantLeft{Time: now, Participant: old, Reason: ReasonDuplicateIdentity})
 			r.emitLocked(ParticipantJoined{Time: now, Participant: p})
-		case p.Version > old.Version:
+			r.emitDataTrackChangesLocked(now, Participant{}, p)
+		case p.Version > old.Version || p.Version == old.Version && !sameDataTracks(old.DataTracks, p.DataTracks):
+			// LiveKit's server does not count a data track (un)publication
+			// as a new version of the participant: an update of the same
+			// version with other tracks is news.
 			if !r.putRemoteLocked(p, old) {
 				continue // over the byte bound: the Room keeps the old state
 			}
 			if c := diffParticipants(old, p); c.Any() {
 				r.emitLocked(ParticipantUpdated{Time: now, Participant: p, Previous: old, Changes: c})
 			}
+			r.emitDataTrackChangesLocked(now, old, p)
 		}
 	}
 }
@@ -444,3 +458,11 @@ func diffParticipants(a, b Participant) Changes {
 	sort.Strings(c.AttributesRemoved)
 	return c
 }
+
+// withoutDataTracks is p after it left: its tracks are gone with it.
+func withoutDataTracks(p Participant) Participant {
+	p.DataTracks = nil
+	return p
+}
+
+func sameDataTracks(a, b []DataTrackInfo) bool { return slices.Equal(a, b) }

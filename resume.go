@@ -331,6 +331,11 @@ func (r *Room) finishRecovery(gen uint64, need rung, lastSeq uint32, deadline ti
 	if !r.gateOpen() {
 		r.replay(need == rungRejoin, lastSeq)
 	}
+	// Data tracks: subscriptions asked for again; after a rejoin (a new
+	// session) our own tracks published again under the same handles.
+	dctx, dcancel := context.WithDeadline(r.life, deadline)
+	r.dataTracksReconnected(dctx, kind == RecoveryRejoined)
+	dcancel()
 	r.mu.Lock()
 	if r.recoveryGen.Load() != gen {
 		r.mu.Unlock()
@@ -413,6 +418,7 @@ func (r *Room) spawn(f func()) bool {
 // syncState describes what the Room has to a server it resumes with.
 func (r *Room) syncState() *lkpb.SyncState {
 	st := r.transport().SyncState()
+	r.dataTrackSyncState(st)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for sid, seq := range r.lastSeq {

@@ -119,6 +119,7 @@ type Room struct {
 	lastSeq     map[string]uint32 // by sender sid: the last reliable sequence number received
 	dupes       uint64
 	lastMsg     map[string]msgID // by sender identity: the last message id received
+	dt          *dataTracks      // data tracks, published and subscribed; see datatrack.go
 
 	// deliverMu is the turn to deliver the outbox to the subscriptions;
 	// taken after mu is released, never the other way round.
@@ -173,6 +174,7 @@ func newRoom(o *options, serverURL, token string) *Room {
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		state:     StateConnecting,
+		dt:        newDataTracks(),
 	}
 	r.life, r.endLife = context.WithCancel(context.Background())
 	return r
@@ -210,6 +212,7 @@ func (r *Room) finish(leave bool) {
 	if r.opts.ownHTTP {
 		r.opts.HTTPClient.CloseIdleConnections()
 	}
+	r.dt.closeAll(r.endError())
 	r.mu.Lock()
 	for id, p := range r.pending {
 		delete(r.pending, id)

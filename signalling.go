@@ -81,6 +81,9 @@ func (r *Room) readLoop() {
 
 // handleSignal runs on the read loop, in the order frames arrive.
 func (r *Room) handleSignal(msg *lkpb.SignalResponse) {
+	if r.handleDataTrackSignal(msg) {
+		return
+	}
 	switch m := msg.GetMessage().(type) {
 	case *lkpb.SignalResponse_Offer:
 		if err := r.transport().HandleOffer(m.Offer); err != nil {

@@ -337,7 +337,11 @@ func eventSize(e Event) int {
 }
 
 func participantSize(p Participant) int {
-	return len(p.Metadata) + len(p.Name) + len(p.Identity) + len(p.SID) + attrSize(p.Attributes)
+	n := len(p.Metadata) + len(p.Name) + len(p.Identity) + len(p.SID) + attrSize(p.Attributes)
+	for _, t := range p.DataTracks {
+		n += len(t.SID) + len(t.Name)
+	}
+	return n
 }
 
 func attrSize(m map[string]string) int {
@@ -403,6 +407,7 @@ func cloneSession(m map[string]json.RawMessage) map[string]json.RawMessage {
 func (p Participant) clone() Participant {
 	p.Attributes = maps.Clone(p.Attributes)
 	p.KindDetails = slices.Clone(p.KindDetails)
+	p.DataTracks = slices.Clone(p.DataTracks)
 	return p
 }
 

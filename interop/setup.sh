@@ -20,4 +20,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
 fi
 npx --no-install esbuild app.js --bundle --format=esm --target=es2020 \
 	--outfile=dist/app.js --log-level=warning
+npx --no-install esbuild datatrack.js --bundle --format=esm --target=es2020 \
+	--outfile=dist/datatrack.js --log-level=warning
 echo "interop: ready (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'))"

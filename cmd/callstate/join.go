@@ -126,7 +126,8 @@ func runJoin(ctx context.Context, args []string, e *env) int {
 		fmt.Fprintf(e.stderr, "callstate join: %v\n", err)
 		return exitFailure
 	}
-	p := &participant{room: room, out: out, stderr: e.stderr, timeout: c.commandTimeout}
+	p := &participant{room: room, out: out, stderr: e.stderr, timeout: c.commandTimeout,
+		tracks: map[string]*callstate.LocalDataTrack{}, frames: make(chan frameLineJSON, 256)}
 	return p.run(ctx, e.stdin, c.buffer)
 }
 
@@ -163,6 +164,11 @@ type participant struct {
 	out     *lineWriter
 	stderr  io.Writer
 	timeout time.Duration
+	// tracks are the data tracks published with publish_data_track, by
+	// name; frames carries data_track_frame lines from the subscriptions'
+	// readers to the one goroutine that writes lines.
+	tracks map[string]*callstate.LocalDataTrack
+	frames chan frameLineJSON
 }
 
 // input is one line read from standard input.
@@ -241,6 +247,8 @@ func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int 
 			if !open {
 				return ended()
 			}
+		case l := <-p.frames:
+			p.out.write(l)
 		case <-finished:
 			finished = nil
 			leave()
@@ -307,19 +315,27 @@ type commandJSON struct {
 	Name       *string           `json:"name"`
 	Attributes map[string]string `json:"attributes"`
 	Strategy   string            `json:"strategy"`
+	Identity   string            `json:"identity"`
+	Track      string            `json:"track"`
+	UserTS     uint64            `json:"user_timestamp"`
+	PacketSize int               `json:"max_packet_size"`
 }
 
 // fieldsOf lists which fields each command accepts, besides id and cmd.
 var fieldsOf = map[string][]string{
-	"publish":          {"payload", "text", "kind", "topic", "to"},
-	"app_message":      {"data", "to"},
-	"set_user_data":    {"data"},
-	"set_metadata":     {"metadata"},
-	"set_name":         {"name"},
-	"set_attributes":   {"attributes"},
-	"set_session_data": {"data", "strategy"},
-	"state":            nil,
-	"leave":            nil,
+	"publish":              {"payload", "text", "kind", "topic", "to"},
+	"app_message":          {"data", "to"},
+	"set_user_data":        {"data"},
+	"set_metadata":         {"metadata"},
+	"set_name":             {"name"},
+	"set_attributes":       {"attributes"},
+	"set_session_data":     {"data", "strategy"},
+	"publish_data_track":   {"name", "max_packet_size"},
+	"push":                 {"name", "payload", "text", "user_timestamp"},
+	"unpublish_data_track": {"name"},
+	"subscribe_data_track": {"identity", "track"},
+	"state":                nil,
+	"leave":                nil,
 }
 
 // commandError is a command refused before it reached the Room.
@@ -481,6 +497,49 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 			return invalidArgument(`the set_attributes command needs an "attributes" object`)
 		}
 		return r.SetAttributes(ctx, c.Attributes)
+	case "publish_data_track":
+		if c.Name == nil {
+			return invalidArgument(`the publish_data_track command needs a "name" string`)
+		}
+		if _, ok := p.tracks[*c.Name]; ok {
+			return invalidArgument("data track %q is already published", *c.Name)
+		}
+		t, err := r.PublishDataTrack(ctx, *c.Name, &callstate.DataTrackOptions{MaxPacketSize: c.PacketSize})
+		if err != nil {
+			return err
+		}
+		p.tracks[*c.Name] = t
+		return nil
+	case "push":
+		t, err := p.track(c)
+		if err != nil {
+			return err
+		}
+		payload, err := c.payload()
+		if err != nil {
+			return err
+		}
+		return t.Push(ctx, payload, &callstate.FrameOptions{UserTimestamp: c.UserTS})
+	case "unpublish_data_track":
+		t, err := p.track(c)
+		if err != nil {
+			return err
+		}
+		if err := t.Unpublish(ctx); err != nil {
+			return err
+		}
+		delete(p.tracks, *c.Name)
+		return nil
+	case "subscribe_data_track":
+		if c.Identity == "" || c.Track == "" {
+			return invalidArgument(`the subscribe_data_track command needs "identity" and "track" (a name or sid)`)
+		}
+		s, err := r.SubscribeDataTrack(ctx, c.Identity, c.Track, nil)
+		if err != nil {
+			return err
+		}
+		go p.readFrames(s)
+		return nil
 	case "set_session_data":
 		var data map[string]json.RawMessage
 		if err := json.Unmarshal(c.Data, &data); err != nil || data == nil {
@@ -497,6 +556,30 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 		return r.SetSessionData(ctx, data, strategy)
 	}
 	return &commandError{code: "unknown_command", msg: fmt.Sprintf("unknown command %q", c.Cmd)}
+}
+
+// track returns the local data track a command names.
+func (p *participant) track(c *commandJSON) (*callstate.LocalDataTrack, error) {
+	if c.Name == nil {
+		return nil, invalidArgument(`the %s command needs the "name" of a published data track`, c.Cmd)
+	}
+	t, ok := p.tracks[*c.Name]
+	if !ok {
+		return nil, invalidArgument("no data track %q was published with publish_data_track", *c.Name)
+	}
+	return t, nil
+}
+
+// readFrames turns a subscription's frames into data_track_frame lines,
+// until it ends; the line writer's loop writes them.
+func (p *participant) readFrames(s *callstate.RemoteDataTrackSubscription) {
+	for f := range s.C() {
+		select {
+		case p.frames <- frameLine(s, f):
+		case <-p.room.Done():
+			return
+		}
+	}
 }
 
 // payload returns the publish command's payload.

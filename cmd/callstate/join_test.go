@@ -143,6 +143,26 @@ func (p *joinProc) await(typ string, match func(map[string]any) bool) map[string
 	}
 }
 
+// awaitTimeout returns the first line of the given type within d, or nil.
+func (p *joinProc) awaitTimeout(typ string, d time.Duration) map[string]any {
+	p.t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case m, ok := <-p.lines:
+			if !ok {
+				return nil
+			}
+			if m["type"] == typ {
+				return m
+			}
+		case <-timer.C:
+			return nil
+		}
+	}
+}
+
 // answer awaits the result or error line of the command with this id.
 func (p *joinProc) answer(id any) map[string]any {
 	p.t.Helper()
@@ -198,6 +218,36 @@ func TestJoinCommand(t *testing.T) {
 	srv := calltest.Shared(t)
 	bin := buildBinary(t)
 	creds := []string{"-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", srv.APISecret()}
+
+	t.Run("DataTracks", func(t *testing.T) {
+		t.Parallel()
+		room := srv.RoomName(t)
+		alice := startJoin(t, bin, "alice", append(creds, "-room", room, "-identity", "alice")...)
+		alice.await("joined", nil)
+		bob := startJoin(t, bin, "bob", append(creds, "-room", room, "-identity", "bob")...)
+		bob.await("joined", nil)
+		alice.await("participant_joined", func(m map[string]any) bool { return identityOf(m) == "bob" })
+		alice.ok(1, `{"id":1,"cmd":"publish_data_track","name":"position"}`)
+		pub := bob.await("data_track_published", nil)
+		assert.Equal(t, "position", pub["track"].(map[string]any)["name"])
+		bob.ok(2, `{"id":2,"cmd":"subscribe_data_track","identity":"alice","track":"position"}`)
+		// The track is lossy: push until a frame arrives.
+		var f map[string]any
+		for i := 0; f == nil && i < 10; i++ {
+			alice.ok(3+i, fmt.Sprintf(`{"id":%d,"cmd":"push","name":"position","text":"x=1","user_timestamp":42}`, 3+i))
+			f = bob.awaitTimeout("data_track_frame", 2*time.Second)
+		}
+		require.NotNil(t, f, "no frame arrived")
+		assert.Equal(t, "x=1", f["text"])
+		assert.Equal(t, "alice", f["from"])
+		assert.EqualValues(t, 42, f["user_timestamp"])
+		alice.send(`{"id":20,"cmd":"publish_data_track","name":"position"}`)
+		assert.Equal(t, "invalid_argument", alice.answer(20)["code"], "published already by this session")
+		alice.send(`{"id":21,"cmd":"push","name":"nope","text":"x"}`)
+		assert.Equal(t, "invalid_argument", alice.answer(21)["code"])
+		alice.ok(22, `{"id":22,"cmd":"unpublish_data_track","name":"position"}`)
+		bob.await("data_track_unpublished", nil)
+	})
 
 	t.Run("Conversation", func(t *testing.T) {
 		t.Parallel()

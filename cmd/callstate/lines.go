@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/callstate/callstate"
 	"github.com/callstate/callstate/internal/redact"
@@ -45,6 +47,37 @@ func eventLine(ev callstate.Event) any {
 	return json.RawMessage(b)
 }
 
+// frameLineJSON is a data_track_frame line: a frame received on a data
+// track subscribed with subscribe_data_track.
+type frameLineJSON struct {
+	Type          string            `json:"type"`
+	Time          time.Time         `json:"time"`
+	From          string            `json:"from"`
+	Track         dataTrackLineJSON `json:"track"`
+	Size          int               `json:"size"`
+	Payload       string            `json:"payload"`
+	Text          *string           `json:"text,omitempty"`
+	UserTimestamp uint64            `json:"user_timestamp,omitempty"`
+}
+
+type dataTrackLineJSON struct {
+	SID       string `json:"sid"`
+	Name      string `json:"name"`
+	Encrypted bool   `json:"encrypted"`
+}
+
+// frameLine is the line of a frame received on s.
+func frameLine(s *callstate.RemoteDataTrackSubscription, f callstate.DataTrackFrame) frameLineJSON {
+	info := s.Track()
+	l := frameLineJSON{Type: "data_track_frame", Time: f.Received.UTC(), From: s.Publisher(),
+		Track: dataTrackLineJSON{SID: info.SID, Name: info.Name, Encrypted: info.Encrypted},
+		Size:  len(f.Payload), Payload: base64.StdEncoding.EncodeToString(f.Payload), UserTimestamp: f.UserTimestamp}
+	if utf8.Valid(f.Payload) {
+		l.Text = ptr(string(f.Payload))
+	}
+	return l
+}
+
 // resultLine is the answer to a successful command.
 func resultLine(id json.RawMessage) line {
 	return line{Type: "result", Time: time.Now().UTC(), ID: id, OK: ptr(true)}
@@ -62,6 +95,9 @@ func errorCode(err error) string {
 		target error
 		code   string
 	}{
+		{callstate.ErrUnpublished, "unpublished"},
+		{callstate.ErrDuplicateName, "duplicate_name"},
+		{callstate.ErrInvalidHandle, "invalid_handle"},
 		{callstate.ErrClosed, "closed"},
 		{callstate.ErrTooLarge, "too_large"},
 		{callstate.ErrNotPermitted, "not_permitted"},

@@ -882,6 +882,55 @@ func (ParticipantInfo_KindDetail) EnumDescriptor() ([]byte, []int) {
 	return file_livekit_proto_rawDescGZIP(), []int{26, 2}
 }
 
+type Encryption_Type int32
+
+const (
+	Encryption_NONE   Encryption_Type = 0
+	Encryption_GCM    Encryption_Type = 1
+	Encryption_CUSTOM Encryption_Type = 2
+)
+
+// Enum value maps for Encryption_Type.
+var (
+	Encryption_Type_name = map[int32]string{
+		0: "NONE",
+		1: "GCM",
+		2: "CUSTOM",
+	}
+	Encryption_Type_value = map[string]int32{
+		"NONE":   0,
+		"GCM":    1,
+		"CUSTOM": 2,
+	}
+)
+
+func (x Encryption_Type) Enum() *Encryption_Type {
+	p := new(Encryption_Type)
+	*p = x
+	return p
+}
+
+func (x Encryption_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Encryption_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[15].Descriptor()
+}
+
+func (Encryption_Type) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[15]
+}
+
+func (x Encryption_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Encryption_Type.Descriptor instead.
+func (Encryption_Type) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{27, 0}
+}
+
 type ServerInfo_Edition int32
 
 const (
@@ -912,11 +961,11 @@ func (x ServerInfo_Edition) String() string {
 }
 
 func (ServerInfo_Edition) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[15].Descriptor()
+	return file_livekit_proto_enumTypes[16].Descriptor()
 }
 
 func (ServerInfo_Edition) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[15]
+	return &file_livekit_proto_enumTypes[16]
 }
 
 func (x ServerInfo_Edition) Number() protoreflect.EnumNumber {
@@ -925,7 +974,7 @@ func (x ServerInfo_Edition) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ServerInfo_Edition.Descriptor instead.
 func (ServerInfo_Edition) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{28, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{37, 0}
 }
 
 type ClientInfo_SDK int32
@@ -970,11 +1019,11 @@ func (x ClientInfo_SDK) String() string {
 }
 
 func (ClientInfo_SDK) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[16].Descriptor()
+	return file_livekit_proto_enumTypes[17].Descriptor()
 }
 
 func (ClientInfo_SDK) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[16]
+	return &file_livekit_proto_enumTypes[17]
 }
 
 func (x ClientInfo_SDK) Number() protoreflect.EnumNumber {
@@ -983,7 +1032,7 @@ func (x ClientInfo_SDK) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClientInfo_SDK.Descriptor instead.
 func (ClientInfo_SDK) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{29, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{38, 0}
 }
 
 type DataPacket_Kind int32
@@ -1016,11 +1065,11 @@ func (x DataPacket_Kind) String() string {
 }
 
 func (DataPacket_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[17].Descriptor()
+	return file_livekit_proto_enumTypes[18].Descriptor()
 }
 
 func (DataPacket_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[17]
+	return &file_livekit_proto_enumTypes[18]
 }
 
 func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
@@ -1029,7 +1078,7 @@ func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataPacket_Kind.Descriptor instead.
 func (DataPacket_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{30, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{39, 0}
 }
 
 type DataStream_OperationType int32
@@ -1068,11 +1117,11 @@ func (x DataStream_OperationType) String() string {
 }
 
 func (DataStream_OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[18].Descriptor()
+	return file_livekit_proto_enumTypes[19].Descriptor()
 }
 
 func (DataStream_OperationType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[18]
+	return &file_livekit_proto_enumTypes[19]
 }
 
 func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
@@ -1081,7 +1130,7 @@ func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataStream_OperationType.Descriptor instead.
 func (DataStream_OperationType) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 0}
 }
 
 type DataStream_CompressionType int32
@@ -1114,11 +1163,11 @@ func (x DataStream_CompressionType) String() string {
 }
 
 func (DataStream_CompressionType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[19].Descriptor()
+	return file_livekit_proto_enumTypes[20].Descriptor()
 }
 
 func (DataStream_CompressionType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[19]
+	return &file_livekit_proto_enumTypes[20]
 }
 
 func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
@@ -1127,7 +1176,7 @@ func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataStream_CompressionType.Descriptor instead.
 func (DataStream_CompressionType) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 1}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 1}
 }
 
 type IngressState_Status int32
@@ -1169,11 +1218,11 @@ func (x IngressState_Status) String() string {
 }
 
 func (IngressState_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[20].Descriptor()
+	return file_livekit_proto_enumTypes[21].Descriptor()
 }
 
 func (IngressState_Status) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[20]
+	return &file_livekit_proto_enumTypes[21]
 }
 
 func (x IngressState_Status) Number() protoreflect.EnumNumber {
@@ -1182,7 +1231,7 @@ func (x IngressState_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IngressState_Status.Descriptor instead.
 func (IngressState_Status) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{65, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{74, 0}
 }
 
 // Client to server.
@@ -1198,6 +1247,9 @@ type SignalRequest struct {
 	//	*SignalRequest_Ping
 	//	*SignalRequest_UpdateMetadata
 	//	*SignalRequest_PingReq
+	//	*SignalRequest_PublishDataTrackRequest
+	//	*SignalRequest_UnpublishDataTrackRequest
+	//	*SignalRequest_UpdateDataSubscription
 	Message       isSignalRequest_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1312,6 +1364,33 @@ func (x *SignalRequest) GetPingReq() *Ping {
 	return nil
 }
 
+func (x *SignalRequest) GetPublishDataTrackRequest() *PublishDataTrackRequest {
+	if x != nil {
+		if x, ok := x.Message.(*SignalRequest_PublishDataTrackRequest); ok {
+			return x.PublishDataTrackRequest
+		}
+	}
+	return nil
+}
+
+func (x *SignalRequest) GetUnpublishDataTrackRequest() *UnpublishDataTrackRequest {
+	if x != nil {
+		if x, ok := x.Message.(*SignalRequest_UnpublishDataTrackRequest); ok {
+			return x.UnpublishDataTrackRequest
+		}
+	}
+	return nil
+}
+
+func (x *SignalRequest) GetUpdateDataSubscription() *UpdateDataSubscription {
+	if x != nil {
+		if x, ok := x.Message.(*SignalRequest_UpdateDataSubscription); ok {
+			return x.UpdateDataSubscription
+		}
+	}
+	return nil
+}
+
 type isSignalRequest_Message interface {
 	isSignalRequest_Message()
 }
@@ -1348,6 +1427,18 @@ type SignalRequest_PingReq struct {
 	PingReq *Ping `protobuf:"bytes,16,opt,name=ping_req,json=pingReq,proto3,oneof"`
 }
 
+type SignalRequest_PublishDataTrackRequest struct {
+	PublishDataTrackRequest *PublishDataTrackRequest `protobuf:"bytes,19,opt,name=publish_data_track_request,json=publishDataTrackRequest,proto3,oneof"`
+}
+
+type SignalRequest_UnpublishDataTrackRequest struct {
+	UnpublishDataTrackRequest *UnpublishDataTrackRequest `protobuf:"bytes,20,opt,name=unpublish_data_track_request,json=unpublishDataTrackRequest,proto3,oneof"`
+}
+
+type SignalRequest_UpdateDataSubscription struct {
+	UpdateDataSubscription *UpdateDataSubscription `protobuf:"bytes,21,opt,name=update_data_subscription,json=updateDataSubscription,proto3,oneof"`
+}
+
 func (*SignalRequest_Offer) isSignalRequest_Message() {}
 
 func (*SignalRequest_Answer) isSignalRequest_Message() {}
@@ -1363,6 +1454,12 @@ func (*SignalRequest_Ping) isSignalRequest_Message() {}
 func (*SignalRequest_UpdateMetadata) isSignalRequest_Message() {}
 
 func (*SignalRequest_PingReq) isSignalRequest_Message() {}
+
+func (*SignalRequest_PublishDataTrackRequest) isSignalRequest_Message() {}
+
+func (*SignalRequest_UnpublishDataTrackRequest) isSignalRequest_Message() {}
+
+func (*SignalRequest_UpdateDataSubscription) isSignalRequest_Message() {}
 
 // Server to client.
 type SignalResponse struct {
@@ -1384,6 +1481,9 @@ type SignalResponse struct {
 	//	*SignalResponse_PongResp
 	//	*SignalResponse_RequestResponse
 	//	*SignalResponse_RoomMoved
+	//	*SignalResponse_PublishDataTrackResponse
+	//	*SignalResponse_UnpublishDataTrackResponse
+	//	*SignalResponse_DataTrackSubscriberHandles
 	Message       isSignalResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1561,6 +1661,33 @@ func (x *SignalResponse) GetRoomMoved() *RoomMovedResponse {
 	return nil
 }
 
+func (x *SignalResponse) GetPublishDataTrackResponse() *PublishDataTrackResponse {
+	if x != nil {
+		if x, ok := x.Message.(*SignalResponse_PublishDataTrackResponse); ok {
+			return x.PublishDataTrackResponse
+		}
+	}
+	return nil
+}
+
+func (x *SignalResponse) GetUnpublishDataTrackResponse() *UnpublishDataTrackResponse {
+	if x != nil {
+		if x, ok := x.Message.(*SignalResponse_UnpublishDataTrackResponse); ok {
+			return x.UnpublishDataTrackResponse
+		}
+	}
+	return nil
+}
+
+func (x *SignalResponse) GetDataTrackSubscriberHandles() *DataTrackSubscriberHandles {
+	if x != nil {
+		if x, ok := x.Message.(*SignalResponse_DataTrackSubscriberHandles); ok {
+			return x.DataTrackSubscriberHandles
+		}
+	}
+	return nil
+}
+
 type isSignalResponse_Message interface {
 	isSignalResponse_Message()
 }
@@ -1625,6 +1752,18 @@ type SignalResponse_RoomMoved struct {
 	RoomMoved *RoomMovedResponse `protobuf:"bytes,24,opt,name=room_moved,json=roomMoved,proto3,oneof"`
 }
 
+type SignalResponse_PublishDataTrackResponse struct {
+	PublishDataTrackResponse *PublishDataTrackResponse `protobuf:"bytes,27,opt,name=publish_data_track_response,json=publishDataTrackResponse,proto3,oneof"`
+}
+
+type SignalResponse_UnpublishDataTrackResponse struct {
+	UnpublishDataTrackResponse *UnpublishDataTrackResponse `protobuf:"bytes,28,opt,name=unpublish_data_track_response,json=unpublishDataTrackResponse,proto3,oneof"`
+}
+
+type SignalResponse_DataTrackSubscriberHandles struct {
+	DataTrackSubscriberHandles *DataTrackSubscriberHandles `protobuf:"bytes,29,opt,name=data_track_subscriber_handles,json=dataTrackSubscriberHandles,proto3,oneof"`
+}
+
 func (*SignalResponse_Join) isSignalResponse_Message() {}
 
 func (*SignalResponse_Answer) isSignalResponse_Message() {}
@@ -1654,6 +1793,12 @@ func (*SignalResponse_PongResp) isSignalResponse_Message() {}
 func (*SignalResponse_RequestResponse) isSignalResponse_Message() {}
 
 func (*SignalResponse_RoomMoved) isSignalResponse_Message() {}
+
+func (*SignalResponse_PublishDataTrackResponse) isSignalResponse_Message() {}
+
+func (*SignalResponse_UnpublishDataTrackResponse) isSignalResponse_Message() {}
+
+func (*SignalResponse_DataTrackSubscriberHandles) isSignalResponse_Message() {}
 
 type SessionDescription struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2432,6 +2577,8 @@ type RequestResponse struct {
 	//
 	//	*RequestResponse_Trickle
 	//	*RequestResponse_UpdateMetadata
+	//	*RequestResponse_PublishDataTrack
+	//	*RequestResponse_UnpublishDataTrack
 	Request       isRequestResponse_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2513,6 +2660,24 @@ func (x *RequestResponse) GetUpdateMetadata() *UpdateParticipantMetadata {
 	return nil
 }
 
+func (x *RequestResponse) GetPublishDataTrack() *PublishDataTrackRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestResponse_PublishDataTrack); ok {
+			return x.PublishDataTrack
+		}
+	}
+	return nil
+}
+
+func (x *RequestResponse) GetUnpublishDataTrack() *UnpublishDataTrackRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestResponse_UnpublishDataTrack); ok {
+			return x.UnpublishDataTrack
+		}
+	}
+	return nil
+}
+
 type isRequestResponse_Request interface {
 	isRequestResponse_Request()
 }
@@ -2525,9 +2690,21 @@ type RequestResponse_UpdateMetadata struct {
 	UpdateMetadata *UpdateParticipantMetadata `protobuf:"bytes,7,opt,name=update_metadata,json=updateMetadata,proto3,oneof"`
 }
 
+type RequestResponse_PublishDataTrack struct {
+	PublishDataTrack *PublishDataTrackRequest `protobuf:"bytes,10,opt,name=publish_data_track,json=publishDataTrack,proto3,oneof"`
+}
+
+type RequestResponse_UnpublishDataTrack struct {
+	UnpublishDataTrack *UnpublishDataTrackRequest `protobuf:"bytes,11,opt,name=unpublish_data_track,json=unpublishDataTrack,proto3,oneof"`
+}
+
 func (*RequestResponse_Trickle) isRequestResponse_Request() {}
 
 func (*RequestResponse_UpdateMetadata) isRequestResponse_Request() {}
+
+func (*RequestResponse_PublishDataTrack) isRequestResponse_Request() {}
+
+func (*RequestResponse_UnpublishDataTrack) isRequestResponse_Request() {}
 
 type RoomMovedResponse struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -2650,12 +2827,14 @@ func (x *UpdateSubscription) GetSubscribe() bool {
 }
 
 type SyncState struct {
-	state                    protoimpl.MessageState     `protogen:"open.v1"`
-	Answer                   *SessionDescription        `protobuf:"bytes,1,opt,name=answer,proto3" json:"answer,omitempty"`
-	Subscription             *UpdateSubscription        `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
-	DataChannels             []*DataChannelInfo         `protobuf:"bytes,4,rep,name=data_channels,json=dataChannels,proto3" json:"data_channels,omitempty"`
-	Offer                    *SessionDescription        `protobuf:"bytes,5,opt,name=offer,proto3" json:"offer,omitempty"`
-	DatachannelReceiveStates []*DataChannelReceiveState `protobuf:"bytes,7,rep,name=datachannel_receive_states,json=datachannelReceiveStates,proto3" json:"datachannel_receive_states,omitempty"`
+	state                    protoimpl.MessageState      `protogen:"open.v1"`
+	Answer                   *SessionDescription         `protobuf:"bytes,1,opt,name=answer,proto3" json:"answer,omitempty"`
+	Subscription             *UpdateSubscription         `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	DataChannels             []*DataChannelInfo          `protobuf:"bytes,4,rep,name=data_channels,json=dataChannels,proto3" json:"data_channels,omitempty"`
+	Offer                    *SessionDescription         `protobuf:"bytes,5,opt,name=offer,proto3" json:"offer,omitempty"`
+	DatachannelReceiveStates []*DataChannelReceiveState  `protobuf:"bytes,7,rep,name=datachannel_receive_states,json=datachannelReceiveStates,proto3" json:"datachannel_receive_states,omitempty"`
+	PublishDataTracks        []*PublishDataTrackResponse `protobuf:"bytes,8,rep,name=publish_data_tracks,json=publishDataTracks,proto3" json:"publish_data_tracks,omitempty"`
+	DataSubscription         *UpdateDataSubscription     `protobuf:"bytes,9,opt,name=data_subscription,json=dataSubscription,proto3" json:"data_subscription,omitempty"`
 	unknownFields            protoimpl.UnknownFields
 	sizeCache                protoimpl.SizeCache
 }
@@ -2721,6 +2900,20 @@ func (x *SyncState) GetOffer() *SessionDescription {
 func (x *SyncState) GetDatachannelReceiveStates() []*DataChannelReceiveState {
 	if x != nil {
 		return x.DatachannelReceiveStates
+	}
+	return nil
+}
+
+func (x *SyncState) GetPublishDataTracks() []*PublishDataTrackResponse {
+	if x != nil {
+		return x.PublishDataTracks
+	}
+	return nil
+}
+
+func (x *SyncState) GetDataSubscription() *UpdateDataSubscription {
+	if x != nil {
+		return x.DataSubscription
 	}
 	return nil
 }
@@ -3400,6 +3593,7 @@ type ParticipantInfo struct {
 	ClientProtocol   int32                        `protobuf:"varint,20,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
 	Tracks           []*TrackInfo                 `protobuf:"bytes,4,rep,name=tracks,proto3" json:"tracks,omitempty"`
 	KindDetails      []ParticipantInfo_KindDetail `protobuf:"varint,18,rep,packed,name=kind_details,json=kindDetails,proto3,enum=callstate.lkwire.ParticipantInfo_KindDetail" json:"kind_details,omitempty"`
+	DataTracks       []*DataTrackInfo             `protobuf:"bytes,19,rep,name=data_tracks,json=dataTracks,proto3" json:"data_tracks,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -3553,6 +3747,441 @@ func (x *ParticipantInfo) GetKindDetails() []ParticipantInfo_KindDetail {
 	return nil
 }
 
+func (x *ParticipantInfo) GetDataTracks() []*DataTrackInfo {
+	if x != nil {
+		return x.DataTracks
+	}
+	return nil
+}
+
+type Encryption struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Encryption) Reset() {
+	*x = Encryption{}
+	mi := &file_livekit_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Encryption) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Encryption) ProtoMessage() {}
+
+func (x *Encryption) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Encryption.ProtoReflect.Descriptor instead.
+func (*Encryption) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{27}
+}
+
+type DataTrackInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PubHandle     uint32                 `protobuf:"varint,1,opt,name=pub_handle,json=pubHandle,proto3" json:"pub_handle,omitempty"`
+	Sid           string                 `protobuf:"bytes,2,opt,name=sid,proto3" json:"sid,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Encryption    Encryption_Type        `protobuf:"varint,4,opt,name=encryption,proto3,enum=callstate.lkwire.Encryption_Type" json:"encryption,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataTrackInfo) Reset() {
+	*x = DataTrackInfo{}
+	mi := &file_livekit_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataTrackInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataTrackInfo) ProtoMessage() {}
+
+func (x *DataTrackInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataTrackInfo.ProtoReflect.Descriptor instead.
+func (*DataTrackInfo) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DataTrackInfo) GetPubHandle() uint32 {
+	if x != nil {
+		return x.PubHandle
+	}
+	return 0
+}
+
+func (x *DataTrackInfo) GetSid() string {
+	if x != nil {
+		return x.Sid
+	}
+	return ""
+}
+
+func (x *DataTrackInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DataTrackInfo) GetEncryption() Encryption_Type {
+	if x != nil {
+		return x.Encryption
+	}
+	return Encryption_NONE
+}
+
+type PublishDataTrackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PubHandle     uint32                 `protobuf:"varint,1,opt,name=pub_handle,json=pubHandle,proto3" json:"pub_handle,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Encryption    Encryption_Type        `protobuf:"varint,3,opt,name=encryption,proto3,enum=callstate.lkwire.Encryption_Type" json:"encryption,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishDataTrackRequest) Reset() {
+	*x = PublishDataTrackRequest{}
+	mi := &file_livekit_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishDataTrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishDataTrackRequest) ProtoMessage() {}
+
+func (x *PublishDataTrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishDataTrackRequest.ProtoReflect.Descriptor instead.
+func (*PublishDataTrackRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PublishDataTrackRequest) GetPubHandle() uint32 {
+	if x != nil {
+		return x.PubHandle
+	}
+	return 0
+}
+
+func (x *PublishDataTrackRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PublishDataTrackRequest) GetEncryption() Encryption_Type {
+	if x != nil {
+		return x.Encryption
+	}
+	return Encryption_NONE
+}
+
+type PublishDataTrackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *DataTrackInfo         `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishDataTrackResponse) Reset() {
+	*x = PublishDataTrackResponse{}
+	mi := &file_livekit_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishDataTrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishDataTrackResponse) ProtoMessage() {}
+
+func (x *PublishDataTrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishDataTrackResponse.ProtoReflect.Descriptor instead.
+func (*PublishDataTrackResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PublishDataTrackResponse) GetInfo() *DataTrackInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type UnpublishDataTrackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PubHandle     uint32                 `protobuf:"varint,1,opt,name=pub_handle,json=pubHandle,proto3" json:"pub_handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpublishDataTrackRequest) Reset() {
+	*x = UnpublishDataTrackRequest{}
+	mi := &file_livekit_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpublishDataTrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpublishDataTrackRequest) ProtoMessage() {}
+
+func (x *UnpublishDataTrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpublishDataTrackRequest.ProtoReflect.Descriptor instead.
+func (*UnpublishDataTrackRequest) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UnpublishDataTrackRequest) GetPubHandle() uint32 {
+	if x != nil {
+		return x.PubHandle
+	}
+	return 0
+}
+
+type UnpublishDataTrackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *DataTrackInfo         `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpublishDataTrackResponse) Reset() {
+	*x = UnpublishDataTrackResponse{}
+	mi := &file_livekit_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpublishDataTrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpublishDataTrackResponse) ProtoMessage() {}
+
+func (x *UnpublishDataTrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpublishDataTrackResponse.ProtoReflect.Descriptor instead.
+func (*UnpublishDataTrackResponse) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UnpublishDataTrackResponse) GetInfo() *DataTrackInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type DataTrackSubscriberHandles struct {
+	state         protoimpl.MessageState                                    `protogen:"open.v1"`
+	SubHandles    map[uint32]*DataTrackSubscriberHandles_PublishedDataTrack `protobuf:"bytes,1,rep,name=sub_handles,json=subHandles,proto3" json:"sub_handles,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataTrackSubscriberHandles) Reset() {
+	*x = DataTrackSubscriberHandles{}
+	mi := &file_livekit_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataTrackSubscriberHandles) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataTrackSubscriberHandles) ProtoMessage() {}
+
+func (x *DataTrackSubscriberHandles) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataTrackSubscriberHandles.ProtoReflect.Descriptor instead.
+func (*DataTrackSubscriberHandles) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DataTrackSubscriberHandles) GetSubHandles() map[uint32]*DataTrackSubscriberHandles_PublishedDataTrack {
+	if x != nil {
+		return x.SubHandles
+	}
+	return nil
+}
+
+type DataTrackSubscriptionOptions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetFps     *uint32                `protobuf:"varint,1,opt,name=target_fps,json=targetFps,proto3,oneof" json:"target_fps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataTrackSubscriptionOptions) Reset() {
+	*x = DataTrackSubscriptionOptions{}
+	mi := &file_livekit_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataTrackSubscriptionOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataTrackSubscriptionOptions) ProtoMessage() {}
+
+func (x *DataTrackSubscriptionOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataTrackSubscriptionOptions.ProtoReflect.Descriptor instead.
+func (*DataTrackSubscriptionOptions) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DataTrackSubscriptionOptions) GetTargetFps() uint32 {
+	if x != nil && x.TargetFps != nil {
+		return *x.TargetFps
+	}
+	return 0
+}
+
+type UpdateDataSubscription struct {
+	state         protoimpl.MessageState           `protogen:"open.v1"`
+	Updates       []*UpdateDataSubscription_Update `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDataSubscription) Reset() {
+	*x = UpdateDataSubscription{}
+	mi := &file_livekit_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDataSubscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDataSubscription) ProtoMessage() {}
+
+func (x *UpdateDataSubscription) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDataSubscription.ProtoReflect.Descriptor instead.
+func (*UpdateDataSubscription) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UpdateDataSubscription) GetUpdates() []*UpdateDataSubscription_Update {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
 // A published track, as the server API and webhooks describe it.
 type TrackInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3572,7 +4201,7 @@ type TrackInfo struct {
 
 func (x *TrackInfo) Reset() {
 	*x = TrackInfo{}
-	mi := &file_livekit_proto_msgTypes[27]
+	mi := &file_livekit_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3584,7 +4213,7 @@ func (x *TrackInfo) String() string {
 func (*TrackInfo) ProtoMessage() {}
 
 func (x *TrackInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[27]
+	mi := &file_livekit_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3597,7 +4226,7 @@ func (x *TrackInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrackInfo.ProtoReflect.Descriptor instead.
 func (*TrackInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{27}
+	return file_livekit_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TrackInfo) GetSid() string {
@@ -3685,7 +4314,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_livekit_proto_msgTypes[28]
+	mi := &file_livekit_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3697,7 +4326,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[28]
+	mi := &file_livekit_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3710,7 +4339,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{28}
+	return file_livekit_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ServerInfo) GetEdition() ServerInfo_Edition {
@@ -3782,7 +4411,7 @@ type ClientInfo struct {
 
 func (x *ClientInfo) Reset() {
 	*x = ClientInfo{}
-	mi := &file_livekit_proto_msgTypes[29]
+	mi := &file_livekit_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4423,7 @@ func (x *ClientInfo) String() string {
 func (*ClientInfo) ProtoMessage() {}
 
 func (x *ClientInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[29]
+	mi := &file_livekit_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4436,7 @@ func (x *ClientInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientInfo.ProtoReflect.Descriptor instead.
 func (*ClientInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{29}
+	return file_livekit_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ClientInfo) GetSdk() ClientInfo_SDK {
@@ -3917,7 +4546,7 @@ type DataPacket struct {
 
 func (x *DataPacket) Reset() {
 	*x = DataPacket{}
-	mi := &file_livekit_proto_msgTypes[30]
+	mi := &file_livekit_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3929,7 +4558,7 @@ func (x *DataPacket) String() string {
 func (*DataPacket) ProtoMessage() {}
 
 func (x *DataPacket) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[30]
+	mi := &file_livekit_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3942,7 +4571,7 @@ func (x *DataPacket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPacket.ProtoReflect.Descriptor instead.
 func (*DataPacket) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{30}
+	return file_livekit_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DataPacket) GetKind() DataPacket_Kind {
@@ -4114,7 +4743,7 @@ type UserPacket struct {
 
 func (x *UserPacket) Reset() {
 	*x = UserPacket{}
-	mi := &file_livekit_proto_msgTypes[31]
+	mi := &file_livekit_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4126,7 +4755,7 @@ func (x *UserPacket) String() string {
 func (*UserPacket) ProtoMessage() {}
 
 func (x *UserPacket) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[31]
+	mi := &file_livekit_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4139,7 +4768,7 @@ func (x *UserPacket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPacket.ProtoReflect.Descriptor instead.
 func (*UserPacket) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{31}
+	return file_livekit_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UserPacket) GetParticipantSid() string {
@@ -4225,7 +4854,7 @@ type RpcRequest struct {
 
 func (x *RpcRequest) Reset() {
 	*x = RpcRequest{}
-	mi := &file_livekit_proto_msgTypes[32]
+	mi := &file_livekit_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4237,7 +4866,7 @@ func (x *RpcRequest) String() string {
 func (*RpcRequest) ProtoMessage() {}
 
 func (x *RpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[32]
+	mi := &file_livekit_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4250,7 +4879,7 @@ func (x *RpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
 func (*RpcRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{32}
+	return file_livekit_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RpcRequest) GetId() string {
@@ -4297,7 +4926,7 @@ type RpcAck struct {
 
 func (x *RpcAck) Reset() {
 	*x = RpcAck{}
-	mi := &file_livekit_proto_msgTypes[33]
+	mi := &file_livekit_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4309,7 +4938,7 @@ func (x *RpcAck) String() string {
 func (*RpcAck) ProtoMessage() {}
 
 func (x *RpcAck) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[33]
+	mi := &file_livekit_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4322,7 +4951,7 @@ func (x *RpcAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcAck.ProtoReflect.Descriptor instead.
 func (*RpcAck) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{33}
+	return file_livekit_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RpcAck) GetRequestId() string {
@@ -4346,7 +4975,7 @@ type RpcResponse struct {
 
 func (x *RpcResponse) Reset() {
 	*x = RpcResponse{}
-	mi := &file_livekit_proto_msgTypes[34]
+	mi := &file_livekit_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4358,7 +4987,7 @@ func (x *RpcResponse) String() string {
 func (*RpcResponse) ProtoMessage() {}
 
 func (x *RpcResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[34]
+	mi := &file_livekit_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4371,7 +5000,7 @@ func (x *RpcResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcResponse.ProtoReflect.Descriptor instead.
 func (*RpcResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{34}
+	return file_livekit_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RpcResponse) GetRequestId() string {
@@ -4433,7 +5062,7 @@ type RpcError struct {
 
 func (x *RpcError) Reset() {
 	*x = RpcError{}
-	mi := &file_livekit_proto_msgTypes[35]
+	mi := &file_livekit_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +5074,7 @@ func (x *RpcError) String() string {
 func (*RpcError) ProtoMessage() {}
 
 func (x *RpcError) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[35]
+	mi := &file_livekit_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +5087,7 @@ func (x *RpcError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcError.ProtoReflect.Descriptor instead.
 func (*RpcError) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{35}
+	return file_livekit_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RpcError) GetCode() uint32 {
@@ -4490,7 +5119,7 @@ type DataStream struct {
 
 func (x *DataStream) Reset() {
 	*x = DataStream{}
-	mi := &file_livekit_proto_msgTypes[36]
+	mi := &file_livekit_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4502,7 +5131,7 @@ func (x *DataStream) String() string {
 func (*DataStream) ProtoMessage() {}
 
 func (x *DataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[36]
+	mi := &file_livekit_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4515,7 +5144,7 @@ func (x *DataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream.ProtoReflect.Descriptor instead.
 func (*DataStream) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36}
+	return file_livekit_proto_rawDescGZIP(), []int{45}
 }
 
 type CreateRoomRequest struct {
@@ -4532,7 +5161,7 @@ type CreateRoomRequest struct {
 
 func (x *CreateRoomRequest) Reset() {
 	*x = CreateRoomRequest{}
-	mi := &file_livekit_proto_msgTypes[37]
+	mi := &file_livekit_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4544,7 +5173,7 @@ func (x *CreateRoomRequest) String() string {
 func (*CreateRoomRequest) ProtoMessage() {}
 
 func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[37]
+	mi := &file_livekit_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4557,7 +5186,7 @@ func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoomRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoomRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{37}
+	return file_livekit_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateRoomRequest) GetName() string {
@@ -4611,7 +5240,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_livekit_proto_msgTypes[38]
+	mi := &file_livekit_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +5252,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[38]
+	mi := &file_livekit_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +5265,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{38}
+	return file_livekit_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListRoomsRequest) GetNames() []string {
@@ -4655,7 +5284,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_livekit_proto_msgTypes[39]
+	mi := &file_livekit_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4667,7 +5296,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[39]
+	mi := &file_livekit_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4680,7 +5309,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{39}
+	return file_livekit_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*Room {
@@ -4699,7 +5328,7 @@ type DeleteRoomRequest struct {
 
 func (x *DeleteRoomRequest) Reset() {
 	*x = DeleteRoomRequest{}
-	mi := &file_livekit_proto_msgTypes[40]
+	mi := &file_livekit_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4711,7 +5340,7 @@ func (x *DeleteRoomRequest) String() string {
 func (*DeleteRoomRequest) ProtoMessage() {}
 
 func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[40]
+	mi := &file_livekit_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4724,7 +5353,7 @@ func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoomRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{40}
+	return file_livekit_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DeleteRoomRequest) GetRoom() string {
@@ -4742,7 +5371,7 @@ type DeleteRoomResponse struct {
 
 func (x *DeleteRoomResponse) Reset() {
 	*x = DeleteRoomResponse{}
-	mi := &file_livekit_proto_msgTypes[41]
+	mi := &file_livekit_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4754,7 +5383,7 @@ func (x *DeleteRoomResponse) String() string {
 func (*DeleteRoomResponse) ProtoMessage() {}
 
 func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[41]
+	mi := &file_livekit_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4767,7 +5396,7 @@ func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoomResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{41}
+	return file_livekit_proto_rawDescGZIP(), []int{50}
 }
 
 type ListParticipantsRequest struct {
@@ -4779,7 +5408,7 @@ type ListParticipantsRequest struct {
 
 func (x *ListParticipantsRequest) Reset() {
 	*x = ListParticipantsRequest{}
-	mi := &file_livekit_proto_msgTypes[42]
+	mi := &file_livekit_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4791,7 +5420,7 @@ func (x *ListParticipantsRequest) String() string {
 func (*ListParticipantsRequest) ProtoMessage() {}
 
 func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[42]
+	mi := &file_livekit_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4804,7 +5433,7 @@ func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsRequest.ProtoReflect.Descriptor instead.
 func (*ListParticipantsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{42}
+	return file_livekit_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListParticipantsRequest) GetRoom() string {
@@ -4823,7 +5452,7 @@ type ListParticipantsResponse struct {
 
 func (x *ListParticipantsResponse) Reset() {
 	*x = ListParticipantsResponse{}
-	mi := &file_livekit_proto_msgTypes[43]
+	mi := &file_livekit_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4835,7 +5464,7 @@ func (x *ListParticipantsResponse) String() string {
 func (*ListParticipantsResponse) ProtoMessage() {}
 
 func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[43]
+	mi := &file_livekit_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4848,7 +5477,7 @@ func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsResponse.ProtoReflect.Descriptor instead.
 func (*ListParticipantsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{43}
+	return file_livekit_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListParticipantsResponse) GetParticipants() []*ParticipantInfo {
@@ -4868,7 +5497,7 @@ type RoomParticipantIdentity struct {
 
 func (x *RoomParticipantIdentity) Reset() {
 	*x = RoomParticipantIdentity{}
-	mi := &file_livekit_proto_msgTypes[44]
+	mi := &file_livekit_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4880,7 +5509,7 @@ func (x *RoomParticipantIdentity) String() string {
 func (*RoomParticipantIdentity) ProtoMessage() {}
 
 func (x *RoomParticipantIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[44]
+	mi := &file_livekit_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4893,7 +5522,7 @@ func (x *RoomParticipantIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomParticipantIdentity.ProtoReflect.Descriptor instead.
 func (*RoomParticipantIdentity) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{44}
+	return file_livekit_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RoomParticipantIdentity) GetRoom() string {
@@ -4918,7 +5547,7 @@ type RemoveParticipantResponse struct {
 
 func (x *RemoveParticipantResponse) Reset() {
 	*x = RemoveParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[45]
+	mi := &file_livekit_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4930,7 +5559,7 @@ func (x *RemoveParticipantResponse) String() string {
 func (*RemoveParticipantResponse) ProtoMessage() {}
 
 func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[45]
+	mi := &file_livekit_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4943,7 +5572,7 @@ func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45}
+	return file_livekit_proto_rawDescGZIP(), []int{54}
 }
 
 type UpdateParticipantRequest struct {
@@ -4960,7 +5589,7 @@ type UpdateParticipantRequest struct {
 
 func (x *UpdateParticipantRequest) Reset() {
 	*x = UpdateParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[46]
+	mi := &file_livekit_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4972,7 +5601,7 @@ func (x *UpdateParticipantRequest) String() string {
 func (*UpdateParticipantRequest) ProtoMessage() {}
 
 func (x *UpdateParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[46]
+	mi := &file_livekit_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4985,7 +5614,7 @@ func (x *UpdateParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateParticipantRequest.ProtoReflect.Descriptor instead.
 func (*UpdateParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{46}
+	return file_livekit_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpdateParticipantRequest) GetRoom() string {
@@ -5044,7 +5673,7 @@ type SendDataRequest struct {
 
 func (x *SendDataRequest) Reset() {
 	*x = SendDataRequest{}
-	mi := &file_livekit_proto_msgTypes[47]
+	mi := &file_livekit_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5056,7 +5685,7 @@ func (x *SendDataRequest) String() string {
 func (*SendDataRequest) ProtoMessage() {}
 
 func (x *SendDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[47]
+	mi := &file_livekit_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5069,7 +5698,7 @@ func (x *SendDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDataRequest.ProtoReflect.Descriptor instead.
 func (*SendDataRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{47}
+	return file_livekit_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SendDataRequest) GetRoom() string {
@@ -5122,7 +5751,7 @@ type SendDataResponse struct {
 
 func (x *SendDataResponse) Reset() {
 	*x = SendDataResponse{}
-	mi := &file_livekit_proto_msgTypes[48]
+	mi := &file_livekit_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5134,7 +5763,7 @@ func (x *SendDataResponse) String() string {
 func (*SendDataResponse) ProtoMessage() {}
 
 func (x *SendDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[48]
+	mi := &file_livekit_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5147,7 +5776,7 @@ func (x *SendDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDataResponse.ProtoReflect.Descriptor instead.
 func (*SendDataResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{48}
+	return file_livekit_proto_rawDescGZIP(), []int{57}
 }
 
 type UpdateRoomMetadataRequest struct {
@@ -5160,7 +5789,7 @@ type UpdateRoomMetadataRequest struct {
 
 func (x *UpdateRoomMetadataRequest) Reset() {
 	*x = UpdateRoomMetadataRequest{}
-	mi := &file_livekit_proto_msgTypes[49]
+	mi := &file_livekit_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5172,7 +5801,7 @@ func (x *UpdateRoomMetadataRequest) String() string {
 func (*UpdateRoomMetadataRequest) ProtoMessage() {}
 
 func (x *UpdateRoomMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[49]
+	mi := &file_livekit_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5185,7 +5814,7 @@ func (x *UpdateRoomMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoomMetadataRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoomMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{49}
+	return file_livekit_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *UpdateRoomMetadataRequest) GetRoom() string {
@@ -5214,7 +5843,7 @@ type MuteRoomTrackRequest struct {
 
 func (x *MuteRoomTrackRequest) Reset() {
 	*x = MuteRoomTrackRequest{}
-	mi := &file_livekit_proto_msgTypes[50]
+	mi := &file_livekit_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5226,7 +5855,7 @@ func (x *MuteRoomTrackRequest) String() string {
 func (*MuteRoomTrackRequest) ProtoMessage() {}
 
 func (x *MuteRoomTrackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[50]
+	mi := &file_livekit_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5239,7 +5868,7 @@ func (x *MuteRoomTrackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteRoomTrackRequest.ProtoReflect.Descriptor instead.
 func (*MuteRoomTrackRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{50}
+	return file_livekit_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MuteRoomTrackRequest) GetRoom() string {
@@ -5279,7 +5908,7 @@ type MuteRoomTrackResponse struct {
 
 func (x *MuteRoomTrackResponse) Reset() {
 	*x = MuteRoomTrackResponse{}
-	mi := &file_livekit_proto_msgTypes[51]
+	mi := &file_livekit_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5291,7 +5920,7 @@ func (x *MuteRoomTrackResponse) String() string {
 func (*MuteRoomTrackResponse) ProtoMessage() {}
 
 func (x *MuteRoomTrackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[51]
+	mi := &file_livekit_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5304,7 +5933,7 @@ func (x *MuteRoomTrackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteRoomTrackResponse.ProtoReflect.Descriptor instead.
 func (*MuteRoomTrackResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{51}
+	return file_livekit_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MuteRoomTrackResponse) GetTrack() *TrackInfo {
@@ -5324,7 +5953,7 @@ type ParticipantTracks struct {
 
 func (x *ParticipantTracks) Reset() {
 	*x = ParticipantTracks{}
-	mi := &file_livekit_proto_msgTypes[52]
+	mi := &file_livekit_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5336,7 +5965,7 @@ func (x *ParticipantTracks) String() string {
 func (*ParticipantTracks) ProtoMessage() {}
 
 func (x *ParticipantTracks) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[52]
+	mi := &file_livekit_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5349,7 +5978,7 @@ func (x *ParticipantTracks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipantTracks.ProtoReflect.Descriptor instead.
 func (*ParticipantTracks) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{52}
+	return file_livekit_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ParticipantTracks) GetParticipantSid() string {
@@ -5379,7 +6008,7 @@ type UpdateSubscriptionsRequest struct {
 
 func (x *UpdateSubscriptionsRequest) Reset() {
 	*x = UpdateSubscriptionsRequest{}
-	mi := &file_livekit_proto_msgTypes[53]
+	mi := &file_livekit_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5391,7 +6020,7 @@ func (x *UpdateSubscriptionsRequest) String() string {
 func (*UpdateSubscriptionsRequest) ProtoMessage() {}
 
 func (x *UpdateSubscriptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[53]
+	mi := &file_livekit_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5404,7 +6033,7 @@ func (x *UpdateSubscriptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{53}
+	return file_livekit_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *UpdateSubscriptionsRequest) GetRoom() string {
@@ -5450,7 +6079,7 @@ type UpdateSubscriptionsResponse struct {
 
 func (x *UpdateSubscriptionsResponse) Reset() {
 	*x = UpdateSubscriptionsResponse{}
-	mi := &file_livekit_proto_msgTypes[54]
+	mi := &file_livekit_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5462,7 +6091,7 @@ func (x *UpdateSubscriptionsResponse) String() string {
 func (*UpdateSubscriptionsResponse) ProtoMessage() {}
 
 func (x *UpdateSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[54]
+	mi := &file_livekit_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5475,7 +6104,7 @@ func (x *UpdateSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{54}
+	return file_livekit_proto_rawDescGZIP(), []int{63}
 }
 
 type ForwardParticipantRequest struct {
@@ -5489,7 +6118,7 @@ type ForwardParticipantRequest struct {
 
 func (x *ForwardParticipantRequest) Reset() {
 	*x = ForwardParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[55]
+	mi := &file_livekit_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5501,7 +6130,7 @@ func (x *ForwardParticipantRequest) String() string {
 func (*ForwardParticipantRequest) ProtoMessage() {}
 
 func (x *ForwardParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[55]
+	mi := &file_livekit_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5514,7 +6143,7 @@ func (x *ForwardParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardParticipantRequest.ProtoReflect.Descriptor instead.
 func (*ForwardParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{55}
+	return file_livekit_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ForwardParticipantRequest) GetRoom() string {
@@ -5546,7 +6175,7 @@ type ForwardParticipantResponse struct {
 
 func (x *ForwardParticipantResponse) Reset() {
 	*x = ForwardParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[56]
+	mi := &file_livekit_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5558,7 +6187,7 @@ func (x *ForwardParticipantResponse) String() string {
 func (*ForwardParticipantResponse) ProtoMessage() {}
 
 func (x *ForwardParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[56]
+	mi := &file_livekit_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5571,7 +6200,7 @@ func (x *ForwardParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardParticipantResponse.ProtoReflect.Descriptor instead.
 func (*ForwardParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{56}
+	return file_livekit_proto_rawDescGZIP(), []int{65}
 }
 
 type MoveParticipantRequest struct {
@@ -5585,7 +6214,7 @@ type MoveParticipantRequest struct {
 
 func (x *MoveParticipantRequest) Reset() {
 	*x = MoveParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[57]
+	mi := &file_livekit_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5597,7 +6226,7 @@ func (x *MoveParticipantRequest) String() string {
 func (*MoveParticipantRequest) ProtoMessage() {}
 
 func (x *MoveParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[57]
+	mi := &file_livekit_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5610,7 +6239,7 @@ func (x *MoveParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveParticipantRequest.ProtoReflect.Descriptor instead.
 func (*MoveParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{57}
+	return file_livekit_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *MoveParticipantRequest) GetRoom() string {
@@ -5642,7 +6271,7 @@ type MoveParticipantResponse struct {
 
 func (x *MoveParticipantResponse) Reset() {
 	*x = MoveParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[58]
+	mi := &file_livekit_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5654,7 +6283,7 @@ func (x *MoveParticipantResponse) String() string {
 func (*MoveParticipantResponse) ProtoMessage() {}
 
 func (x *MoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[58]
+	mi := &file_livekit_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5667,7 +6296,7 @@ func (x *MoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*MoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{58}
+	return file_livekit_proto_rawDescGZIP(), []int{67}
 }
 
 type PerformRpcRequest struct {
@@ -5683,7 +6312,7 @@ type PerformRpcRequest struct {
 
 func (x *PerformRpcRequest) Reset() {
 	*x = PerformRpcRequest{}
-	mi := &file_livekit_proto_msgTypes[59]
+	mi := &file_livekit_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5695,7 +6324,7 @@ func (x *PerformRpcRequest) String() string {
 func (*PerformRpcRequest) ProtoMessage() {}
 
 func (x *PerformRpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[59]
+	mi := &file_livekit_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5708,7 +6337,7 @@ func (x *PerformRpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformRpcRequest.ProtoReflect.Descriptor instead.
 func (*PerformRpcRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{59}
+	return file_livekit_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PerformRpcRequest) GetRoom() string {
@@ -5755,7 +6384,7 @@ type PerformRpcResponse struct {
 
 func (x *PerformRpcResponse) Reset() {
 	*x = PerformRpcResponse{}
-	mi := &file_livekit_proto_msgTypes[60]
+	mi := &file_livekit_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5767,7 +6396,7 @@ func (x *PerformRpcResponse) String() string {
 func (*PerformRpcResponse) ProtoMessage() {}
 
 func (x *PerformRpcResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[60]
+	mi := &file_livekit_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5780,7 +6409,7 @@ func (x *PerformRpcResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformRpcResponse.ProtoReflect.Descriptor instead.
 func (*PerformRpcResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{60}
+	return file_livekit_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PerformRpcResponse) GetPayload() string {
@@ -5809,7 +6438,7 @@ type RoomConfiguration struct {
 
 func (x *RoomConfiguration) Reset() {
 	*x = RoomConfiguration{}
-	mi := &file_livekit_proto_msgTypes[61]
+	mi := &file_livekit_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5821,7 +6450,7 @@ func (x *RoomConfiguration) String() string {
 func (*RoomConfiguration) ProtoMessage() {}
 
 func (x *RoomConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[61]
+	mi := &file_livekit_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5834,7 +6463,7 @@ func (x *RoomConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomConfiguration.ProtoReflect.Descriptor instead.
 func (*RoomConfiguration) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{61}
+	return file_livekit_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RoomConfiguration) GetName() string {
@@ -5919,7 +6548,7 @@ type RoomAgentDispatch struct {
 
 func (x *RoomAgentDispatch) Reset() {
 	*x = RoomAgentDispatch{}
-	mi := &file_livekit_proto_msgTypes[62]
+	mi := &file_livekit_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5931,7 +6560,7 @@ func (x *RoomAgentDispatch) String() string {
 func (*RoomAgentDispatch) ProtoMessage() {}
 
 func (x *RoomAgentDispatch) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[62]
+	mi := &file_livekit_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5944,7 +6573,7 @@ func (x *RoomAgentDispatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomAgentDispatch.ProtoReflect.Descriptor instead.
 func (*RoomAgentDispatch) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{62}
+	return file_livekit_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RoomAgentDispatch) GetAgentName() string {
@@ -5985,7 +6614,7 @@ type WebhookEvent struct {
 
 func (x *WebhookEvent) Reset() {
 	*x = WebhookEvent{}
-	mi := &file_livekit_proto_msgTypes[63]
+	mi := &file_livekit_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5997,7 +6626,7 @@ func (x *WebhookEvent) String() string {
 func (*WebhookEvent) ProtoMessage() {}
 
 func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[63]
+	mi := &file_livekit_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6010,7 +6639,7 @@ func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookEvent.ProtoReflect.Descriptor instead.
 func (*WebhookEvent) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{63}
+	return file_livekit_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *WebhookEvent) GetEvent() string {
@@ -6096,7 +6725,7 @@ type EgressInfo struct {
 
 func (x *EgressInfo) Reset() {
 	*x = EgressInfo{}
-	mi := &file_livekit_proto_msgTypes[64]
+	mi := &file_livekit_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6108,7 +6737,7 @@ func (x *EgressInfo) String() string {
 func (*EgressInfo) ProtoMessage() {}
 
 func (x *EgressInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[64]
+	mi := &file_livekit_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6121,7 +6750,7 @@ func (x *EgressInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressInfo.ProtoReflect.Descriptor instead.
 func (*EgressInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{64}
+	return file_livekit_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *EgressInfo) GetEgressId() string {
@@ -6210,7 +6839,7 @@ type IngressState struct {
 
 func (x *IngressState) Reset() {
 	*x = IngressState{}
-	mi := &file_livekit_proto_msgTypes[65]
+	mi := &file_livekit_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6222,7 +6851,7 @@ func (x *IngressState) String() string {
 func (*IngressState) ProtoMessage() {}
 
 func (x *IngressState) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[65]
+	mi := &file_livekit_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6235,7 +6864,7 @@ func (x *IngressState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngressState.ProtoReflect.Descriptor instead.
 func (*IngressState) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{65}
+	return file_livekit_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *IngressState) GetStatus() IngressState_Status {
@@ -6314,7 +6943,7 @@ type IngressInfo struct {
 
 func (x *IngressInfo) Reset() {
 	*x = IngressInfo{}
-	mi := &file_livekit_proto_msgTypes[66]
+	mi := &file_livekit_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6326,7 +6955,7 @@ func (x *IngressInfo) String() string {
 func (*IngressInfo) ProtoMessage() {}
 
 func (x *IngressInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[66]
+	mi := &file_livekit_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6339,7 +6968,7 @@ func (x *IngressInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngressInfo.ProtoReflect.Descriptor instead.
 func (*IngressInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{66}
+	return file_livekit_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *IngressInfo) GetIngressId() string {
@@ -6422,7 +7051,7 @@ type SpeakersChanged struct {
 
 func (x *SpeakersChanged) Reset() {
 	*x = SpeakersChanged{}
-	mi := &file_livekit_proto_msgTypes[67]
+	mi := &file_livekit_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6434,7 +7063,7 @@ func (x *SpeakersChanged) String() string {
 func (*SpeakersChanged) ProtoMessage() {}
 
 func (x *SpeakersChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[67]
+	mi := &file_livekit_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6447,7 +7076,7 @@ func (x *SpeakersChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakersChanged.ProtoReflect.Descriptor instead.
 func (*SpeakersChanged) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{67}
+	return file_livekit_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SpeakersChanged) GetSpeakers() []*SpeakerInfo {
@@ -6468,7 +7097,7 @@ type SpeakerInfo struct {
 
 func (x *SpeakerInfo) Reset() {
 	*x = SpeakerInfo{}
-	mi := &file_livekit_proto_msgTypes[68]
+	mi := &file_livekit_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6480,7 +7109,7 @@ func (x *SpeakerInfo) String() string {
 func (*SpeakerInfo) ProtoMessage() {}
 
 func (x *SpeakerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[68]
+	mi := &file_livekit_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6493,7 +7122,7 @@ func (x *SpeakerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakerInfo.ProtoReflect.Descriptor instead.
 func (*SpeakerInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{68}
+	return file_livekit_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SpeakerInfo) GetSid() string {
@@ -6528,7 +7157,7 @@ type ConnectionQualityInfo struct {
 
 func (x *ConnectionQualityInfo) Reset() {
 	*x = ConnectionQualityInfo{}
-	mi := &file_livekit_proto_msgTypes[69]
+	mi := &file_livekit_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6540,7 +7169,7 @@ func (x *ConnectionQualityInfo) String() string {
 func (*ConnectionQualityInfo) ProtoMessage() {}
 
 func (x *ConnectionQualityInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[69]
+	mi := &file_livekit_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6553,7 +7182,7 @@ func (x *ConnectionQualityInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionQualityInfo.ProtoReflect.Descriptor instead.
 func (*ConnectionQualityInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{69}
+	return file_livekit_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ConnectionQualityInfo) GetParticipantSid() string {
@@ -6586,7 +7215,7 @@ type ConnectionQualityUpdate struct {
 
 func (x *ConnectionQualityUpdate) Reset() {
 	*x = ConnectionQualityUpdate{}
-	mi := &file_livekit_proto_msgTypes[70]
+	mi := &file_livekit_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6598,7 +7227,7 @@ func (x *ConnectionQualityUpdate) String() string {
 func (*ConnectionQualityUpdate) ProtoMessage() {}
 
 func (x *ConnectionQualityUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[70]
+	mi := &file_livekit_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6611,12 +7240,132 @@ func (x *ConnectionQualityUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionQualityUpdate.ProtoReflect.Descriptor instead.
 func (*ConnectionQualityUpdate) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{70}
+	return file_livekit_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ConnectionQualityUpdate) GetUpdates() []*ConnectionQualityInfo {
 	if x != nil {
 		return x.Updates
+	}
+	return nil
+}
+
+type DataTrackSubscriberHandles_PublishedDataTrack struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	PublisherIdentity string                 `protobuf:"bytes,1,opt,name=publisher_identity,json=publisherIdentity,proto3" json:"publisher_identity,omitempty"`
+	PublisherSid      string                 `protobuf:"bytes,2,opt,name=publisher_sid,json=publisherSid,proto3" json:"publisher_sid,omitempty"`
+	TrackSid          string                 `protobuf:"bytes,3,opt,name=track_sid,json=trackSid,proto3" json:"track_sid,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *DataTrackSubscriberHandles_PublishedDataTrack) Reset() {
+	*x = DataTrackSubscriberHandles_PublishedDataTrack{}
+	mi := &file_livekit_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataTrackSubscriberHandles_PublishedDataTrack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataTrackSubscriberHandles_PublishedDataTrack) ProtoMessage() {}
+
+func (x *DataTrackSubscriberHandles_PublishedDataTrack) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataTrackSubscriberHandles_PublishedDataTrack.ProtoReflect.Descriptor instead.
+func (*DataTrackSubscriberHandles_PublishedDataTrack) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{33, 0}
+}
+
+func (x *DataTrackSubscriberHandles_PublishedDataTrack) GetPublisherIdentity() string {
+	if x != nil {
+		return x.PublisherIdentity
+	}
+	return ""
+}
+
+func (x *DataTrackSubscriberHandles_PublishedDataTrack) GetPublisherSid() string {
+	if x != nil {
+		return x.PublisherSid
+	}
+	return ""
+}
+
+func (x *DataTrackSubscriberHandles_PublishedDataTrack) GetTrackSid() string {
+	if x != nil {
+		return x.TrackSid
+	}
+	return ""
+}
+
+type UpdateDataSubscription_Update struct {
+	state         protoimpl.MessageState        `protogen:"open.v1"`
+	TrackSid      string                        `protobuf:"bytes,1,opt,name=track_sid,json=trackSid,proto3" json:"track_sid,omitempty"`
+	Subscribe     bool                          `protobuf:"varint,2,opt,name=subscribe,proto3" json:"subscribe,omitempty"`
+	Options       *DataTrackSubscriptionOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDataSubscription_Update) Reset() {
+	*x = UpdateDataSubscription_Update{}
+	mi := &file_livekit_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDataSubscription_Update) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDataSubscription_Update) ProtoMessage() {}
+
+func (x *UpdateDataSubscription_Update) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDataSubscription_Update.ProtoReflect.Descriptor instead.
+func (*UpdateDataSubscription_Update) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{35, 0}
+}
+
+func (x *UpdateDataSubscription_Update) GetTrackSid() string {
+	if x != nil {
+		return x.TrackSid
+	}
+	return ""
+}
+
+func (x *UpdateDataSubscription_Update) GetSubscribe() bool {
+	if x != nil {
+		return x.Subscribe
+	}
+	return false
+}
+
+func (x *UpdateDataSubscription_Update) GetOptions() *DataTrackSubscriptionOptions {
+	if x != nil {
+		return x.Options
 	}
 	return nil
 }
@@ -6634,7 +7383,7 @@ type DataStream_TextHeader struct {
 
 func (x *DataStream_TextHeader) Reset() {
 	*x = DataStream_TextHeader{}
-	mi := &file_livekit_proto_msgTypes[75]
+	mi := &file_livekit_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6646,7 +7395,7 @@ func (x *DataStream_TextHeader) String() string {
 func (*DataStream_TextHeader) ProtoMessage() {}
 
 func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[75]
+	mi := &file_livekit_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6659,7 +7408,7 @@ func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_TextHeader.ProtoReflect.Descriptor instead.
 func (*DataStream_TextHeader) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 0}
 }
 
 func (x *DataStream_TextHeader) GetOperationType() DataStream_OperationType {
@@ -6706,7 +7455,7 @@ type DataStream_ByteHeader struct {
 
 func (x *DataStream_ByteHeader) Reset() {
 	*x = DataStream_ByteHeader{}
-	mi := &file_livekit_proto_msgTypes[76]
+	mi := &file_livekit_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6718,7 +7467,7 @@ func (x *DataStream_ByteHeader) String() string {
 func (*DataStream_ByteHeader) ProtoMessage() {}
 
 func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[76]
+	mi := &file_livekit_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6731,7 +7480,7 @@ func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_ByteHeader.ProtoReflect.Descriptor instead.
 func (*DataStream_ByteHeader) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 1}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 1}
 }
 
 func (x *DataStream_ByteHeader) GetName() string {
@@ -6762,7 +7511,7 @@ type DataStream_Header struct {
 
 func (x *DataStream_Header) Reset() {
 	*x = DataStream_Header{}
-	mi := &file_livekit_proto_msgTypes[77]
+	mi := &file_livekit_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6774,7 +7523,7 @@ func (x *DataStream_Header) String() string {
 func (*DataStream_Header) ProtoMessage() {}
 
 func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[77]
+	mi := &file_livekit_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6787,7 +7536,7 @@ func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Header.ProtoReflect.Descriptor instead.
 func (*DataStream_Header) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 2}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 2}
 }
 
 func (x *DataStream_Header) GetStreamId() string {
@@ -6899,7 +7648,7 @@ type DataStream_Chunk struct {
 
 func (x *DataStream_Chunk) Reset() {
 	*x = DataStream_Chunk{}
-	mi := &file_livekit_proto_msgTypes[78]
+	mi := &file_livekit_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6911,7 +7660,7 @@ func (x *DataStream_Chunk) String() string {
 func (*DataStream_Chunk) ProtoMessage() {}
 
 func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[78]
+	mi := &file_livekit_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6924,7 +7673,7 @@ func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Chunk.ProtoReflect.Descriptor instead.
 func (*DataStream_Chunk) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 3}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 3}
 }
 
 func (x *DataStream_Chunk) GetStreamId() string {
@@ -6966,7 +7715,7 @@ type DataStream_Trailer struct {
 
 func (x *DataStream_Trailer) Reset() {
 	*x = DataStream_Trailer{}
-	mi := &file_livekit_proto_msgTypes[79]
+	mi := &file_livekit_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6978,7 +7727,7 @@ func (x *DataStream_Trailer) String() string {
 func (*DataStream_Trailer) ProtoMessage() {}
 
 func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[79]
+	mi := &file_livekit_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6991,7 +7740,7 @@ func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Trailer.ProtoReflect.Descriptor instead.
 func (*DataStream_Trailer) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{36, 4}
+	return file_livekit_proto_rawDescGZIP(), []int{45, 4}
 }
 
 func (x *DataStream_Trailer) GetStreamId() string {
@@ -7019,7 +7768,7 @@ var File_livekit_proto protoreflect.FileDescriptor
 
 const file_livekit_proto_rawDesc = "" +
 	"\n" +
-	"\rlivekit.proto\x12\x10callstate.lkwire\"\xef\x03\n" +
+	"\rlivekit.proto\x12\x10callstate.lkwire\"\xaf\x06\n" +
 	"\rSignalRequest\x12<\n" +
 	"\x05offer\x18\x01 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x05offer\x12>\n" +
 	"\x06answer\x18\x02 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x06answer\x12<\n" +
@@ -7029,8 +7778,12 @@ const file_livekit_proto_rawDesc = "" +
 	"sync_state\x18\f \x01(\v2\x1b.callstate.lkwire.SyncStateH\x00R\tsyncState\x12\x14\n" +
 	"\x04ping\x18\x0e \x01(\x03H\x00R\x04ping\x12V\n" +
 	"\x0fupdate_metadata\x18\x0f \x01(\v2+.callstate.lkwire.UpdateParticipantMetadataH\x00R\x0eupdateMetadata\x123\n" +
-	"\bping_req\x18\x10 \x01(\v2\x16.callstate.lkwire.PingH\x00R\apingReqB\t\n" +
-	"\amessage\"\xc0\a\n" +
+	"\bping_req\x18\x10 \x01(\v2\x16.callstate.lkwire.PingH\x00R\apingReq\x12h\n" +
+	"\x1apublish_data_track_request\x18\x13 \x01(\v2).callstate.lkwire.PublishDataTrackRequestH\x00R\x17publishDataTrackRequest\x12n\n" +
+	"\x1cunpublish_data_track_request\x18\x14 \x01(\v2+.callstate.lkwire.UnpublishDataTrackRequestH\x00R\x19unpublishDataTrackRequest\x12d\n" +
+	"\x18update_data_subscription\x18\x15 \x01(\v2(.callstate.lkwire.UpdateDataSubscriptionH\x00R\x16updateDataSubscriptionB\t\n" +
+	"\amessage\"\x93\n" +
+	"\n" +
 	"\x0eSignalResponse\x124\n" +
 	"\x04join\x18\x01 \x01(\v2\x1e.callstate.lkwire.JoinResponseH\x00R\x04join\x12>\n" +
 	"\x06answer\x18\x02 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x06answer\x12<\n" +
@@ -7049,7 +7802,10 @@ const file_livekit_proto_rawDesc = "" +
 	"\tpong_resp\x18\x14 \x01(\v2\x16.callstate.lkwire.PongH\x00R\bpongResp\x12N\n" +
 	"\x10request_response\x18\x16 \x01(\v2!.callstate.lkwire.RequestResponseH\x00R\x0frequestResponse\x12D\n" +
 	"\n" +
-	"room_moved\x18\x18 \x01(\v2#.callstate.lkwire.RoomMovedResponseH\x00R\troomMovedB\t\n" +
+	"room_moved\x18\x18 \x01(\v2#.callstate.lkwire.RoomMovedResponseH\x00R\troomMoved\x12k\n" +
+	"\x1bpublish_data_track_response\x18\x1b \x01(\v2*.callstate.lkwire.PublishDataTrackResponseH\x00R\x18publishDataTrackResponse\x12q\n" +
+	"\x1dunpublish_data_track_response\x18\x1c \x01(\v2,.callstate.lkwire.UnpublishDataTrackResponseH\x00R\x1aunpublishDataTrackResponse\x12q\n" +
+	"\x1ddata_track_subscriber_handles\x18\x1d \x01(\v2,.callstate.lkwire.DataTrackSubscriberHandlesH\x00R\x1adataTrackSubscriberHandlesB\t\n" +
 	"\amessage\"\xea\x01\n" +
 	"\x12SessionDescription\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x10\n" +
@@ -7128,14 +7884,17 @@ const file_livekit_proto_rawDesc = "" +
 	"\x03rtt\x18\x02 \x01(\x03R\x03rtt\"T\n" +
 	"\x04Pong\x12.\n" +
 	"\x13last_ping_timestamp\x18\x01 \x01(\x03R\x11lastPingTimestamp\x12\x1c\n" +
-	"\ttimestamp\x18\x02 \x01(\x03R\ttimestamp\"\x93\x04\n" +
+	"\ttimestamp\x18\x02 \x01(\x03R\ttimestamp\"\xcf\x05\n" +
 	"\x0fRequestResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\rR\trequestId\x12@\n" +
 	"\x06reason\x18\x02 \x01(\x0e2(.callstate.lkwire.RequestResponse.ReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12<\n" +
 	"\atrickle\x18\x04 \x01(\v2 .callstate.lkwire.TrickleRequestH\x00R\atrickle\x12V\n" +
-	"\x0fupdate_metadata\x18\a \x01(\v2+.callstate.lkwire.UpdateParticipantMetadataH\x00R\x0eupdateMetadata\"\xe3\x01\n" +
+	"\x0fupdate_metadata\x18\a \x01(\v2+.callstate.lkwire.UpdateParticipantMetadataH\x00R\x0eupdateMetadata\x12Y\n" +
+	"\x12publish_data_track\x18\n" +
+	" \x01(\v2).callstate.lkwire.PublishDataTrackRequestH\x00R\x10publishDataTrack\x12_\n" +
+	"\x14unpublish_data_track\x18\v \x01(\v2+.callstate.lkwire.UnpublishDataTrackRequestH\x00R\x12unpublishDataTrack\"\xe3\x01\n" +
 	"\x06Reason\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\x0f\n" +
@@ -7160,13 +7919,15 @@ const file_livekit_proto_rawDesc = "" +
 	"\x12UpdateSubscription\x12\x1d\n" +
 	"\n" +
 	"track_sids\x18\x01 \x03(\tR\ttrackSids\x12\x1c\n" +
-	"\tsubscribe\x18\x02 \x01(\bR\tsubscribe\"\x80\x03\n" +
+	"\tsubscribe\x18\x02 \x01(\bR\tsubscribe\"\xb3\x04\n" +
 	"\tSyncState\x12<\n" +
 	"\x06answer\x18\x01 \x01(\v2$.callstate.lkwire.SessionDescriptionR\x06answer\x12H\n" +
 	"\fsubscription\x18\x02 \x01(\v2$.callstate.lkwire.UpdateSubscriptionR\fsubscription\x12F\n" +
 	"\rdata_channels\x18\x04 \x03(\v2!.callstate.lkwire.DataChannelInfoR\fdataChannels\x12:\n" +
 	"\x05offer\x18\x05 \x01(\v2$.callstate.lkwire.SessionDescriptionR\x05offer\x12g\n" +
-	"\x1adatachannel_receive_states\x18\a \x03(\v2).callstate.lkwire.DataChannelReceiveStateR\x18datachannelReceiveStates\"Y\n" +
+	"\x1adatachannel_receive_states\x18\a \x03(\v2).callstate.lkwire.DataChannelReceiveStateR\x18datachannelReceiveStates\x12Z\n" +
+	"\x13publish_data_tracks\x18\b \x03(\v2*.callstate.lkwire.PublishDataTrackResponseR\x11publishDataTracks\x12U\n" +
+	"\x11data_subscription\x18\t \x01(\v2(.callstate.lkwire.UpdateDataSubscriptionR\x10dataSubscription\"Y\n" +
 	"\x17DataChannelReceiveState\x12#\n" +
 	"\rpublisher_sid\x18\x01 \x01(\tR\fpublisherSid\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\rR\alastSeq\"o\n" +
@@ -7235,7 +7996,7 @@ const file_livekit_proto_rawDesc = "" +
 	"\x05agent\x18\v \x01(\bR\x05agent\x122\n" +
 	"\x15can_subscribe_metrics\x18\f \x01(\bR\x13canSubscribeMetrics\x12M\n" +
 	"\x13can_publish_sources\x18\t \x03(\x0e2\x1d.callstate.lkwire.TrackSourceR\x11canPublishSources\x127\n" +
-	"\x18can_manage_agent_session\x18\r \x01(\bR\x15canManageAgentSession\"\xf4\b\n" +
+	"\x18can_manage_agent_session\x18\r \x01(\bR\x15canManageAgentSession\"\xb6\t\n" +
 	"\x0fParticipantInfo\x12\x10\n" +
 	"\x03sid\x18\x01 \x01(\tR\x03sid\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12=\n" +
@@ -7259,7 +8020,9 @@ const file_livekit_proto_rawDesc = "" +
 	"joinedAtMs\x12'\n" +
 	"\x0fclient_protocol\x18\x14 \x01(\x05R\x0eclientProtocol\x123\n" +
 	"\x06tracks\x18\x04 \x03(\v2\x1b.callstate.lkwire.TrackInfoR\x06tracks\x12O\n" +
-	"\fkind_details\x18\x12 \x03(\x0e2,.callstate.lkwire.ParticipantInfo.KindDetailR\vkindDetails\x1a=\n" +
+	"\fkind_details\x18\x12 \x03(\x0e2,.callstate.lkwire.ParticipantInfo.KindDetailR\vkindDetails\x12@\n" +
+	"\vdata_tracks\x18\x13 \x03(\v2\x1f.callstate.lkwire.DataTrackInfoR\n" +
+	"dataTracks\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
@@ -7288,7 +8051,56 @@ const file_livekit_proto_rawDesc = "" +
 	"\x10CONNECTOR_TWILIO\x10\x03\x12\x0f\n" +
 	"\vBRIDGE_RTSP\x10\x04\x12\x0e\n" +
 	"\n" +
-	"SIMULATION\x10\x05\"\xa4\x02\n" +
+	"SIMULATION\x10\x05\"3\n" +
+	"\n" +
+	"Encryption\"%\n" +
+	"\x04Type\x12\b\n" +
+	"\x04NONE\x10\x00\x12\a\n" +
+	"\x03GCM\x10\x01\x12\n" +
+	"\n" +
+	"\x06CUSTOM\x10\x02\"\x97\x01\n" +
+	"\rDataTrackInfo\x12\x1d\n" +
+	"\n" +
+	"pub_handle\x18\x01 \x01(\rR\tpubHandle\x12\x10\n" +
+	"\x03sid\x18\x02 \x01(\tR\x03sid\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12A\n" +
+	"\n" +
+	"encryption\x18\x04 \x01(\x0e2!.callstate.lkwire.Encryption.TypeR\n" +
+	"encryption\"\x8f\x01\n" +
+	"\x17PublishDataTrackRequest\x12\x1d\n" +
+	"\n" +
+	"pub_handle\x18\x01 \x01(\rR\tpubHandle\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12A\n" +
+	"\n" +
+	"encryption\x18\x03 \x01(\x0e2!.callstate.lkwire.Encryption.TypeR\n" +
+	"encryption\"O\n" +
+	"\x18PublishDataTrackResponse\x123\n" +
+	"\x04info\x18\x01 \x01(\v2\x1f.callstate.lkwire.DataTrackInfoR\x04info\":\n" +
+	"\x19UnpublishDataTrackRequest\x12\x1d\n" +
+	"\n" +
+	"pub_handle\x18\x01 \x01(\rR\tpubHandle\"Q\n" +
+	"\x1aUnpublishDataTrackResponse\x123\n" +
+	"\x04info\x18\x01 \x01(\v2\x1f.callstate.lkwire.DataTrackInfoR\x04info\"\x83\x03\n" +
+	"\x1aDataTrackSubscriberHandles\x12]\n" +
+	"\vsub_handles\x18\x01 \x03(\v2<.callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntryR\n" +
+	"subHandles\x1a\x85\x01\n" +
+	"\x12PublishedDataTrack\x12-\n" +
+	"\x12publisher_identity\x18\x01 \x01(\tR\x11publisherIdentity\x12#\n" +
+	"\rpublisher_sid\x18\x02 \x01(\tR\fpublisherSid\x12\x1b\n" +
+	"\ttrack_sid\x18\x03 \x01(\tR\btrackSid\x1a~\n" +
+	"\x0fSubHandlesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12U\n" +
+	"\x05value\x18\x02 \x01(\v2?.callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrackR\x05value:\x028\x01\"Q\n" +
+	"\x1cDataTrackSubscriptionOptions\x12\"\n" +
+	"\n" +
+	"target_fps\x18\x01 \x01(\rH\x00R\ttargetFps\x88\x01\x01B\r\n" +
+	"\v_target_fps\"\xf3\x01\n" +
+	"\x16UpdateDataSubscription\x12I\n" +
+	"\aupdates\x18\x01 \x03(\v2/.callstate.lkwire.UpdateDataSubscription.UpdateR\aupdates\x1a\x8d\x01\n" +
+	"\x06Update\x12\x1b\n" +
+	"\ttrack_sid\x18\x01 \x01(\tR\btrackSid\x12\x1c\n" +
+	"\tsubscribe\x18\x02 \x01(\bR\tsubscribe\x12H\n" +
+	"\aoptions\x18\x03 \x01(\v2..callstate.lkwire.DataTrackSubscriptionOptionsR\aoptions\"\xa4\x02\n" +
 	"\tTrackInfo\x12\x10\n" +
 	"\x03sid\x18\x01 \x01(\tR\x03sid\x12/\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1b.callstate.lkwire.TrackTypeR\x04type\x12\x12\n" +
@@ -7739,258 +8551,290 @@ func file_livekit_proto_rawDescGZIP() []byte {
 	return file_livekit_proto_rawDescData
 }
 
-var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 21)
-var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 22)
+var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
 var file_livekit_proto_goTypes = []any{
-	(SignalTarget)(0),                   // 0: callstate.lkwire.SignalTarget
-	(ClientConfigSetting)(0),            // 1: callstate.lkwire.ClientConfigSetting
-	(TrackType)(0),                      // 2: callstate.lkwire.TrackType
-	(TrackSource)(0),                    // 3: callstate.lkwire.TrackSource
-	(DisconnectReason)(0),               // 4: callstate.lkwire.DisconnectReason
-	(ReconnectReason)(0),                // 5: callstate.lkwire.ReconnectReason
-	(EgressStatus)(0),                   // 6: callstate.lkwire.EgressStatus
-	(IngressInput)(0),                   // 7: callstate.lkwire.IngressInput
-	(ConnectionQuality)(0),              // 8: callstate.lkwire.ConnectionQuality
-	(LeaveRequest_Action)(0),            // 9: callstate.lkwire.LeaveRequest.Action
-	(RequestResponse_Reason)(0),         // 10: callstate.lkwire.RequestResponse.Reason
-	(WrappedJoinRequest_Compression)(0), // 11: callstate.lkwire.WrappedJoinRequest.Compression
-	(ParticipantInfo_State)(0),          // 12: callstate.lkwire.ParticipantInfo.State
-	(ParticipantInfo_Kind)(0),           // 13: callstate.lkwire.ParticipantInfo.Kind
-	(ParticipantInfo_KindDetail)(0),     // 14: callstate.lkwire.ParticipantInfo.KindDetail
-	(ServerInfo_Edition)(0),             // 15: callstate.lkwire.ServerInfo.Edition
-	(ClientInfo_SDK)(0),                 // 16: callstate.lkwire.ClientInfo.SDK
-	(DataPacket_Kind)(0),                // 17: callstate.lkwire.DataPacket.Kind
-	(DataStream_OperationType)(0),       // 18: callstate.lkwire.DataStream.OperationType
-	(DataStream_CompressionType)(0),     // 19: callstate.lkwire.DataStream.CompressionType
-	(IngressState_Status)(0),            // 20: callstate.lkwire.IngressState.Status
-	(*SignalRequest)(nil),               // 21: callstate.lkwire.SignalRequest
-	(*SignalResponse)(nil),              // 22: callstate.lkwire.SignalResponse
-	(*SessionDescription)(nil),          // 23: callstate.lkwire.SessionDescription
-	(*TrickleRequest)(nil),              // 24: callstate.lkwire.TrickleRequest
-	(*ICEServer)(nil),                   // 25: callstate.lkwire.ICEServer
-	(*JoinResponse)(nil),                // 26: callstate.lkwire.JoinResponse
-	(*ReconnectResponse)(nil),           // 27: callstate.lkwire.ReconnectResponse
-	(*ClientConfiguration)(nil),         // 28: callstate.lkwire.ClientConfiguration
-	(*ParticipantUpdate)(nil),           // 29: callstate.lkwire.ParticipantUpdate
-	(*RoomUpdate)(nil),                  // 30: callstate.lkwire.RoomUpdate
-	(*LeaveRequest)(nil),                // 31: callstate.lkwire.LeaveRequest
-	(*UpdateParticipantMetadata)(nil),   // 32: callstate.lkwire.UpdateParticipantMetadata
-	(*Ping)(nil),                        // 33: callstate.lkwire.Ping
-	(*Pong)(nil),                        // 34: callstate.lkwire.Pong
-	(*RequestResponse)(nil),             // 35: callstate.lkwire.RequestResponse
-	(*RoomMovedResponse)(nil),           // 36: callstate.lkwire.RoomMovedResponse
-	(*UpdateSubscription)(nil),          // 37: callstate.lkwire.UpdateSubscription
-	(*SyncState)(nil),                   // 38: callstate.lkwire.SyncState
-	(*DataChannelReceiveState)(nil),     // 39: callstate.lkwire.DataChannelReceiveState
-	(*DataChannelInfo)(nil),             // 40: callstate.lkwire.DataChannelInfo
-	(*ConnectionSettings)(nil),          // 41: callstate.lkwire.ConnectionSettings
-	(*JoinRequest)(nil),                 // 42: callstate.lkwire.JoinRequest
-	(*WrappedJoinRequest)(nil),          // 43: callstate.lkwire.WrappedJoinRequest
-	(*TimedVersion)(nil),                // 44: callstate.lkwire.TimedVersion
-	(*Room)(nil),                        // 45: callstate.lkwire.Room
-	(*ParticipantPermission)(nil),       // 46: callstate.lkwire.ParticipantPermission
-	(*ParticipantInfo)(nil),             // 47: callstate.lkwire.ParticipantInfo
-	(*TrackInfo)(nil),                   // 48: callstate.lkwire.TrackInfo
-	(*ServerInfo)(nil),                  // 49: callstate.lkwire.ServerInfo
-	(*ClientInfo)(nil),                  // 50: callstate.lkwire.ClientInfo
-	(*DataPacket)(nil),                  // 51: callstate.lkwire.DataPacket
-	(*UserPacket)(nil),                  // 52: callstate.lkwire.UserPacket
-	(*RpcRequest)(nil),                  // 53: callstate.lkwire.RpcRequest
-	(*RpcAck)(nil),                      // 54: callstate.lkwire.RpcAck
-	(*RpcResponse)(nil),                 // 55: callstate.lkwire.RpcResponse
-	(*RpcError)(nil),                    // 56: callstate.lkwire.RpcError
-	(*DataStream)(nil),                  // 57: callstate.lkwire.DataStream
-	(*CreateRoomRequest)(nil),           // 58: callstate.lkwire.CreateRoomRequest
-	(*ListRoomsRequest)(nil),            // 59: callstate.lkwire.ListRoomsRequest
-	(*ListRoomsResponse)(nil),           // 60: callstate.lkwire.ListRoomsResponse
-	(*DeleteRoomRequest)(nil),           // 61: callstate.lkwire.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),          // 62: callstate.lkwire.DeleteRoomResponse
-	(*ListParticipantsRequest)(nil),     // 63: callstate.lkwire.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 64: callstate.lkwire.ListParticipantsResponse
-	(*RoomParticipantIdentity)(nil),     // 65: callstate.lkwire.RoomParticipantIdentity
-	(*RemoveParticipantResponse)(nil),   // 66: callstate.lkwire.RemoveParticipantResponse
-	(*UpdateParticipantRequest)(nil),    // 67: callstate.lkwire.UpdateParticipantRequest
-	(*SendDataRequest)(nil),             // 68: callstate.lkwire.SendDataRequest
-	(*SendDataResponse)(nil),            // 69: callstate.lkwire.SendDataResponse
-	(*UpdateRoomMetadataRequest)(nil),   // 70: callstate.lkwire.UpdateRoomMetadataRequest
-	(*MuteRoomTrackRequest)(nil),        // 71: callstate.lkwire.MuteRoomTrackRequest
-	(*MuteRoomTrackResponse)(nil),       // 72: callstate.lkwire.MuteRoomTrackResponse
-	(*ParticipantTracks)(nil),           // 73: callstate.lkwire.ParticipantTracks
-	(*UpdateSubscriptionsRequest)(nil),  // 74: callstate.lkwire.UpdateSubscriptionsRequest
-	(*UpdateSubscriptionsResponse)(nil), // 75: callstate.lkwire.UpdateSubscriptionsResponse
-	(*ForwardParticipantRequest)(nil),   // 76: callstate.lkwire.ForwardParticipantRequest
-	(*ForwardParticipantResponse)(nil),  // 77: callstate.lkwire.ForwardParticipantResponse
-	(*MoveParticipantRequest)(nil),      // 78: callstate.lkwire.MoveParticipantRequest
-	(*MoveParticipantResponse)(nil),     // 79: callstate.lkwire.MoveParticipantResponse
-	(*PerformRpcRequest)(nil),           // 80: callstate.lkwire.PerformRpcRequest
-	(*PerformRpcResponse)(nil),          // 81: callstate.lkwire.PerformRpcResponse
-	(*RoomConfiguration)(nil),           // 82: callstate.lkwire.RoomConfiguration
-	(*RoomAgentDispatch)(nil),           // 83: callstate.lkwire.RoomAgentDispatch
-	(*WebhookEvent)(nil),                // 84: callstate.lkwire.WebhookEvent
-	(*EgressInfo)(nil),                  // 85: callstate.lkwire.EgressInfo
-	(*IngressState)(nil),                // 86: callstate.lkwire.IngressState
-	(*IngressInfo)(nil),                 // 87: callstate.lkwire.IngressInfo
-	(*SpeakersChanged)(nil),             // 88: callstate.lkwire.SpeakersChanged
-	(*SpeakerInfo)(nil),                 // 89: callstate.lkwire.SpeakerInfo
-	(*ConnectionQualityInfo)(nil),       // 90: callstate.lkwire.ConnectionQualityInfo
-	(*ConnectionQualityUpdate)(nil),     // 91: callstate.lkwire.ConnectionQualityUpdate
-	nil,                                 // 92: callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	nil,                                 // 93: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	nil,                                 // 94: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	nil,                                 // 95: callstate.lkwire.ParticipantInfo.AttributesEntry
-	(*DataStream_TextHeader)(nil),       // 96: callstate.lkwire.DataStream.TextHeader
-	(*DataStream_ByteHeader)(nil),       // 97: callstate.lkwire.DataStream.ByteHeader
-	(*DataStream_Header)(nil),           // 98: callstate.lkwire.DataStream.Header
-	(*DataStream_Chunk)(nil),            // 99: callstate.lkwire.DataStream.Chunk
-	(*DataStream_Trailer)(nil),          // 100: callstate.lkwire.DataStream.Trailer
-	nil,                                 // 101: callstate.lkwire.DataStream.Header.AttributesEntry
-	nil,                                 // 102: callstate.lkwire.DataStream.Trailer.AttributesEntry
-	nil,                                 // 103: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	nil,                                 // 104: callstate.lkwire.RoomConfiguration.TagsEntry
-	nil,                                 // 105: callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	(SignalTarget)(0),                                     // 0: callstate.lkwire.SignalTarget
+	(ClientConfigSetting)(0),                              // 1: callstate.lkwire.ClientConfigSetting
+	(TrackType)(0),                                        // 2: callstate.lkwire.TrackType
+	(TrackSource)(0),                                      // 3: callstate.lkwire.TrackSource
+	(DisconnectReason)(0),                                 // 4: callstate.lkwire.DisconnectReason
+	(ReconnectReason)(0),                                  // 5: callstate.lkwire.ReconnectReason
+	(EgressStatus)(0),                                     // 6: callstate.lkwire.EgressStatus
+	(IngressInput)(0),                                     // 7: callstate.lkwire.IngressInput
+	(ConnectionQuality)(0),                                // 8: callstate.lkwire.ConnectionQuality
+	(LeaveRequest_Action)(0),                              // 9: callstate.lkwire.LeaveRequest.Action
+	(RequestResponse_Reason)(0),                           // 10: callstate.lkwire.RequestResponse.Reason
+	(WrappedJoinRequest_Compression)(0),                   // 11: callstate.lkwire.WrappedJoinRequest.Compression
+	(ParticipantInfo_State)(0),                            // 12: callstate.lkwire.ParticipantInfo.State
+	(ParticipantInfo_Kind)(0),                             // 13: callstate.lkwire.ParticipantInfo.Kind
+	(ParticipantInfo_KindDetail)(0),                       // 14: callstate.lkwire.ParticipantInfo.KindDetail
+	(Encryption_Type)(0),                                  // 15: callstate.lkwire.Encryption.Type
+	(ServerInfo_Edition)(0),                               // 16: callstate.lkwire.ServerInfo.Edition
+	(ClientInfo_SDK)(0),                                   // 17: callstate.lkwire.ClientInfo.SDK
+	(DataPacket_Kind)(0),                                  // 18: callstate.lkwire.DataPacket.Kind
+	(DataStream_OperationType)(0),                         // 19: callstate.lkwire.DataStream.OperationType
+	(DataStream_CompressionType)(0),                       // 20: callstate.lkwire.DataStream.CompressionType
+	(IngressState_Status)(0),                              // 21: callstate.lkwire.IngressState.Status
+	(*SignalRequest)(nil),                                 // 22: callstate.lkwire.SignalRequest
+	(*SignalResponse)(nil),                                // 23: callstate.lkwire.SignalResponse
+	(*SessionDescription)(nil),                            // 24: callstate.lkwire.SessionDescription
+	(*TrickleRequest)(nil),                                // 25: callstate.lkwire.TrickleRequest
+	(*ICEServer)(nil),                                     // 26: callstate.lkwire.ICEServer
+	(*JoinResponse)(nil),                                  // 27: callstate.lkwire.JoinResponse
+	(*ReconnectResponse)(nil),                             // 28: callstate.lkwire.ReconnectResponse
+	(*ClientConfiguration)(nil),                           // 29: callstate.lkwire.ClientConfiguration
+	(*ParticipantUpdate)(nil),                             // 30: callstate.lkwire.ParticipantUpdate
+	(*RoomUpdate)(nil),                                    // 31: callstate.lkwire.RoomUpdate
+	(*LeaveRequest)(nil),                                  // 32: callstate.lkwire.LeaveRequest
+	(*UpdateParticipantMetadata)(nil),                     // 33: callstate.lkwire.UpdateParticipantMetadata
+	(*Ping)(nil),                                          // 34: callstate.lkwire.Ping
+	(*Pong)(nil),                                          // 35: callstate.lkwire.Pong
+	(*RequestResponse)(nil),                               // 36: callstate.lkwire.RequestResponse
+	(*RoomMovedResponse)(nil),                             // 37: callstate.lkwire.RoomMovedResponse
+	(*UpdateSubscription)(nil),                            // 38: callstate.lkwire.UpdateSubscription
+	(*SyncState)(nil),                                     // 39: callstate.lkwire.SyncState
+	(*DataChannelReceiveState)(nil),                       // 40: callstate.lkwire.DataChannelReceiveState
+	(*DataChannelInfo)(nil),                               // 41: callstate.lkwire.DataChannelInfo
+	(*ConnectionSettings)(nil),                            // 42: callstate.lkwire.ConnectionSettings
+	(*JoinRequest)(nil),                                   // 43: callstate.lkwire.JoinRequest
+	(*WrappedJoinRequest)(nil),                            // 44: callstate.lkwire.WrappedJoinRequest
+	(*TimedVersion)(nil),                                  // 45: callstate.lkwire.TimedVersion
+	(*Room)(nil),                                          // 46: callstate.lkwire.Room
+	(*ParticipantPermission)(nil),                         // 47: callstate.lkwire.ParticipantPermission
+	(*ParticipantInfo)(nil),                               // 48: callstate.lkwire.ParticipantInfo
+	(*Encryption)(nil),                                    // 49: callstate.lkwire.Encryption
+	(*DataTrackInfo)(nil),                                 // 50: callstate.lkwire.DataTrackInfo
+	(*PublishDataTrackRequest)(nil),                       // 51: callstate.lkwire.PublishDataTrackRequest
+	(*PublishDataTrackResponse)(nil),                      // 52: callstate.lkwire.PublishDataTrackResponse
+	(*UnpublishDataTrackRequest)(nil),                     // 53: callstate.lkwire.UnpublishDataTrackRequest
+	(*UnpublishDataTrackResponse)(nil),                    // 54: callstate.lkwire.UnpublishDataTrackResponse
+	(*DataTrackSubscriberHandles)(nil),                    // 55: callstate.lkwire.DataTrackSubscriberHandles
+	(*DataTrackSubscriptionOptions)(nil),                  // 56: callstate.lkwire.DataTrackSubscriptionOptions
+	(*UpdateDataSubscription)(nil),                        // 57: callstate.lkwire.UpdateDataSubscription
+	(*TrackInfo)(nil),                                     // 58: callstate.lkwire.TrackInfo
+	(*ServerInfo)(nil),                                    // 59: callstate.lkwire.ServerInfo
+	(*ClientInfo)(nil),                                    // 60: callstate.lkwire.ClientInfo
+	(*DataPacket)(nil),                                    // 61: callstate.lkwire.DataPacket
+	(*UserPacket)(nil),                                    // 62: callstate.lkwire.UserPacket
+	(*RpcRequest)(nil),                                    // 63: callstate.lkwire.RpcRequest
+	(*RpcAck)(nil),                                        // 64: callstate.lkwire.RpcAck
+	(*RpcResponse)(nil),                                   // 65: callstate.lkwire.RpcResponse
+	(*RpcError)(nil),                                      // 66: callstate.lkwire.RpcError
+	(*DataStream)(nil),                                    // 67: callstate.lkwire.DataStream
+	(*CreateRoomRequest)(nil),                             // 68: callstate.lkwire.CreateRoomRequest
+	(*ListRoomsRequest)(nil),                              // 69: callstate.lkwire.ListRoomsRequest
+	(*ListRoomsResponse)(nil),                             // 70: callstate.lkwire.ListRoomsResponse
+	(*DeleteRoomRequest)(nil),                             // 71: callstate.lkwire.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),                            // 72: callstate.lkwire.DeleteRoomResponse
+	(*ListParticipantsRequest)(nil),                       // 73: callstate.lkwire.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),                      // 74: callstate.lkwire.ListParticipantsResponse
+	(*RoomParticipantIdentity)(nil),                       // 75: callstate.lkwire.RoomParticipantIdentity
+	(*RemoveParticipantResponse)(nil),                     // 76: callstate.lkwire.RemoveParticipantResponse
+	(*UpdateParticipantRequest)(nil),                      // 77: callstate.lkwire.UpdateParticipantRequest
+	(*SendDataRequest)(nil),                               // 78: callstate.lkwire.SendDataRequest
+	(*SendDataResponse)(nil),                              // 79: callstate.lkwire.SendDataResponse
+	(*UpdateRoomMetadataRequest)(nil),                     // 80: callstate.lkwire.UpdateRoomMetadataRequest
+	(*MuteRoomTrackRequest)(nil),                          // 81: callstate.lkwire.MuteRoomTrackRequest
+	(*MuteRoomTrackResponse)(nil),                         // 82: callstate.lkwire.MuteRoomTrackResponse
+	(*ParticipantTracks)(nil),                             // 83: callstate.lkwire.ParticipantTracks
+	(*UpdateSubscriptionsRequest)(nil),                    // 84: callstate.lkwire.UpdateSubscriptionsRequest
+	(*UpdateSubscriptionsResponse)(nil),                   // 85: callstate.lkwire.UpdateSubscriptionsResponse
+	(*ForwardParticipantRequest)(nil),                     // 86: callstate.lkwire.ForwardParticipantRequest
+	(*ForwardParticipantResponse)(nil),                    // 87: callstate.lkwire.ForwardParticipantResponse
+	(*MoveParticipantRequest)(nil),                        // 88: callstate.lkwire.MoveParticipantRequest
+	(*MoveParticipantResponse)(nil),                       // 89: callstate.lkwire.MoveParticipantResponse
+	(*PerformRpcRequest)(nil),                             // 90: callstate.lkwire.PerformRpcRequest
+	(*PerformRpcResponse)(nil),                            // 91: callstate.lkwire.PerformRpcResponse
+	(*RoomConfiguration)(nil),                             // 92: callstate.lkwire.RoomConfiguration
+	(*RoomAgentDispatch)(nil),                             // 93: callstate.lkwire.RoomAgentDispatch
+	(*WebhookEvent)(nil),                                  // 94: callstate.lkwire.WebhookEvent
+	(*EgressInfo)(nil),                                    // 95: callstate.lkwire.EgressInfo
+	(*IngressState)(nil),                                  // 96: callstate.lkwire.IngressState
+	(*IngressInfo)(nil),                                   // 97: callstate.lkwire.IngressInfo
+	(*SpeakersChanged)(nil),                               // 98: callstate.lkwire.SpeakersChanged
+	(*SpeakerInfo)(nil),                                   // 99: callstate.lkwire.SpeakerInfo
+	(*ConnectionQualityInfo)(nil),                         // 100: callstate.lkwire.ConnectionQualityInfo
+	(*ConnectionQualityUpdate)(nil),                       // 101: callstate.lkwire.ConnectionQualityUpdate
+	nil,                                                   // 102: callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	nil,                                                   // 103: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	nil,                                                   // 104: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	nil,                                                   // 105: callstate.lkwire.ParticipantInfo.AttributesEntry
+	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 106: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	nil,                                   // 107: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	(*UpdateDataSubscription_Update)(nil), // 108: callstate.lkwire.UpdateDataSubscription.Update
+	(*DataStream_TextHeader)(nil),         // 109: callstate.lkwire.DataStream.TextHeader
+	(*DataStream_ByteHeader)(nil),         // 110: callstate.lkwire.DataStream.ByteHeader
+	(*DataStream_Header)(nil),             // 111: callstate.lkwire.DataStream.Header
+	(*DataStream_Chunk)(nil),              // 112: callstate.lkwire.DataStream.Chunk
+	(*DataStream_Trailer)(nil),            // 113: callstate.lkwire.DataStream.Trailer
+	nil,                                   // 114: callstate.lkwire.DataStream.Header.AttributesEntry
+	nil,                                   // 115: callstate.lkwire.DataStream.Trailer.AttributesEntry
+	nil,                                   // 116: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	nil,                                   // 117: callstate.lkwire.RoomConfiguration.TagsEntry
+	nil,                                   // 118: callstate.lkwire.RoomAgentDispatch.AttributesEntry
 }
 var file_livekit_proto_depIdxs = []int32{
-	23,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
-	23,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
-	24,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
-	31,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
-	38,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	32,  // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	33,  // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
-	26,  // 7: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
-	23,  // 8: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
-	23,  // 9: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
-	24,  // 10: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	29,  // 11: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
-	31,  // 12: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
-	88,  // 13: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
-	30,  // 14: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
-	91,  // 15: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
-	27,  // 16: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
-	34,  // 17: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
-	35,  // 18: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
-	36,  // 19: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
-	92,  // 20: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	0,   // 21: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
-	45,  // 22: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
-	47,  // 23: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	47,  // 24: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	25,  // 25: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	28,  // 26: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	49,  // 27: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	25,  // 28: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	28,  // 29: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	49,  // 30: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	1,   // 31: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
-	1,   // 32: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
-	47,  // 33: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
-	45,  // 34: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
-	4,   // 35: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
-	9,   // 36: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
-	93,  // 37: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	10,  // 38: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
-	24,  // 39: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	32,  // 40: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	45,  // 41: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
-	47,  // 42: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	47,  // 43: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	23,  // 44: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
-	37,  // 45: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
-	40,  // 46: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
-	23,  // 47: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
-	39,  // 48: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
-	0,   // 49: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
-	50,  // 50: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
-	41,  // 51: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
-	94,  // 52: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	23,  // 53: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
-	5,   // 54: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
-	38,  // 55: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	11,  // 56: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
-	44,  // 57: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
-	3,   // 58: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
-	12,  // 59: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
-	46,  // 60: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
-	13,  // 61: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
-	95,  // 62: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
-	4,   // 63: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
-	48,  // 64: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
-	14,  // 65: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
-	2,   // 66: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
-	3,   // 67: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
-	15,  // 68: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
-	16,  // 69: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
-	17,  // 70: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	52,  // 71: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
-	98,  // 72: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
-	99,  // 73: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
-	100, // 74: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
-	53,  // 75: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
-	54,  // 76: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
-	55,  // 77: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
-	56,  // 78: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
-	45,  // 79: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
-	47,  // 80: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
-	46,  // 81: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
-	103, // 82: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	17,  // 83: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	48,  // 84: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
-	73,  // 85: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
-	83,  // 86: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
-	104, // 87: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
-	105, // 88: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
-	45,  // 89: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
-	47,  // 90: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
-	85,  // 91: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
-	87,  // 92: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
-	48,  // 93: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
-	6,   // 94: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
-	20,  // 95: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
-	48,  // 96: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
-	7,   // 97: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
-	86,  // 98: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
-	89,  // 99: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
-	8,   // 100: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
-	90,  // 101: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
-	18,  // 102: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
-	101, // 103: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
-	96,  // 104: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
-	97,  // 105: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
-	19,  // 106: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
-	102, // 107: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
-	58,  // 108: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
-	59,  // 109: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
-	61,  // 110: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
-	63,  // 111: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
-	65,  // 112: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	65,  // 113: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	67,  // 114: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
-	68,  // 115: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
-	70,  // 116: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
-	71,  // 117: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
-	74,  // 118: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
-	76,  // 119: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
-	78,  // 120: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
-	80,  // 121: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
-	45,  // 122: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
-	60,  // 123: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
-	62,  // 124: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
-	64,  // 125: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
-	47,  // 126: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	66,  // 127: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
-	47,  // 128: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	69,  // 129: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
-	45,  // 130: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
-	72,  // 131: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
-	75,  // 132: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
-	77,  // 133: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
-	79,  // 134: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
-	81,  // 135: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
-	122, // [122:136] is the sub-list for method output_type
-	108, // [108:122] is the sub-list for method input_type
-	108, // [108:108] is the sub-list for extension type_name
-	108, // [108:108] is the sub-list for extension extendee
-	0,   // [0:108] is the sub-list for field type_name
+	24,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
+	24,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
+	25,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
+	32,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
+	39,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	33,  // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	34,  // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
+	51,  // 7: callstate.lkwire.SignalRequest.publish_data_track_request:type_name -> callstate.lkwire.PublishDataTrackRequest
+	53,  // 8: callstate.lkwire.SignalRequest.unpublish_data_track_request:type_name -> callstate.lkwire.UnpublishDataTrackRequest
+	57,  // 9: callstate.lkwire.SignalRequest.update_data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
+	27,  // 10: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
+	24,  // 11: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
+	24,  // 12: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
+	25,  // 13: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	30,  // 14: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
+	32,  // 15: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
+	98,  // 16: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
+	31,  // 17: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
+	101, // 18: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
+	28,  // 19: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
+	35,  // 20: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
+	36,  // 21: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
+	37,  // 22: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
+	52,  // 23: callstate.lkwire.SignalResponse.publish_data_track_response:type_name -> callstate.lkwire.PublishDataTrackResponse
+	54,  // 24: callstate.lkwire.SignalResponse.unpublish_data_track_response:type_name -> callstate.lkwire.UnpublishDataTrackResponse
+	55,  // 25: callstate.lkwire.SignalResponse.data_track_subscriber_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles
+	102, // 26: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	0,   // 27: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
+	46,  // 28: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
+	48,  // 29: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	48,  // 30: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	26,  // 31: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	29,  // 32: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	59,  // 33: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	26,  // 34: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	29,  // 35: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	59,  // 36: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	1,   // 37: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
+	1,   // 38: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
+	48,  // 39: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
+	46,  // 40: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
+	4,   // 41: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
+	9,   // 42: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
+	103, // 43: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	10,  // 44: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
+	25,  // 45: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	33,  // 46: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	51,  // 47: callstate.lkwire.RequestResponse.publish_data_track:type_name -> callstate.lkwire.PublishDataTrackRequest
+	53,  // 48: callstate.lkwire.RequestResponse.unpublish_data_track:type_name -> callstate.lkwire.UnpublishDataTrackRequest
+	46,  // 49: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
+	48,  // 50: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	48,  // 51: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	24,  // 52: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
+	38,  // 53: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
+	41,  // 54: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
+	24,  // 55: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
+	40,  // 56: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
+	52,  // 57: callstate.lkwire.SyncState.publish_data_tracks:type_name -> callstate.lkwire.PublishDataTrackResponse
+	57,  // 58: callstate.lkwire.SyncState.data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
+	0,   // 59: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
+	60,  // 60: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
+	42,  // 61: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
+	104, // 62: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	24,  // 63: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
+	5,   // 64: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
+	39,  // 65: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	11,  // 66: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
+	45,  // 67: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
+	3,   // 68: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
+	12,  // 69: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
+	47,  // 70: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
+	13,  // 71: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
+	105, // 72: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
+	4,   // 73: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
+	58,  // 74: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
+	14,  // 75: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
+	50,  // 76: callstate.lkwire.ParticipantInfo.data_tracks:type_name -> callstate.lkwire.DataTrackInfo
+	15,  // 77: callstate.lkwire.DataTrackInfo.encryption:type_name -> callstate.lkwire.Encryption.Type
+	15,  // 78: callstate.lkwire.PublishDataTrackRequest.encryption:type_name -> callstate.lkwire.Encryption.Type
+	50,  // 79: callstate.lkwire.PublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
+	50,  // 80: callstate.lkwire.UnpublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
+	107, // 81: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	108, // 82: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
+	2,   // 83: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
+	3,   // 84: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
+	16,  // 85: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
+	17,  // 86: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
+	18,  // 87: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	62,  // 88: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
+	111, // 89: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
+	112, // 90: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
+	113, // 91: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
+	63,  // 92: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
+	64,  // 93: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
+	65,  // 94: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
+	66,  // 95: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
+	46,  // 96: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
+	48,  // 97: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
+	47,  // 98: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
+	116, // 99: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	18,  // 100: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	58,  // 101: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
+	83,  // 102: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
+	93,  // 103: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
+	117, // 104: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
+	118, // 105: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	46,  // 106: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
+	48,  // 107: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
+	95,  // 108: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
+	97,  // 109: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
+	58,  // 110: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
+	6,   // 111: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
+	21,  // 112: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
+	58,  // 113: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
+	7,   // 114: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
+	96,  // 115: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
+	99,  // 116: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
+	8,   // 117: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
+	100, // 118: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
+	106, // 119: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	56,  // 120: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
+	19,  // 121: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
+	114, // 122: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
+	109, // 123: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
+	110, // 124: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
+	20,  // 125: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
+	115, // 126: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
+	68,  // 127: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
+	69,  // 128: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
+	71,  // 129: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
+	73,  // 130: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
+	75,  // 131: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	75,  // 132: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	77,  // 133: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
+	78,  // 134: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
+	80,  // 135: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
+	81,  // 136: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
+	84,  // 137: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
+	86,  // 138: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
+	88,  // 139: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
+	90,  // 140: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
+	46,  // 141: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
+	70,  // 142: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
+	72,  // 143: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
+	74,  // 144: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
+	48,  // 145: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	76,  // 146: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
+	48,  // 147: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	79,  // 148: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
+	46,  // 149: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
+	82,  // 150: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
+	85,  // 151: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
+	87,  // 152: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
+	89,  // 153: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
+	91,  // 154: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
+	141, // [141:155] is the sub-list for method output_type
+	127, // [127:141] is the sub-list for method input_type
+	127, // [127:127] is the sub-list for extension type_name
+	127, // [127:127] is the sub-list for extension extendee
+	0,   // [0:127] is the sub-list for field type_name
 }
 
 func init() { file_livekit_proto_init() }
@@ -8007,6 +8851,9 @@ func file_livekit_proto_init() {
 		(*SignalRequest_Ping)(nil),
 		(*SignalRequest_UpdateMetadata)(nil),
 		(*SignalRequest_PingReq)(nil),
+		(*SignalRequest_PublishDataTrackRequest)(nil),
+		(*SignalRequest_UnpublishDataTrackRequest)(nil),
+		(*SignalRequest_UpdateDataSubscription)(nil),
 	}
 	file_livekit_proto_msgTypes[1].OneofWrappers = []any{
 		(*SignalResponse_Join)(nil),
@@ -8024,13 +8871,19 @@ func file_livekit_proto_init() {
 		(*SignalResponse_PongResp)(nil),
 		(*SignalResponse_RequestResponse)(nil),
 		(*SignalResponse_RoomMoved)(nil),
+		(*SignalResponse_PublishDataTrackResponse)(nil),
+		(*SignalResponse_UnpublishDataTrackResponse)(nil),
+		(*SignalResponse_DataTrackSubscriberHandles)(nil),
 	}
 	file_livekit_proto_msgTypes[14].OneofWrappers = []any{
 		(*RequestResponse_Trickle)(nil),
 		(*RequestResponse_UpdateMetadata)(nil),
+		(*RequestResponse_PublishDataTrack)(nil),
+		(*RequestResponse_UnpublishDataTrack)(nil),
 	}
 	file_livekit_proto_msgTypes[20].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[30].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[34].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[39].OneofWrappers = []any{
 		(*DataPacket_User)(nil),
 		(*DataPacket_StreamHeader)(nil),
 		(*DataPacket_StreamChunk)(nil),
@@ -8039,13 +8892,13 @@ func file_livekit_proto_init() {
 		(*DataPacket_RpcAck)(nil),
 		(*DataPacket_RpcResponse)(nil),
 	}
-	file_livekit_proto_msgTypes[31].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[34].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[40].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[43].OneofWrappers = []any{
 		(*RpcResponse_Payload)(nil),
 		(*RpcResponse_Error)(nil),
 	}
-	file_livekit_proto_msgTypes[47].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[77].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[56].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[89].OneofWrappers = []any{
 		(*DataStream_Header_TextHeader)(nil),
 		(*DataStream_Header_ByteHeader)(nil),
 	}
@@ -8054,8 +8907,8 @@ func file_livekit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livekit_proto_rawDesc), len(file_livekit_proto_rawDesc)),
-			NumEnums:      21,
-			NumMessages:   85,
+			NumEnums:      22,
+			NumMessages:   97,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,10 @@ import (
 const (
 	ReliableLabel = "_reliable"
 	LossyLabel    = "_lossy"
+	// DataTrackLabel carries data track packets (unordered, no
+	// retransmissions), apart from the other two so that its buffer is its
+	// own: a burst of frames never delays reliable data.
+	DataTrackLabel = "_data_track"
 )
 
 // MaxBuffered is how many bytes may wait in the reliable data channel's
@@ -97,6 +101,9 @@ type Config struct {
 	// allocates it for this message alone, so the receiver may keep it (or
 	// slices of it) without copying.
 	OnMessage func(reliable bool, data []byte)
+	// OnDataTrack receives every data track packet the server sends, in a
+	// buffer the receiver may keep, like OnMessage's.
+	OnDataTrack func(data []byte)
 	// OnState receives connection state changes of either PeerConnection.
 	// The one PeerConnection of the single layout reports as the
 	// subscriber (publisher false): it is the one that carries what others
@@ -144,6 +151,7 @@ type Transport struct {
 	subDCs      []*webrtc.DataChannel // the server's channels to us
 	reliable    *channel
 	lossy       *channel
+	dataTrack   *channel
 	closed      bool
 }
 
@@ -229,17 +237,22 @@ func New(cfg Config) (*Transport, error) {
 	t.sub = sub
 	sub.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		reliable := dc.Label() == ReliableLabel
-		// Other server channels (data tracks) are not used, but they are
-		// read and their messages dropped: unread data would fill the
-		// association's receive window that all channels share.
+		// Other server channels are not used, but they are read and their
+		// messages dropped: unread data would fill the association's
+		// receive window that all channels share.
 		used := reliable || dc.Label() == LossyLabel
-		if used {
+		track := dc.Label() == DataTrackLabel
+		if used || track {
 			t.mu.Lock()
 			t.subDCs = append(t.subDCs, dc)
 			t.mu.Unlock()
 		}
 		dc.OnOpen(func() {
-			t.startReader(dc, reliable, used, nil)
+			deliver := t.deliverer(reliable, used)
+			if track {
+				deliver = t.cfg.OnDataTrack
+			}
+			t.startReader(dc, deliver, nil)
 			if used {
 				t.channelOpen(reliable)
 			}
@@ -437,18 +450,30 @@ func (t *Transport) createChannels(p *peer, receive bool) error {
 	if err != nil {
 		return fmt.Errorf("rtc: creating %s: %w", LossyLabel, err)
 	}
+	track, err := p.pc.CreateDataChannel(DataTrackLabel, &webrtc.DataChannelInit{Ordered: &unordered, MaxRetransmits: &zero})
+	if err != nil {
+		return fmt.Errorf("rtc: creating %s: %w", DataTrackLabel, err)
+	}
 	t.reliable = newChannel(rel, MaxBuffered, LowWater)
 	t.lossy = newChannel(lossy, LossyMaxBuffered, LossyLowWater)
-	for _, c := range []*channel{t.reliable, t.lossy} {
+	t.dataTrack = newChannel(track, LossyMaxBuffered, LossyLowWater)
+	for _, c := range []*channel{t.reliable, t.lossy, t.dataTrack} {
 		c := c
 		reliable := c == t.reliable
 		c.dc.OnOpen(func() {
 			// The reader runs in both layouts: in the two-PC one the
 			// server sends nothing on our channels, but reading is how a
 			// detached channel learns that it closed.
-			t.startReader(c.dc, reliable, receive, c.closed)
+			deliver := t.deliverer(reliable, receive)
+			if c == t.dataTrack {
+				deliver = nil
+				if receive {
+					deliver = t.cfg.OnDataTrack
+				}
+			}
+			t.startReader(c.dc, deliver, c.closed)
 			c.opened()
-			if receive {
+			if receive && c != t.dataTrack {
 				t.channelOpen(reliable)
 			}
 		})
@@ -667,7 +692,7 @@ func (t *Transport) SyncState() *lkpb.SyncState {
 			st.DataChannels = append(st.DataChannels, &lkpb.DataChannelInfo{Label: dc.Label(), Id: uint32(*id), Target: target})
 		}
 	}
-	for _, c := range []*channel{t.reliable, t.lossy} {
+	for _, c := range []*channel{t.reliable, t.lossy, t.dataTrack} {
 		if c != nil {
 			info(c.dc, lkpb.SignalTarget_PUBLISHER)
 		}
@@ -728,6 +753,35 @@ func (t *Transport) Send(ctx context.Context, reliable bool, data []byte) error 
 	return c.send(ctx, data)
 }
 
+// SendDataTrack writes one data track packet on the `_data_track` channel.
+// Like Send on the lossy channel it waits while LossyMaxBuffered bytes are
+// queued on that channel, which has its own buffer: the reliable and lossy
+// channels never wait behind it.
+func (t *Transport) SendDataTrack(ctx context.Context, pkt []byte) error {
+	t.mu.Lock()
+	c, closed := t.dataTrack, t.closed
+	t.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if c == nil || !t.Publishing() {
+		return errors.New("rtc: not publishing")
+	}
+	return c.send(ctx, pkt)
+}
+
+// DataTrackBuffered is how many bytes wait in the `_data_track` channel's
+// send buffer.
+func (t *Transport) DataTrackBuffered() uint64 {
+	t.mu.Lock()
+	c := t.dataTrack
+	t.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	return c.dc.BufferedAmount()
+}
+
 // Close closes both PeerConnections. It is idempotent.
 func (t *Transport) Close() error {
 	t.mu.Lock()
@@ -782,10 +836,19 @@ func newChannel(dc *webrtc.DataChannel, maxBuffered, lowWater uint64) *channel {
 func (c *channel) opened() { c.openOnce.Do(func() { close(c.open) }) }
 func (c *channel) closed() { c.goneOnce.Do(func() { close(c.gone) }) }
 
+// deliverer returns the function that hands a reliable or lossy channel's
+// messages to OnMessage, or nil when they are dropped.
+func (t *Transport) deliverer(reliable, deliver bool) func([]byte) {
+	if !deliver || t.cfg.OnMessage == nil {
+		return nil
+	}
+	return func(b []byte) { t.cfg.OnMessage(reliable, b) }
+}
+
 // startReader detaches dc, which has just opened, and reads it on a
-// goroutine of its own until it closes, handing its messages to OnMessage
-// when deliver is set; done, when not nil, runs when the reader ends.
-func (t *Transport) startReader(dc *webrtc.DataChannel, reliable, deliver bool, done func()) {
+// goroutine of its own until it closes, handing its messages to deliver
+// (nil drops them); done, when not nil, runs when the reader ends.
+func (t *Transport) startReader(dc *webrtc.DataChannel, deliver func([]byte), done func()) {
 	raw, err := dc.Detach()
 	if err != nil {
 		if t.cfg.Logger != nil {
@@ -813,7 +876,7 @@ func (t *Transport) startReader(dc *webrtc.DataChannel, reliable, deliver bool, 
 		if done != nil {
 			defer done()
 		}
-		t.read(raw, reliable, deliver)
+		t.read(raw, deliver)
 	}()
 }
 
@@ -821,7 +884,7 @@ func (t *Transport) startReader(dc *webrtc.DataChannel, reliable, deliver bool, 
 // of its own, of its exact size (OnMessage may keep it); the reading buffer
 // starts at readBufferStart and doubles, up to MaxReceiveMessage, while a
 // message does not fit (SCTP keeps the message queued until it does).
-func (t *Transport) read(raw datachannel.ReadWriteCloser, reliable, deliver bool) {
+func (t *Transport) read(raw datachannel.ReadWriteCloser, deliver func([]byte)) {
 	buf := make([]byte, readBufferStart)
 	for {
 		n, _, err := raw.ReadDataChannel(buf)
@@ -839,8 +902,8 @@ func (t *Transport) read(raw datachannel.ReadWriteCloser, reliable, deliver bool
 		if err != nil {
 			return
 		}
-		if deliver && t.cfg.OnMessage != nil {
-			t.cfg.OnMessage(reliable, append([]byte(nil), buf[:n]...))
+		if deliver != nil {
+			deliver(append([]byte(nil), buf[:n]...))
 		}
 	}
 }

@@ -122,6 +122,7 @@ func TestSinglePeerConnectionCarriesDataBothWays(t *testing.T) {
 	f := newSingleSFU(t, func(reliable bool, b []byte) {
 		got <- strconv.FormatBool(reliable) + ":" + string(b)
 	})
+	f.tr.cfg.OnDataTrack = func(b []byte) { got <- "track:" + string(b) }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	assert.True(t, f.tr.SinglePC())
@@ -139,7 +140,8 @@ func TestSinglePeerConnectionCarriesDataBothWays(t *testing.T) {
 
 	require.NoError(t, f.tr.Send(ctx, true, []byte("up")))
 	require.NoError(t, f.tr.Send(ctx, false, []byte("up-lossy")))
-	want := map[string]bool{"_reliable:up": true, "_lossy:up-lossy": true}
+	require.NoError(t, f.tr.SendDataTrack(ctx, []byte("up-track")))
+	want := map[string]bool{"_reliable:up": true, "_lossy:up-lossy": true, "_data_track:up-track": true}
 	for len(want) > 0 {
 		select {
 		case s := <-f.received:
@@ -151,7 +153,7 @@ func TestSinglePeerConnectionCarriesDataBothWays(t *testing.T) {
 	}
 	// The server answers on the client's channels: the same two carry
 	// data down.
-	for len(f.open) < 2 {
+	for len(f.open) < 3 {
 		select {
 		case <-ctx.Done():
 			t.Fatal("the server's side of the channels did not open")
@@ -159,13 +161,18 @@ func TestSinglePeerConnectionCarriesDataBothWays(t *testing.T) {
 		}
 	}
 	f.mu.Lock()
-	rel, lossy := f.channels[ReliableLabel], f.channels[LossyLabel]
+	rel, lossy, track := f.channels[ReliableLabel], f.channels[LossyLabel], f.channels[DataTrackLabel]
 	f.mu.Unlock()
 	require.NotNil(t, rel)
 	require.NotNil(t, lossy)
+	require.NotNil(t, track)
+	assert.False(t, track.Ordered(), "the data track channel is unordered")
+	require.NotNil(t, track.MaxRetransmits())
+	assert.Zero(t, *track.MaxRetransmits(), "and never retransmits")
 	require.NoError(t, rel.SendText("down"))
 	require.NoError(t, lossy.SendText("down-lossy"))
-	want = map[string]bool{"true:down": true, "false:down-lossy": true}
+	require.NoError(t, track.Send([]byte("down-track")))
+	want = map[string]bool{"true:down": true, "false:down-lossy": true, "track:down-track": true}
 	for len(want) > 0 {
 		select {
 		case s := <-got:
@@ -185,7 +192,7 @@ func TestSinglePeerConnectionCarriesDataBothWays(t *testing.T) {
 	st := f.tr.SyncState()
 	assert.Equal(t, "offer", st.GetOffer().GetType())
 	assert.Equal(t, "answer", st.GetAnswer().GetType())
-	require.Len(t, st.GetDataChannels(), 2)
+	require.Len(t, st.GetDataChannels(), 3)
 	for _, dc := range st.GetDataChannels() {
 		assert.Equal(t, lkpb.SignalTarget_PUBLISHER, dc.GetTarget())
 	}
