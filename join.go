@@ -124,15 +124,6 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.mu.Lock()
 	r.state = StateConnected
 	r.mu.Unlock()
-	if publish && !o.NoPresenceTrack {
-		// Before Join returns, so that the others learn of the join at
-		// once (see JoinOptions.NoPresenceTrack).
-		if _, err := r.publishDataTrack(ctx, presenceTrack, 0, nil); err != nil {
-			r.shutdown(ReasonJoinFailure, err, true)
-			<-r.done
-			return nil, joinError(ctx, err)
-		}
-	}
 	if initial != nil || o.Name != "" {
 		upd := &lkpb.UpdateParticipantMetadata{Name: o.Name}
 		if initial != nil {
@@ -142,6 +133,17 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 			r.shutdown(ReasonJoinFailure, err, true)
 			<-r.done
 			return nil, err
+		}
+	}
+	// After the initial metadata and name, so that the others' first
+	// sight of the participant already has them.
+	if publish && !o.NoPresenceTrack {
+		// Before Join returns, so that the others learn of the join at
+		// once (see JoinOptions.NoPresenceTrack).
+		if _, err := r.publishDataTrack(ctx, presenceTrack, 0, nil); err != nil {
+			r.shutdown(ReasonJoinFailure, err, true)
+			<-r.done
+			return nil, joinError(ctx, err)
 		}
 	}
 	return r, nil
