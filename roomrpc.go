@@ -310,6 +310,8 @@ type rpcIncoming struct {
 	version                     int
 	// streamReply: answer with a text stream (the caller speaks v2).
 	streamReply bool
+	// fromServer: a call of the server API.
+	fromServer bool
 	// refuse, when set, is the answer: the request is refused before any
 	// handler runs.
 	refuse *RpcError
@@ -330,11 +332,14 @@ func (r *Room) onRpcRequestPacket(pkt *lkpb.DataPacket, req *lkpb.RpcRequest) {
 		r.countMalformed()
 		return
 	}
-	if caller != "" {
-		r.mu.Lock()
-		in.streamReply = r.remotes[caller].clientProtocol >= 1
-		r.mu.Unlock()
-	}
+	r.mu.Lock()
+	p, known := r.remotes[caller]
+	r.mu.Unlock()
+	in.streamReply = p.clientProtocol >= 1
+	// LiveKit's server API (RoomService.PerformRpc) sends its requests as
+	// a participant, not in the room, whose identity is the request id;
+	// the answers go to that identity.
+	in.fromServer = !known && (caller == "" || caller == in.id)
 	switch {
 	case in.version != 1:
 		in.refuse = NewRpcError(RpcUnsupportedVersion, "", "")
@@ -437,9 +442,13 @@ func (r *Room) serveRpc(in rpcIncoming) {
 		if r.sendRpcAck(rctx, in) != nil {
 			return
 		}
+		caller := in.caller
+		if in.fromServer {
+			caller = ""
+		}
 		payload, err := h(ctx, RpcInvocation{
 			RequestID:       in.id,
-			CallerIdentity:  in.caller,
+			CallerIdentity:  caller,
 			Method:          in.method,
 			Payload:         in.payload,
 			ResponseTimeout: in.timeout,
@@ -473,7 +482,9 @@ func rpcDests(caller string) []string {
 
 func (r *Room) sendRpcAck(ctx context.Context, in rpcIncoming) error {
 	const op = "RPC acknowledgement"
-	if err := r.preflight(op, rpcDests(in.caller)); err != nil {
+	// The destination is not checked: LiveKit's server API calls as a
+	// participant that is not in the room (see onRpcRequestPacket).
+	if err := r.preflight(op, nil); err != nil {
 		return err
 	}
 	return r.sendPacket(ctx, op, &lkpb.DataPacket{
@@ -484,7 +495,9 @@ func (r *Room) sendRpcAck(ctx context.Context, in rpcIncoming) error {
 
 func (r *Room) sendRpcError(ctx context.Context, in rpcIncoming, e *RpcError) error {
 	const op = "RPC answer"
-	if err := r.preflight(op, rpcDests(in.caller)); err != nil {
+	// The destination is not checked: LiveKit's server API calls as a
+	// participant that is not in the room (see onRpcRequestPacket).
+	if err := r.preflight(op, nil); err != nil {
 		return err
 	}
 	return r.sendPacket(ctx, op, &lkpb.DataPacket{
@@ -523,7 +536,9 @@ func (r *Room) sendRpcAnswer(ctx context.Context, in rpcIncoming, payload string
 	if len(payload) > MaxRpcPayload {
 		return r.sendRpcError(ctx, in, NewRpcError(RpcResponsePayloadTooLarge, "", ""))
 	}
-	if err := r.preflight(op, rpcDests(in.caller)); err != nil {
+	// The destination is not checked: LiveKit's server API calls as a
+	// participant that is not in the room (see onRpcRequestPacket).
+	if err := r.preflight(op, nil); err != nil {
 		return err
 	}
 	return r.sendPacket(ctx, op, &lkpb.DataPacket{
