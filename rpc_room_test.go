@@ -17,7 +17,7 @@ import (
 )
 
 // rpcPair joins two participants, a and b, who see each other.
-func rpcPair(t *testing.T) (srv *calltest.Server, room string, a, b *callstate.Room) {
+func rpcPair(t testing.TB) (srv *calltest.Server, room string, a, b *callstate.Room) {
 	t.Helper()
 	srv = calltest.Shared(t)
 	room = srv.RoomName(t)
