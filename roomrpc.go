@@ -516,6 +516,11 @@ func (r *Room) sendRpcError(ctx context.Context, in rpcIncoming, e *RpcError) er
 func (r *Room) sendRpcAnswer(ctx context.Context, in rpcIncoming, payload string) error {
 	const op = "RPC answer"
 	if in.streamReply {
+		// A caller that has just joined may call before the server has
+		// announced it; the stream is sent once it is known.
+		if _, err := r.WaitForParticipant(ctx, in.caller); err != nil {
+			return err
+		}
 		err := r.send(ctx, op, chunk.Message{
 			Topic:        rpcResponseTopic,
 			Payload:      []byte(payload),
