@@ -225,6 +225,8 @@ func joinRequest(opts Options) *lkpb.JoinRequest {
 			Sdk:      lkpb.ClientInfo_GO,
 			Version:  opts.SDKVersion,
 			Protocol: ProtocolVersion,
+
+			ClientProtocol: ClientProtocol,
 		},
 		ConnectionSettings: &lkpb.ConnectionSettings{
 			AutoSubscribe: opts.AutoSubscribe,
