@@ -16,6 +16,7 @@ import (
 	"github.com/callstate/callstate/internal/chunk"
 	"github.com/callstate/callstate/internal/lkpb"
 	"github.com/callstate/callstate/internal/rtc"
+	"google.golang.org/protobuf/proto"
 )
 
 // DataKind is the delivery kind of a data packet.
@@ -65,22 +66,6 @@ type Data struct {
 	Stream *StreamInfo
 }
 
-// StreamInfo describes a message that arrived as a LiveKit data stream
-// (livekit-client's sendText, sendFile and stream writers, and callstate's
-// own large reliable messages).
-type StreamInfo struct {
-	// ID is the stream's id.
-	ID string
-	// MimeType is the stream's MIME type.
-	MimeType string
-	// Name is the name of a byte stream (a file name, for example).
-	Name string
-	// Text is true for a text stream.
-	Text bool
-	// Attributes are the stream's attributes.
-	Attributes map[string]string
-}
-
 func dataFromReceived(m chunk.Received) Data {
 	d := Data{
 		From:       m.SenderIdentity,
@@ -94,7 +79,16 @@ func dataFromReceived(m chunk.Received) Data {
 		d.Kind = Reliable
 	}
 	if m.StreamID != "" {
-		d.Stream = &StreamInfo{ID: m.StreamID, MimeType: m.MimeType, Name: m.Name, Text: m.Text, Attributes: maps.Clone(m.Attributes)}
+		d.Stream = &StreamInfo{
+			ID:         m.StreamID,
+			Topic:      m.Topic,
+			MimeType:   m.MimeType,
+			Name:       m.Name,
+			Text:       m.Text,
+			Attributes: maps.Clone(m.Attributes),
+			Size:       int64(len(m.Payload)),
+			Timestamp:  m.Timestamp,
+		}
 	}
 	return d
 }
@@ -253,6 +247,68 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	return fmt.Errorf("callstate: %s: %w", op, err)
 }
 
+// preflight refuses a send that cannot succeed: without the canPublishData
+// grant, to a recipient not in the room, or from a receive-only Room.
+func (r *Room) preflight(op string, dests []string) error {
+	r.mu.Lock()
+	canPublish := r.local.Permissions.CanPublishData
+	var unknown []string
+	for _, id := range dests {
+		if _, ok := r.remotes[id]; !ok {
+			unknown = append(unknown, id)
+		}
+	}
+	r.mu.Unlock()
+	if !canPublish {
+		return &PermissionError{Op: op, Grant: "canPublishData"}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return fmt.Errorf("%w: %q not in the room", ErrUnknownParticipant, unknown)
+	}
+	if !r.transport().Publishing() {
+		return fmt.Errorf("%w: %s", ErrReceiveOnly, op)
+	}
+	return nil
+}
+
+// sendPacket sends one reliable DataPacket built by the caller (RPC
+// packets, stream packets), numbered in turn with the Room's other reliable
+// packets. It blocks while the transport's buffer is full; ctx bounds the
+// wait.
+func (r *Room) sendPacket(ctx context.Context, op string, pkt *lkpb.DataPacket) error {
+	// While the Room recovers its connection, the packet waits as every
+	// reliable send does (see send).
+	if err := r.awaitGate(ctx, op, proto.Size(pkt)); err != nil {
+		return err
+	}
+	if err := r.acquire(ctx, op, r.sendSem); err != nil {
+		return err
+	}
+	defer func() { <-r.sendSem }()
+	pkt.Sequence = r.nextSeq()
+	b, err := proto.Marshal(pkt)
+	if err != nil {
+		return fmt.Errorf("callstate: %s: %w", op, err)
+	}
+	if f := r.opts.sendFilter; f != nil && !f(true, b) {
+		return nil
+	}
+	if err := r.sendReliable(ctx, b); err != nil {
+		switch {
+		case errors.Is(err, rtc.ErrClosed):
+			return r.endError()
+		case ctx.Err() != nil:
+			return fmt.Errorf("callstate: %s: %w", op, ctx.Err())
+		}
+		if cerr := r.checkOpen(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("callstate: %s: %w", op, err)
+	}
+	return nil
+}
+
 func (r *Room) nextSeq() uint32 { return r.seq.Add(1) }
 
 // DataStats are counters of the packetization engine. Counters only grow.
@@ -286,6 +342,14 @@ type DataStats struct {
 	// Partial and Buffered are the messages under reassembly now and the
 	// bytes they hold.
 	Partial, Buffered int
+	// StreamsRefused counts streams for a handler refused because
+	// MaxOpenStreams were being read; StreamsTooSlow those ended for a
+	// reader that made no room for StreamStallLimit.
+	StreamsRefused, StreamsTooSlow uint64
+	// RpcBusy counts RPC requests refused because MaxRpcHandlers were
+	// running; RpcDropped those dropped unanswered because too many
+	// refusals were being sent.
+	RpcBusy, RpcDropped uint64
 }
 
 func dataStatsFrom(s chunk.Stats) DataStats {
@@ -344,7 +408,9 @@ func (r *Room) expireLoop() {
 			return
 		default:
 		}
-		r.asm.Expire(time.Now())
+		now := time.Now()
+		r.asm.Expire(now)
+		r.expireStreams(now)
 		mu.Lock()
 		t.Reset(expireEvery)
 		mu.Unlock()
@@ -376,6 +442,11 @@ func (r *Room) onData(reliable bool, b []byte) {
 	if !r.firstDelivery(pkt) || !r.firstMessage(pkt) {
 		return
 	}
+	// RPC and chat packets, and streams that a handler reads as they
+	// arrive, do not go through the Assembler.
+	if r.onPrimitive(pkt) {
+		return
+	}
 	msg, ok := r.asm.Accept(time.Now(), pkt)
 	if !ok {
 		return
@@ -391,6 +462,9 @@ func (r *Room) onData(reliable bool, b []byte) {
 		// that), from a sender none of whose own packets came yet: name it
 		// by the sid the server stamped, if the participant is known.
 		msg.SenderIdentity = r.identityOfSIDLocked(msg.SenderSID)
+	}
+	if r.onTopicLocked(now, msg) {
+		return
 	}
 	if msg.Topic == AppMessageTopic {
 		if !json.Valid(msg.Payload) {

@@ -22,6 +22,10 @@
 //	                                                          Room.Metadata (raw)
 //	app message                  data packet on a topic       SendAppMessage / AppMessage event
 //	                             data packet                  PublishData / DataReceived event
+//	                             RPC                          RegisterRpcMethod / PerformRpc
+//	                             data streams                 SendText, SendBytes, SendFile, StreamText,
+//	                                                          StreamBytes / Register*StreamHandler
+//	                             chat (lk.chat)               SendChatMessage / ChatMessage event
 //	                             RoomService                  RoomService
 //	meeting token                access token                 NewToken
 //
@@ -61,6 +65,19 @@
 // Join, PublishOptions for PublishData, SubscribeOptions for Subscribe.
 // Network settings that are rarely changed live in the pion SettingEngine
 // that NewSettingEngine returns pre-tuned.
+//
+// # RPC, data streams and chat
+//
+// RegisterRpcMethod answers LiveKit RPC calls on goroutines of its own (at
+// most MaxRpcHandlers at once); PerformRpc calls another participant's
+// method, failing with an *RpcError carrying LiveKit's codes or the
+// handler's. Data streams are Go streams: a StreamWriter is an
+// io.WriteCloser whose writes block while the transport is busy, and a
+// stream handler reads a ByteStreamReader or TextStreamReader, an io.Reader
+// yielding bytes as they arrive, with memory bounded per stream
+// (StreamBufferSize; see there for what a slow reader costs and when it
+// loses its stream). SendChatMessage and the ChatMessage event are LiveKit's
+// chat.
 //
 // # Errors
 //

@@ -21,7 +21,7 @@ import (
 // An event is one JSON object with a "type" (participant_joined,
 // participant_left, participant_updated, data, app_message, session_data,
 // room_metadata, connection_state, disconnected, events_dropped,
-// active_speakers, connection_quality, recording) and a
+// active_speakers, connection_quality, recording, chat) and a
 // "time" (RFC 3339 with nanoseconds, UTC), and the fields of its type.
 // UnmarshalEvent reads it back into the same event: an encoded event
 // decodes to one equal to the original, except that times come back in
@@ -128,6 +128,11 @@ func UnmarshalEvent(b []byte) (Event, error) {
 		return decodeEvent(b, h.Type, func(w *dataTrackEventJSON) (Event, error) {
 			return DataTrackUnpublished{Time: h.Time, Participant: w.Participant, Track: DataTrackInfo(w.Track)}, nil
 		})
+	case "chat":
+		return decodeEvent(b, h.Type, func(w *chatJSON) (Event, error) {
+			return ChatMessage{Time: h.Time, From: w.From, ID: w.ID, Text: w.Text, Timestamp: fromOptTime(w.Timestamp),
+				Edited: fromOptTime(w.Edited), Deleted: w.Deleted, Generated: w.Generated, Legacy: w.Legacy}, nil
+		})
 	case "":
 		return nil, fmt.Errorf("%w: event without a type", ErrInvalidJSON)
 	}
@@ -191,13 +196,61 @@ type dataJSON struct {
 	Stream     *streamJSON     `json:"stream,omitempty"`
 }
 
-// streamJSON has the fields of StreamInfo, which converts to it.
+// streamJSON is the encoding of a StreamInfo.
 type streamJSON struct {
 	ID         string            `json:"id"`
+	Topic      string            `json:"topic,omitempty"`
 	MimeType   string            `json:"mime_type,omitempty"`
 	Name       string            `json:"name,omitempty"`
 	Text       bool              `json:"text"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	Size       int64             `json:"size"`
+	Timestamp  *time.Time        `json:"timestamp,omitempty"`
+}
+
+func newStreamJSON(s *StreamInfo) *streamJSON {
+	w := &streamJSON{ID: s.ID, Topic: s.Topic, MimeType: s.MimeType, Name: s.Name, Text: s.Text, Attributes: s.Attributes, Size: s.Size}
+	if !s.Timestamp.IsZero() {
+		w.Timestamp = new(time.Time)
+		*w.Timestamp = s.Timestamp.UTC()
+	}
+	return w
+}
+
+func (w *streamJSON) info() *StreamInfo {
+	s := &StreamInfo{ID: w.ID, Topic: w.Topic, MimeType: w.MimeType, Name: w.Name, Text: w.Text, Attributes: w.Attributes, Size: w.Size}
+	if w.Timestamp != nil {
+		s.Timestamp = *w.Timestamp
+	}
+	return s
+}
+
+// chatJSON is the encoding of a ChatMessage.
+type chatJSON struct {
+	eventHead
+	From      string     `json:"from"`
+	ID        string     `json:"id"`
+	Text      string     `json:"text"`
+	Timestamp *time.Time `json:"timestamp,omitempty"`
+	Edited    *time.Time `json:"edited,omitempty"`
+	Deleted   bool       `json:"deleted,omitempty"`
+	Generated bool       `json:"generated,omitempty"`
+	Legacy    bool       `json:"legacy,omitempty"`
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func fromOptTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }
 
 func newDataJSON(e DataReceived) *dataJSON {
@@ -214,7 +267,7 @@ func newDataJSON(e DataReceived) *dataJSON {
 		w.Payload = d.Payload
 	}
 	if d.Stream != nil {
-		w.Stream = (*streamJSON)(d.Stream)
+		w.Stream = newStreamJSON(d.Stream)
 	}
 	return w
 }
@@ -261,7 +314,7 @@ func (w *dataJSON) event(t time.Time) (Event, error) {
 	}
 	d := Data{From: w.From, FromSID: w.FromSID, FromServer: w.FromServer, Topic: w.Topic, Payload: p, Kind: w.Kind}
 	if w.Stream != nil {
-		d.Stream = (*StreamInfo)(w.Stream)
+		d.Stream = w.Stream.info()
 	}
 	return DataReceived{Time: t, Data: d}, nil
 }
@@ -400,6 +453,8 @@ func eventWire(e Event) (any, error) {
 		return dataTrackEventJSON{head("data_track_published", e.Time), e.Participant, dataTrackJSON(e.Track)}, nil
 	case DataTrackUnpublished:
 		return dataTrackEventJSON{head("data_track_unpublished", e.Time), e.Participant, dataTrackJSON(e.Track)}, nil
+	case ChatMessage:
+		return chatJSON{head("chat", e.Time), e.From, e.ID, e.Text, optTime(e.Timestamp), optTime(e.Edited), e.Deleted, e.Generated, e.Legacy}, nil
 	case nil:
 		return nil, fmt.Errorf("%w: MarshalEvent: nil event", ErrInvalidArgument)
 	}
@@ -830,3 +885,9 @@ func numbered(s, name string) (int32, error) {
 	}
 	return 0, fmt.Errorf("%w: unknown %s %q", ErrInvalidJSON, name, s)
 }
+
+// MarshalJSON returns the event's encoding (see MarshalEvent).
+func (e ChatMessage) MarshalJSON() ([]byte, error) { return MarshalEvent(e) }
+
+// UnmarshalJSON reads the event's encoding (see UnmarshalEvent).
+func (e *ChatMessage) UnmarshalJSON(b []byte) error { return unmarshalAs(b, e) }

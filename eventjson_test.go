@@ -45,7 +45,8 @@ func allEvents() []callstate.Event {
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{From: "alice", FromSID: "PA_alice", Topic: "chat", Payload: []byte(`{"hi":"bob","n":[1,2]}`), Kind: callstate.Reliable}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{From: "alice", Topic: "t", Payload: []byte("hi <bob> & \u2028"), Kind: callstate.Lossy}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{Payload: []byte{0xff, 0, 1, 0xfe}, Kind: callstate.Reliable, Stream: &callstate.StreamInfo{
-			ID: "stream-1", MimeType: "application/octet-stream", Name: "f.bin", Text: false, Attributes: map[string]string{"k": "v"},
+			ID: "stream-1", Topic: "files", MimeType: "application/octet-stream", Name: "f.bin", Text: false, Attributes: map[string]string{"k": "v"},
+			Size: 4, Timestamp: jsonTime,
 		}}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{From: "alice", Payload: []byte{}, Kind: callstate.Reliable}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{FromServer: true, Payload: []byte("x"), Kind: callstate.Reliable}},
@@ -63,6 +64,8 @@ func allEvents() []callstate.Event {
 		callstate.RecordingChanged{Time: jsonTime, Recording: true},
 		callstate.DataTrackPublished{Time: jsonTime, Participant: carol, Track: carol.DataTracks[0]},
 		callstate.DataTrackUnpublished{Time: jsonTime, Participant: bob, Track: callstate.DataTrackInfo{SID: "DTR_y", Name: "gone", Encrypted: true}},
+		callstate.ChatMessage{Time: jsonTime, From: "alice", ID: "msg-1", Text: "hi <all>", Timestamp: jsonTime, Edited: jsonTime, Deleted: true, Generated: true, Legacy: true},
+		callstate.ChatMessage{Time: jsonTime, From: "bob", ID: "msg-2", Text: ""},
 	}
 }
 

@@ -50,6 +50,10 @@ type Participant struct {
 	// SubscribeDataTrack), in the server's order. callstate's own presence
 	// track is not listed.
 	DataTracks []DataTrackInfo
+
+	// clientProtocol is the participant's ClientInfo.client_protocol: which
+	// RPC and data stream formats it understands.
+	clientProtocol int32
 }
 
 // Permissions are the grants a participant holds in the room.
@@ -143,6 +147,8 @@ func participantFromInfo(pi *lkpb.ParticipantInfo) Participant {
 		IsPublisher: pi.GetIsPublisher(),
 		Version:     pi.GetVersion(),
 		DataTracks:  dataTracksFromInfo(pi.GetDataTracks()),
+
+		clientProtocol: pi.GetClientProtocol(),
 	}
 	for _, d := range pi.GetKindDetails() {
 		p.KindDetails = append(p.KindDetails, ParticipantKindDetail(d))
@@ -355,6 +361,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 				delete(r.qualities, old.SID)
 				delete(r.lastSeq, old.SID)
 				r.asm.Forget(old.Identity)
+				r.participantGoneLocked(old)
 				r.session.poke() // its lost session-data writes are ours to repair now
 				r.emitLocked(ParticipantLeft{Time: now, Participant: old, Reason: DisconnectReason(pi.GetDisconnectReason())})
 			}
@@ -375,6 +382,7 @@ func (r *Room) applyParticipantsLocked(now time.Time, infos []*lkpb.ParticipantI
 			delete(r.lastSeq, old.SID)
 			r.asm.Forget(old.Identity)
 			r.emitDataTrackChangesLocked(now, old, withoutDataTracks(old))
+			r.participantGoneLocked(old)
 			r.emitLocked(ParticipantLeft{Time: now, Participant: old, Reason: ReasonDuplicateIdentity})
 			r.emitLocked(ParticipantJoined{Time: now, Participant: p})
 			r.emitDataTrackChangesLocked(now, Participant{}, p)

@@ -121,6 +121,11 @@ type Room struct {
 	lastMsg     map[string]msgID // by sender identity: the last message id received
 	dt          *dataTracks      // data tracks, published and subscribed; see datatrack.go
 
+	// RPC and streams read by handlers; see rpcState and streamState for
+	// their locks.
+	rpc     rpcState
+	streams streamState
+
 	// deliverMu is the turn to deliver the outbox to the subscriptions;
 	// taken after mu is released, never the other way round.
 	deliverMu sync.Mutex
@@ -177,6 +182,8 @@ func newRoom(o *options, serverURL, token string) *Room {
 		dt:        newDataTracks(),
 	}
 	r.life, r.endLife = context.WithCancel(context.Background())
+	r.rpc.init()
+	r.streams.init()
 	return r
 }
 
@@ -434,6 +441,8 @@ func (r *Room) Stats() Stats {
 	st := Stats{Malformed: m + r.sigMalformed(), Repeated: d, ParticipantsRefused: pr, Data: dataStatsFrom(r.enc.Stats().Add(r.lossyEnc.Stats()).Add(r.asm.Stats())),
 		LossyDropped: r.lossyDropped.Load(), Resumed: r.recoveredAs[RecoveryResumed].Load(),
 		ICERestarts: r.recoveredAs[RecoveryICERestart].Load(), Rejoined: r.recoveredAs[RecoveryRejoined].Load()}
+	st.Data.StreamsRefused, st.Data.StreamsTooSlow = r.streams.refused.Load(), r.streams.tooSlow.Load()
+	st.Data.RpcBusy, st.Data.RpcDropped = r.rpc.busy.Load(), r.rpc.dropped.Load()
 	r.retainMu.Lock()
 	st.Retained = len(r.retained)
 	r.retainMu.Unlock()

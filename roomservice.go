@@ -770,11 +770,12 @@ func moveGrants(room, destination string) Grants {
 	return g
 }
 
-// RpcOptions tune RoomService.PerformRpc.
+// RpcOptions tune RoomService.PerformRpc and Room.PerformRpc.
 type RpcOptions struct {
-	// ResponseTimeout is how long the server waits for the handler's
-	// answer; zero means LiveKit's default, 10 s. It is rounded up to
-	// whole milliseconds.
+	// ResponseTimeout is how long the caller waits for the handler's
+	// answer; zero means the default: LiveKit's 10 s for the server API,
+	// DefaultRpcTimeout (15 s, livekit-client's) for Room.PerformRpc. It is
+	// rounded up to whole milliseconds.
 	ResponseTimeout time.Duration
 }
 

@@ -2,18 +2,15 @@ package callstate_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/callstate/callstate"
 	"github.com/callstate/callstate/calltest"
-	"github.com/callstate/callstate/internal/lkpb"
 )
 
 func TestRoomServiceMutePublishedTrack(t *testing.T) {
@@ -88,50 +85,23 @@ func TestRoomServiceForwardAndMoveUnimplemented(t *testing.T) {
 	require.ErrorIs(t, rs.ForwardParticipant(ctx, room, "alice", ""), callstate.ErrInvalidArgument)
 }
 
-// rpcResponder joins room as identity and answers the server's RPC
-// requests: "echo" with the payload in upper case, "fail" with an
-// application error, "slow" with an acknowledgement only; other methods
-// are not even acknowledged.
+// rpcResponder joins room as identity, whose handlers answer the server's
+// RPC requests: "echo" with the payload in upper case, "fail" with an
+// application error, "slow" never. A second participant, identity+"-mute",
+// sends nothing at all, so that its calls are never acknowledged.
 func rpcResponder(t *testing.T, srv *calltest.Server, room, identity string) {
-	var r *callstate.Room
-	ready := make(chan struct{})
-	hook := func(source string, b []byte) {
-		if source != "data" {
-			return
-		}
-		var pkt lkpb.DataPacket
-		if proto.Unmarshal(b, &pkt) != nil || pkt.GetRpcRequest() == nil {
-			return
-		}
-		req := pkt.GetRpcRequest()
-		var answers []*lkpb.DataPacket
-		ack := &lkpb.DataPacket{Value: &lkpb.DataPacket_RpcAck{RpcAck: &lkpb.RpcAck{RequestId: req.GetId()}}}
-		switch req.GetMethod() {
-		case "echo":
-			answers = []*lkpb.DataPacket{ack, {Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{
-				RequestId: req.GetId(), Value: &lkpb.RpcResponse_Payload{Payload: strings.ToUpper(req.GetPayload())}}}}}
-		case "fail":
-			answers = []*lkpb.DataPacket{ack, {Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{
-				RequestId: req.GetId(), Value: &lkpb.RpcResponse_Error{Error: &lkpb.RpcError{Code: 4242, Message: "no such order", Data: "id=7"}}}}}}
-		case "slow":
-			answers = []*lkpb.DataPacket{ack}
-		}
-		// The hook runs on the receiving goroutine: answer from another.
-		go func() {
-			<-ready
-			for _, a := range answers {
-				b, err := proto.Marshal(a)
-				if err == nil {
-					err = r.SendRawPacket(context.Background(), b)
-				}
-				if err != nil && !errors.Is(err, callstate.ErrClosed) {
-					t.Errorf("answering RPC: %v", err)
-				}
-			}
-		}()
-	}
-	r = srv.Join(t, room, identity, callstate.WithRawHook(nil, hook))
-	close(ready)
+	r := srv.Join(t, room, identity, nil)
+	require.NoError(t, r.RegisterRpcMethod("echo", func(_ context.Context, inv callstate.RpcInvocation) (string, error) {
+		return strings.ToUpper(inv.Payload), nil
+	}))
+	require.NoError(t, r.RegisterRpcMethod("fail", func(context.Context, callstate.RpcInvocation) (string, error) {
+		return "", callstate.NewRpcError(4242, "no such order", "id=7")
+	}))
+	require.NoError(t, r.RegisterRpcMethod("slow", func(ctx context.Context, _ callstate.RpcInvocation) (string, error) {
+		<-ctx.Done()
+		return "", ctx.Err()
+	}))
+	srv.Join(t, room, identity+"-mute", callstate.WithSendFilter(nil, func(bool, []byte) bool { return false }))
 }
 
 func TestRoomServicePerformRpc(t *testing.T) {
@@ -155,6 +125,10 @@ func TestRoomServicePerformRpc(t *testing.T) {
 	assert.Equal(t, "Response timeout", re.Message)
 
 	_, err = rs.PerformRpc(ctx, room, "bot", "ignored", "x", callstate.RpcOptions{})
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, callstate.RpcUnsupportedMethod, re.Code, err.Error())
+
+	_, err = rs.PerformRpc(ctx, room, "bot-mute", "echo", "x", callstate.RpcOptions{})
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, callstate.RpcConnectionTimeout, re.Code, err.Error())
 

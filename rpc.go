@@ -17,7 +17,8 @@ const (
 	// RpcApplicationError: the handler failed without a code of its own.
 	RpcApplicationError RpcErrorCode = 1500
 	// RpcConnectionTimeout: the recipient did not acknowledge the request
-	// in time (LiveKit waits 2 s for the acknowledgement).
+	// in time (the server API waits 2 s for the acknowledgement;
+	// Room.PerformRpc, like livekit-client, 7 s).
 	RpcConnectionTimeout RpcErrorCode = 1501
 	// RpcResponseTimeout: the recipient acknowledged but did not answer
 	// within the response timeout.

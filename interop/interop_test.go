@@ -61,6 +61,7 @@ type browserResults struct {
 // driverRun is the outcome of driver.mjs.
 type driverRun struct {
 	results *browserResults
+	raw     []byte // the results as JSON, for pages that report others
 	err     error
 	stderr  string
 }
@@ -274,7 +275,7 @@ func runDriver(ctx context.Context, node, page string, timeout time.Duration) dr
 		// Anything left of the group once the driver has gone.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
-	run := driverRun{err: err, stderr: stderr.String()}
+	run := driverRun{err: err, stderr: stderr.String(), raw: bytes.TrimSpace(stdout.Bytes())}
 	var res browserResults
 	if jerr := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); jerr != nil {
 		run.err = errors.Join(err, fmt.Errorf("driver output is not JSON results: %w: %q", jerr, stdout.String()))

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/callstate/callstate"
@@ -133,6 +134,9 @@ func runJoin(ctx context.Context, args []string, e *env) int {
 
 // lineWriter encodes output lines; only the participant's main loop uses it.
 type lineWriter struct {
+	// mu makes writes whole lines: RPC handlers write from goroutines of
+	// their own.
+	mu  sync.Mutex
 	w   *bufio.Writer
 	enc *json.Encoder
 	err error
@@ -148,6 +152,8 @@ func newLineWriter(w io.Writer) *lineWriter {
 // write writes one line and flushes it. After a write error (standard
 // output closed), it writes nothing more.
 func (lw *lineWriter) write(l any) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
 	if lw.err != nil {
 		return
 	}
@@ -319,6 +325,11 @@ type commandJSON struct {
 	Track      string            `json:"track"`
 	UserTS     uint64            `json:"user_timestamp"`
 	PacketSize int               `json:"max_packet_size"`
+	Method     string            `json:"method"`
+	TimeoutMs  int               `json:"timeout_ms"`
+	Answer     *string           `json:"answer"`
+	Path       string            `json:"path"`
+	MimeType   string            `json:"mime_type"`
 }
 
 // fieldsOf lists which fields each command accepts, besides id and cmd.
@@ -336,6 +347,12 @@ var fieldsOf = map[string][]string{
 	"subscribe_data_track": {"identity", "track"},
 	"state":                nil,
 	"leave":                nil,
+	"rpc":                  {"to", "method", "text", "timeout_ms"},
+	"rpc_register":         {"method", "answer"},
+	"rpc_unregister":       {"method"},
+	"send_text":            {"text", "topic", "to", "attributes"},
+	"send_file":            {"path", "topic", "to", "attributes", "name", "mime_type"},
+	"chat":                 {"text", "to"},
 }
 
 // commandError is a command refused before it reached the Room.
@@ -438,6 +455,13 @@ func (p *participant) execute(ctx context.Context, text []byte) (line, bool) {
 		return l, false
 	case "leave":
 		return resultLine(id), true
+	case "rpc", "send_text", "send_file", "chat":
+		l, err := p.primitive(ctx, c)
+		if err != nil {
+			return p.fail(id, err), false
+		}
+		l.ID = id
+		return l, false
 	}
 	if err := p.apply(ctx, c); err != nil {
 		return p.fail(id, err), false
@@ -451,7 +475,100 @@ func (p *participant) fail(id json.RawMessage, err error) line {
 	if errors.As(err, &ce) {
 		code = ce.code
 	}
-	return errorLine(id, code, err)
+	l := errorLine(id, code, err)
+	var re *callstate.RpcError
+	if errors.As(err, &re) {
+		l.Code = "rpc_error"
+		l.RpcCode = ptr(uint32(re.Code))
+		l.RpcMessage = re.Message
+		l.RpcData = re.Data
+	}
+	return l
+}
+
+// primitive runs the RPC, stream and chat commands, whose results carry
+// more than ok.
+func (p *participant) primitive(ctx context.Context, c *commandJSON) (line, error) {
+	r := p.room
+	text := ""
+	if c.Text != nil {
+		text = *c.Text
+	}
+	l := resultLine(nil)
+	switch c.Cmd {
+	case "rpc":
+		if len(c.To) != 1 || c.Method == "" {
+			return l, invalidArgument(`the rpc command needs "to" (one identity) and "method"`)
+		}
+		if c.TimeoutMs < 0 {
+			return l, invalidArgument(`"timeout_ms" must not be negative`)
+		}
+		timeout := time.Duration(c.TimeoutMs) * time.Millisecond
+		if timeout > 0 {
+			// The call's own timeout, not the command timeout, bounds it.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout+time.Second)
+			defer cancel()
+		}
+		out, err := r.PerformRpc(ctx, c.To[0], c.Method, text, &callstate.RpcOptions{ResponseTimeout: timeout})
+		if err != nil {
+			return l, err
+		}
+		l.Text = ptr(out)
+		return l, nil
+	case "send_text":
+		if c.Text == nil {
+			return l, invalidArgument(`the send_text command needs a "text" field`)
+		}
+		info, err := r.SendText(ctx, text, &callstate.StreamOptions{Topic: c.Topic, To: c.To, Attributes: c.Attributes})
+		l.Stream = streamLine(info)
+		return l, err
+	case "send_file":
+		if c.Path == "" {
+			return l, invalidArgument(`the send_file command needs a "path" field`)
+		}
+		name := ""
+		if c.Name != nil {
+			name = *c.Name
+		}
+		info, err := r.SendFile(ctx, c.Path, &callstate.StreamOptions{Topic: c.Topic, To: c.To, Attributes: c.Attributes, Name: name, MimeType: c.MimeType})
+		l.Stream = streamLine(info)
+		return l, err
+	case "chat":
+		if c.Text == nil {
+			return l, invalidArgument(`the chat command needs a "text" field`)
+		}
+		m, err := r.SendChatMessage(ctx, text, &callstate.ChatOptions{To: c.To})
+		l.Stream = &streamJSON{ID: m.ID, Text: true}
+		return l, err
+	}
+	return l, &commandError{code: "unknown_command", msg: fmt.Sprintf("unknown command %q", c.Cmd)}
+}
+
+func streamLine(i callstate.StreamInfo) *streamJSON {
+	if i.ID == "" {
+		return nil
+	}
+	return &streamJSON{ID: i.ID, MimeType: i.MimeType, Name: i.Name, Text: i.Text, Attributes: i.Attributes}
+}
+
+// registerRpc answers calls of method with answer, or with the request's
+// payload when answer is nil, and writes an rpc_request line for each.
+func (p *participant) registerRpc(method string, answer *string) error {
+	return p.room.RegisterRpcMethod(method, func(_ context.Context, inv callstate.RpcInvocation) (string, error) {
+		p.out.write(line{
+			Type:      "rpc_request",
+			Time:      time.Now().UTC(),
+			From:      ptr(inv.CallerIdentity),
+			Method:    inv.Method,
+			RequestID: inv.RequestID,
+			Text:      ptr(inv.Payload),
+		})
+		if answer != nil {
+			return *answer, nil
+		}
+		return inv.Payload, nil
+	})
 }
 
 // apply runs the commands that call the Room.
@@ -539,6 +656,16 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 			return err
 		}
 		go p.readFrames(s)
+	case "rpc_register":
+		if c.Method == "" {
+			return invalidArgument(`the rpc_register command needs a "method" field`)
+		}
+		return p.registerRpc(c.Method, c.Answer)
+	case "rpc_unregister":
+		if c.Method == "" {
+			return invalidArgument(`the rpc_unregister command needs a "method" field`)
+		}
+		r.UnregisterRpcMethod(c.Method)
 		return nil
 	case "set_session_data":
 		var data map[string]json.RawMessage

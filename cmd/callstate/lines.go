@@ -32,6 +32,28 @@ type line struct {
 
 	// joined, and the result of "state"
 	State *callstate.Snapshot `json:"state,omitempty"`
+
+	// rpc_request, and the results of rpc, send_text, send_file and chat
+	From      *string     `json:"from,omitempty"`
+	Method    string      `json:"method,omitempty"`
+	RequestID string      `json:"request_id,omitempty"`
+	Text      *string     `json:"text,omitempty"`
+	Stream    *streamJSON `json:"stream,omitempty"`
+
+	// errors of rpc
+	RpcCode    *uint32 `json:"rpc_code,omitempty"`
+	RpcMessage string  `json:"rpc_message,omitempty"`
+	RpcData    string  `json:"rpc_data,omitempty"`
+}
+
+// streamJSON describes a data stream sent, as events.md describes one
+// received.
+type streamJSON struct {
+	ID         string            `json:"id"`
+	MimeType   string            `json:"mime_type,omitempty"`
+	Name       string            `json:"name,omitempty"`
+	Text       bool              `json:"text"`
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }

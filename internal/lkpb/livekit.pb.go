@@ -1130,7 +1130,7 @@ func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataStream_OperationType.Descriptor instead.
 func (DataStream_OperationType) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 0}
 }
 
 type DataStream_CompressionType int32
@@ -1176,7 +1176,7 @@ func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataStream_CompressionType.Descriptor instead.
 func (DataStream_CompressionType) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 1}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 1}
 }
 
 type IngressState_Status int32
@@ -1231,7 +1231,7 @@ func (x IngressState_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IngressState_Status.Descriptor instead.
 func (IngressState_Status) EnumDescriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{74, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{75, 0}
 }
 
 // Client to server.
@@ -4534,6 +4534,7 @@ type DataPacket struct {
 	//	*DataPacket_StreamHeader
 	//	*DataPacket_StreamChunk
 	//	*DataPacket_StreamTrailer
+	//	*DataPacket_ChatMessage
 	//	*DataPacket_RpcRequest
 	//	*DataPacket_RpcAck
 	//	*DataPacket_RpcResponse
@@ -4638,6 +4639,15 @@ func (x *DataPacket) GetStreamTrailer() *DataStream_Trailer {
 	return nil
 }
 
+func (x *DataPacket) GetChatMessage() *ChatMessage {
+	if x != nil {
+		if x, ok := x.Value.(*DataPacket_ChatMessage); ok {
+			return x.ChatMessage
+		}
+	}
+	return nil
+}
+
 func (x *DataPacket) GetRpcRequest() *RpcRequest {
 	if x != nil {
 		if x, ok := x.Value.(*DataPacket_RpcRequest); ok {
@@ -4699,6 +4709,10 @@ type DataPacket_StreamTrailer struct {
 	StreamTrailer *DataStream_Trailer `protobuf:"bytes,15,opt,name=stream_trailer,json=streamTrailer,proto3,oneof"`
 }
 
+type DataPacket_ChatMessage struct {
+	ChatMessage *ChatMessage `protobuf:"bytes,9,opt,name=chat_message,json=chatMessage,proto3,oneof"`
+}
+
 type DataPacket_RpcRequest struct {
 	RpcRequest *RpcRequest `protobuf:"bytes,10,opt,name=rpc_request,json=rpcRequest,proto3,oneof"`
 }
@@ -4718,6 +4732,8 @@ func (*DataPacket_StreamHeader) isDataPacket_Value() {}
 func (*DataPacket_StreamChunk) isDataPacket_Value() {}
 
 func (*DataPacket_StreamTrailer) isDataPacket_Value() {}
+
+func (*DataPacket_ChatMessage) isDataPacket_Value() {}
 
 func (*DataPacket_RpcRequest) isDataPacket_Value() {}
 
@@ -4841,6 +4857,92 @@ func (x *UserPacket) GetNonce() []byte {
 	return nil
 }
 
+// LiveKit's legacy chat message (livekit-client's sendChatMessage); newer
+// clients send chat as text streams on the lk.chat topic.
+type ChatMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Timestamp     int64                  `protobuf:"varint,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	EditTimestamp *int64                 `protobuf:"varint,3,opt,name=edit_timestamp,json=editTimestamp,proto3,oneof" json:"edit_timestamp,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Deleted       bool                   `protobuf:"varint,5,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Generated     bool                   `protobuf:"varint,6,opt,name=generated,proto3" json:"generated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMessage) Reset() {
+	*x = ChatMessage{}
+	mi := &file_livekit_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMessage) ProtoMessage() {}
+
+func (x *ChatMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
+func (*ChatMessage) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ChatMessage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetTimestamp() int64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *ChatMessage) GetEditTimestamp() int64 {
+	if x != nil && x.EditTimestamp != nil {
+		return *x.EditTimestamp
+	}
+	return 0
+}
+
+func (x *ChatMessage) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *ChatMessage) GetGenerated() bool {
+	if x != nil {
+		return x.Generated
+	}
+	return false
+}
+
 type RpcRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -4854,7 +4956,7 @@ type RpcRequest struct {
 
 func (x *RpcRequest) Reset() {
 	*x = RpcRequest{}
-	mi := &file_livekit_proto_msgTypes[41]
+	mi := &file_livekit_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4866,7 +4968,7 @@ func (x *RpcRequest) String() string {
 func (*RpcRequest) ProtoMessage() {}
 
 func (x *RpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[41]
+	mi := &file_livekit_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4879,7 +4981,7 @@ func (x *RpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
 func (*RpcRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{41}
+	return file_livekit_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RpcRequest) GetId() string {
@@ -4926,7 +5028,7 @@ type RpcAck struct {
 
 func (x *RpcAck) Reset() {
 	*x = RpcAck{}
-	mi := &file_livekit_proto_msgTypes[42]
+	mi := &file_livekit_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5040,7 @@ func (x *RpcAck) String() string {
 func (*RpcAck) ProtoMessage() {}
 
 func (x *RpcAck) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[42]
+	mi := &file_livekit_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5053,7 @@ func (x *RpcAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcAck.ProtoReflect.Descriptor instead.
 func (*RpcAck) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{42}
+	return file_livekit_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RpcAck) GetRequestId() string {
@@ -4975,7 +5077,7 @@ type RpcResponse struct {
 
 func (x *RpcResponse) Reset() {
 	*x = RpcResponse{}
-	mi := &file_livekit_proto_msgTypes[43]
+	mi := &file_livekit_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4987,7 +5089,7 @@ func (x *RpcResponse) String() string {
 func (*RpcResponse) ProtoMessage() {}
 
 func (x *RpcResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[43]
+	mi := &file_livekit_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5000,7 +5102,7 @@ func (x *RpcResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcResponse.ProtoReflect.Descriptor instead.
 func (*RpcResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{43}
+	return file_livekit_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RpcResponse) GetRequestId() string {
@@ -5062,7 +5164,7 @@ type RpcError struct {
 
 func (x *RpcError) Reset() {
 	*x = RpcError{}
-	mi := &file_livekit_proto_msgTypes[44]
+	mi := &file_livekit_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5074,7 +5176,7 @@ func (x *RpcError) String() string {
 func (*RpcError) ProtoMessage() {}
 
 func (x *RpcError) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[44]
+	mi := &file_livekit_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5087,7 +5189,7 @@ func (x *RpcError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcError.ProtoReflect.Descriptor instead.
 func (*RpcError) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{44}
+	return file_livekit_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RpcError) GetCode() uint32 {
@@ -5119,7 +5221,7 @@ type DataStream struct {
 
 func (x *DataStream) Reset() {
 	*x = DataStream{}
-	mi := &file_livekit_proto_msgTypes[45]
+	mi := &file_livekit_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5131,7 +5233,7 @@ func (x *DataStream) String() string {
 func (*DataStream) ProtoMessage() {}
 
 func (x *DataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[45]
+	mi := &file_livekit_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5144,7 +5246,7 @@ func (x *DataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream.ProtoReflect.Descriptor instead.
 func (*DataStream) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45}
+	return file_livekit_proto_rawDescGZIP(), []int{46}
 }
 
 type CreateRoomRequest struct {
@@ -5161,7 +5263,7 @@ type CreateRoomRequest struct {
 
 func (x *CreateRoomRequest) Reset() {
 	*x = CreateRoomRequest{}
-	mi := &file_livekit_proto_msgTypes[46]
+	mi := &file_livekit_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5173,7 +5275,7 @@ func (x *CreateRoomRequest) String() string {
 func (*CreateRoomRequest) ProtoMessage() {}
 
 func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[46]
+	mi := &file_livekit_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5186,7 +5288,7 @@ func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoomRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoomRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{46}
+	return file_livekit_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateRoomRequest) GetName() string {
@@ -5240,7 +5342,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_livekit_proto_msgTypes[47]
+	mi := &file_livekit_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5252,7 +5354,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[47]
+	mi := &file_livekit_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5265,7 +5367,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{47}
+	return file_livekit_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListRoomsRequest) GetNames() []string {
@@ -5284,7 +5386,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_livekit_proto_msgTypes[48]
+	mi := &file_livekit_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5296,7 +5398,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[48]
+	mi := &file_livekit_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5309,7 +5411,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{48}
+	return file_livekit_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*Room {
@@ -5328,7 +5430,7 @@ type DeleteRoomRequest struct {
 
 func (x *DeleteRoomRequest) Reset() {
 	*x = DeleteRoomRequest{}
-	mi := &file_livekit_proto_msgTypes[49]
+	mi := &file_livekit_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5340,7 +5442,7 @@ func (x *DeleteRoomRequest) String() string {
 func (*DeleteRoomRequest) ProtoMessage() {}
 
 func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[49]
+	mi := &file_livekit_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5353,7 +5455,7 @@ func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoomRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{49}
+	return file_livekit_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeleteRoomRequest) GetRoom() string {
@@ -5371,7 +5473,7 @@ type DeleteRoomResponse struct {
 
 func (x *DeleteRoomResponse) Reset() {
 	*x = DeleteRoomResponse{}
-	mi := &file_livekit_proto_msgTypes[50]
+	mi := &file_livekit_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5383,7 +5485,7 @@ func (x *DeleteRoomResponse) String() string {
 func (*DeleteRoomResponse) ProtoMessage() {}
 
 func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[50]
+	mi := &file_livekit_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5396,7 +5498,7 @@ func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoomResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{50}
+	return file_livekit_proto_rawDescGZIP(), []int{51}
 }
 
 type ListParticipantsRequest struct {
@@ -5408,7 +5510,7 @@ type ListParticipantsRequest struct {
 
 func (x *ListParticipantsRequest) Reset() {
 	*x = ListParticipantsRequest{}
-	mi := &file_livekit_proto_msgTypes[51]
+	mi := &file_livekit_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5420,7 +5522,7 @@ func (x *ListParticipantsRequest) String() string {
 func (*ListParticipantsRequest) ProtoMessage() {}
 
 func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[51]
+	mi := &file_livekit_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5433,7 +5535,7 @@ func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsRequest.ProtoReflect.Descriptor instead.
 func (*ListParticipantsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{51}
+	return file_livekit_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListParticipantsRequest) GetRoom() string {
@@ -5452,7 +5554,7 @@ type ListParticipantsResponse struct {
 
 func (x *ListParticipantsResponse) Reset() {
 	*x = ListParticipantsResponse{}
-	mi := &file_livekit_proto_msgTypes[52]
+	mi := &file_livekit_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5464,7 +5566,7 @@ func (x *ListParticipantsResponse) String() string {
 func (*ListParticipantsResponse) ProtoMessage() {}
 
 func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[52]
+	mi := &file_livekit_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5477,7 +5579,7 @@ func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsResponse.ProtoReflect.Descriptor instead.
 func (*ListParticipantsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{52}
+	return file_livekit_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListParticipantsResponse) GetParticipants() []*ParticipantInfo {
@@ -5497,7 +5599,7 @@ type RoomParticipantIdentity struct {
 
 func (x *RoomParticipantIdentity) Reset() {
 	*x = RoomParticipantIdentity{}
-	mi := &file_livekit_proto_msgTypes[53]
+	mi := &file_livekit_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5509,7 +5611,7 @@ func (x *RoomParticipantIdentity) String() string {
 func (*RoomParticipantIdentity) ProtoMessage() {}
 
 func (x *RoomParticipantIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[53]
+	mi := &file_livekit_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5522,7 +5624,7 @@ func (x *RoomParticipantIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomParticipantIdentity.ProtoReflect.Descriptor instead.
 func (*RoomParticipantIdentity) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{53}
+	return file_livekit_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RoomParticipantIdentity) GetRoom() string {
@@ -5547,7 +5649,7 @@ type RemoveParticipantResponse struct {
 
 func (x *RemoveParticipantResponse) Reset() {
 	*x = RemoveParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[54]
+	mi := &file_livekit_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5559,7 +5661,7 @@ func (x *RemoveParticipantResponse) String() string {
 func (*RemoveParticipantResponse) ProtoMessage() {}
 
 func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[54]
+	mi := &file_livekit_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5572,7 +5674,7 @@ func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{54}
+	return file_livekit_proto_rawDescGZIP(), []int{55}
 }
 
 type UpdateParticipantRequest struct {
@@ -5589,7 +5691,7 @@ type UpdateParticipantRequest struct {
 
 func (x *UpdateParticipantRequest) Reset() {
 	*x = UpdateParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[55]
+	mi := &file_livekit_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5601,7 +5703,7 @@ func (x *UpdateParticipantRequest) String() string {
 func (*UpdateParticipantRequest) ProtoMessage() {}
 
 func (x *UpdateParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[55]
+	mi := &file_livekit_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5614,7 +5716,7 @@ func (x *UpdateParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateParticipantRequest.ProtoReflect.Descriptor instead.
 func (*UpdateParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{55}
+	return file_livekit_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UpdateParticipantRequest) GetRoom() string {
@@ -5673,7 +5775,7 @@ type SendDataRequest struct {
 
 func (x *SendDataRequest) Reset() {
 	*x = SendDataRequest{}
-	mi := &file_livekit_proto_msgTypes[56]
+	mi := &file_livekit_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5685,7 +5787,7 @@ func (x *SendDataRequest) String() string {
 func (*SendDataRequest) ProtoMessage() {}
 
 func (x *SendDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[56]
+	mi := &file_livekit_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5698,7 +5800,7 @@ func (x *SendDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDataRequest.ProtoReflect.Descriptor instead.
 func (*SendDataRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{56}
+	return file_livekit_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SendDataRequest) GetRoom() string {
@@ -5751,7 +5853,7 @@ type SendDataResponse struct {
 
 func (x *SendDataResponse) Reset() {
 	*x = SendDataResponse{}
-	mi := &file_livekit_proto_msgTypes[57]
+	mi := &file_livekit_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5763,7 +5865,7 @@ func (x *SendDataResponse) String() string {
 func (*SendDataResponse) ProtoMessage() {}
 
 func (x *SendDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[57]
+	mi := &file_livekit_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5776,7 +5878,7 @@ func (x *SendDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDataResponse.ProtoReflect.Descriptor instead.
 func (*SendDataResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{57}
+	return file_livekit_proto_rawDescGZIP(), []int{58}
 }
 
 type UpdateRoomMetadataRequest struct {
@@ -5789,7 +5891,7 @@ type UpdateRoomMetadataRequest struct {
 
 func (x *UpdateRoomMetadataRequest) Reset() {
 	*x = UpdateRoomMetadataRequest{}
-	mi := &file_livekit_proto_msgTypes[58]
+	mi := &file_livekit_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5801,7 +5903,7 @@ func (x *UpdateRoomMetadataRequest) String() string {
 func (*UpdateRoomMetadataRequest) ProtoMessage() {}
 
 func (x *UpdateRoomMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[58]
+	mi := &file_livekit_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5814,7 +5916,7 @@ func (x *UpdateRoomMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoomMetadataRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoomMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{58}
+	return file_livekit_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *UpdateRoomMetadataRequest) GetRoom() string {
@@ -5843,7 +5945,7 @@ type MuteRoomTrackRequest struct {
 
 func (x *MuteRoomTrackRequest) Reset() {
 	*x = MuteRoomTrackRequest{}
-	mi := &file_livekit_proto_msgTypes[59]
+	mi := &file_livekit_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5855,7 +5957,7 @@ func (x *MuteRoomTrackRequest) String() string {
 func (*MuteRoomTrackRequest) ProtoMessage() {}
 
 func (x *MuteRoomTrackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[59]
+	mi := &file_livekit_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5868,7 +5970,7 @@ func (x *MuteRoomTrackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteRoomTrackRequest.ProtoReflect.Descriptor instead.
 func (*MuteRoomTrackRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{59}
+	return file_livekit_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MuteRoomTrackRequest) GetRoom() string {
@@ -5908,7 +6010,7 @@ type MuteRoomTrackResponse struct {
 
 func (x *MuteRoomTrackResponse) Reset() {
 	*x = MuteRoomTrackResponse{}
-	mi := &file_livekit_proto_msgTypes[60]
+	mi := &file_livekit_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5920,7 +6022,7 @@ func (x *MuteRoomTrackResponse) String() string {
 func (*MuteRoomTrackResponse) ProtoMessage() {}
 
 func (x *MuteRoomTrackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[60]
+	mi := &file_livekit_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5933,7 +6035,7 @@ func (x *MuteRoomTrackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteRoomTrackResponse.ProtoReflect.Descriptor instead.
 func (*MuteRoomTrackResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{60}
+	return file_livekit_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *MuteRoomTrackResponse) GetTrack() *TrackInfo {
@@ -5953,7 +6055,7 @@ type ParticipantTracks struct {
 
 func (x *ParticipantTracks) Reset() {
 	*x = ParticipantTracks{}
-	mi := &file_livekit_proto_msgTypes[61]
+	mi := &file_livekit_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5965,7 +6067,7 @@ func (x *ParticipantTracks) String() string {
 func (*ParticipantTracks) ProtoMessage() {}
 
 func (x *ParticipantTracks) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[61]
+	mi := &file_livekit_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5978,7 +6080,7 @@ func (x *ParticipantTracks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipantTracks.ProtoReflect.Descriptor instead.
 func (*ParticipantTracks) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{61}
+	return file_livekit_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ParticipantTracks) GetParticipantSid() string {
@@ -6008,7 +6110,7 @@ type UpdateSubscriptionsRequest struct {
 
 func (x *UpdateSubscriptionsRequest) Reset() {
 	*x = UpdateSubscriptionsRequest{}
-	mi := &file_livekit_proto_msgTypes[62]
+	mi := &file_livekit_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6020,7 +6122,7 @@ func (x *UpdateSubscriptionsRequest) String() string {
 func (*UpdateSubscriptionsRequest) ProtoMessage() {}
 
 func (x *UpdateSubscriptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[62]
+	mi := &file_livekit_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6033,7 +6135,7 @@ func (x *UpdateSubscriptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionsRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{62}
+	return file_livekit_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *UpdateSubscriptionsRequest) GetRoom() string {
@@ -6079,7 +6181,7 @@ type UpdateSubscriptionsResponse struct {
 
 func (x *UpdateSubscriptionsResponse) Reset() {
 	*x = UpdateSubscriptionsResponse{}
-	mi := &file_livekit_proto_msgTypes[63]
+	mi := &file_livekit_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6091,7 +6193,7 @@ func (x *UpdateSubscriptionsResponse) String() string {
 func (*UpdateSubscriptionsResponse) ProtoMessage() {}
 
 func (x *UpdateSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[63]
+	mi := &file_livekit_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6104,7 +6206,7 @@ func (x *UpdateSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{63}
+	return file_livekit_proto_rawDescGZIP(), []int{64}
 }
 
 type ForwardParticipantRequest struct {
@@ -6118,7 +6220,7 @@ type ForwardParticipantRequest struct {
 
 func (x *ForwardParticipantRequest) Reset() {
 	*x = ForwardParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[64]
+	mi := &file_livekit_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6130,7 +6232,7 @@ func (x *ForwardParticipantRequest) String() string {
 func (*ForwardParticipantRequest) ProtoMessage() {}
 
 func (x *ForwardParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[64]
+	mi := &file_livekit_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6143,7 +6245,7 @@ func (x *ForwardParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardParticipantRequest.ProtoReflect.Descriptor instead.
 func (*ForwardParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{64}
+	return file_livekit_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ForwardParticipantRequest) GetRoom() string {
@@ -6175,7 +6277,7 @@ type ForwardParticipantResponse struct {
 
 func (x *ForwardParticipantResponse) Reset() {
 	*x = ForwardParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[65]
+	mi := &file_livekit_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6187,7 +6289,7 @@ func (x *ForwardParticipantResponse) String() string {
 func (*ForwardParticipantResponse) ProtoMessage() {}
 
 func (x *ForwardParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[65]
+	mi := &file_livekit_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6200,7 +6302,7 @@ func (x *ForwardParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardParticipantResponse.ProtoReflect.Descriptor instead.
 func (*ForwardParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{65}
+	return file_livekit_proto_rawDescGZIP(), []int{66}
 }
 
 type MoveParticipantRequest struct {
@@ -6214,7 +6316,7 @@ type MoveParticipantRequest struct {
 
 func (x *MoveParticipantRequest) Reset() {
 	*x = MoveParticipantRequest{}
-	mi := &file_livekit_proto_msgTypes[66]
+	mi := &file_livekit_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6226,7 +6328,7 @@ func (x *MoveParticipantRequest) String() string {
 func (*MoveParticipantRequest) ProtoMessage() {}
 
 func (x *MoveParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[66]
+	mi := &file_livekit_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6239,7 +6341,7 @@ func (x *MoveParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveParticipantRequest.ProtoReflect.Descriptor instead.
 func (*MoveParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{66}
+	return file_livekit_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *MoveParticipantRequest) GetRoom() string {
@@ -6271,7 +6373,7 @@ type MoveParticipantResponse struct {
 
 func (x *MoveParticipantResponse) Reset() {
 	*x = MoveParticipantResponse{}
-	mi := &file_livekit_proto_msgTypes[67]
+	mi := &file_livekit_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6283,7 +6385,7 @@ func (x *MoveParticipantResponse) String() string {
 func (*MoveParticipantResponse) ProtoMessage() {}
 
 func (x *MoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[67]
+	mi := &file_livekit_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6296,7 +6398,7 @@ func (x *MoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*MoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{67}
+	return file_livekit_proto_rawDescGZIP(), []int{68}
 }
 
 type PerformRpcRequest struct {
@@ -6312,7 +6414,7 @@ type PerformRpcRequest struct {
 
 func (x *PerformRpcRequest) Reset() {
 	*x = PerformRpcRequest{}
-	mi := &file_livekit_proto_msgTypes[68]
+	mi := &file_livekit_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6324,7 +6426,7 @@ func (x *PerformRpcRequest) String() string {
 func (*PerformRpcRequest) ProtoMessage() {}
 
 func (x *PerformRpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[68]
+	mi := &file_livekit_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6337,7 +6439,7 @@ func (x *PerformRpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformRpcRequest.ProtoReflect.Descriptor instead.
 func (*PerformRpcRequest) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{68}
+	return file_livekit_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PerformRpcRequest) GetRoom() string {
@@ -6384,7 +6486,7 @@ type PerformRpcResponse struct {
 
 func (x *PerformRpcResponse) Reset() {
 	*x = PerformRpcResponse{}
-	mi := &file_livekit_proto_msgTypes[69]
+	mi := &file_livekit_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6396,7 +6498,7 @@ func (x *PerformRpcResponse) String() string {
 func (*PerformRpcResponse) ProtoMessage() {}
 
 func (x *PerformRpcResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[69]
+	mi := &file_livekit_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6409,7 +6511,7 @@ func (x *PerformRpcResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformRpcResponse.ProtoReflect.Descriptor instead.
 func (*PerformRpcResponse) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{69}
+	return file_livekit_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PerformRpcResponse) GetPayload() string {
@@ -6438,7 +6540,7 @@ type RoomConfiguration struct {
 
 func (x *RoomConfiguration) Reset() {
 	*x = RoomConfiguration{}
-	mi := &file_livekit_proto_msgTypes[70]
+	mi := &file_livekit_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6450,7 +6552,7 @@ func (x *RoomConfiguration) String() string {
 func (*RoomConfiguration) ProtoMessage() {}
 
 func (x *RoomConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[70]
+	mi := &file_livekit_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6463,7 +6565,7 @@ func (x *RoomConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomConfiguration.ProtoReflect.Descriptor instead.
 func (*RoomConfiguration) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{70}
+	return file_livekit_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RoomConfiguration) GetName() string {
@@ -6548,7 +6650,7 @@ type RoomAgentDispatch struct {
 
 func (x *RoomAgentDispatch) Reset() {
 	*x = RoomAgentDispatch{}
-	mi := &file_livekit_proto_msgTypes[71]
+	mi := &file_livekit_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6560,7 +6662,7 @@ func (x *RoomAgentDispatch) String() string {
 func (*RoomAgentDispatch) ProtoMessage() {}
 
 func (x *RoomAgentDispatch) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[71]
+	mi := &file_livekit_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6573,7 +6675,7 @@ func (x *RoomAgentDispatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomAgentDispatch.ProtoReflect.Descriptor instead.
 func (*RoomAgentDispatch) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{71}
+	return file_livekit_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RoomAgentDispatch) GetAgentName() string {
@@ -6614,7 +6716,7 @@ type WebhookEvent struct {
 
 func (x *WebhookEvent) Reset() {
 	*x = WebhookEvent{}
-	mi := &file_livekit_proto_msgTypes[72]
+	mi := &file_livekit_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6626,7 +6728,7 @@ func (x *WebhookEvent) String() string {
 func (*WebhookEvent) ProtoMessage() {}
 
 func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[72]
+	mi := &file_livekit_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6639,7 +6741,7 @@ func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookEvent.ProtoReflect.Descriptor instead.
 func (*WebhookEvent) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{72}
+	return file_livekit_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *WebhookEvent) GetEvent() string {
@@ -6725,7 +6827,7 @@ type EgressInfo struct {
 
 func (x *EgressInfo) Reset() {
 	*x = EgressInfo{}
-	mi := &file_livekit_proto_msgTypes[73]
+	mi := &file_livekit_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6737,7 +6839,7 @@ func (x *EgressInfo) String() string {
 func (*EgressInfo) ProtoMessage() {}
 
 func (x *EgressInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[73]
+	mi := &file_livekit_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6750,7 +6852,7 @@ func (x *EgressInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressInfo.ProtoReflect.Descriptor instead.
 func (*EgressInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{73}
+	return file_livekit_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *EgressInfo) GetEgressId() string {
@@ -6839,7 +6941,7 @@ type IngressState struct {
 
 func (x *IngressState) Reset() {
 	*x = IngressState{}
-	mi := &file_livekit_proto_msgTypes[74]
+	mi := &file_livekit_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6851,7 +6953,7 @@ func (x *IngressState) String() string {
 func (*IngressState) ProtoMessage() {}
 
 func (x *IngressState) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[74]
+	mi := &file_livekit_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6864,7 +6966,7 @@ func (x *IngressState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngressState.ProtoReflect.Descriptor instead.
 func (*IngressState) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{74}
+	return file_livekit_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *IngressState) GetStatus() IngressState_Status {
@@ -6943,7 +7045,7 @@ type IngressInfo struct {
 
 func (x *IngressInfo) Reset() {
 	*x = IngressInfo{}
-	mi := &file_livekit_proto_msgTypes[75]
+	mi := &file_livekit_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6955,7 +7057,7 @@ func (x *IngressInfo) String() string {
 func (*IngressInfo) ProtoMessage() {}
 
 func (x *IngressInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[75]
+	mi := &file_livekit_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6968,7 +7070,7 @@ func (x *IngressInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngressInfo.ProtoReflect.Descriptor instead.
 func (*IngressInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{75}
+	return file_livekit_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *IngressInfo) GetIngressId() string {
@@ -7051,7 +7153,7 @@ type SpeakersChanged struct {
 
 func (x *SpeakersChanged) Reset() {
 	*x = SpeakersChanged{}
-	mi := &file_livekit_proto_msgTypes[76]
+	mi := &file_livekit_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7063,7 +7165,7 @@ func (x *SpeakersChanged) String() string {
 func (*SpeakersChanged) ProtoMessage() {}
 
 func (x *SpeakersChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[76]
+	mi := &file_livekit_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7076,7 +7178,7 @@ func (x *SpeakersChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakersChanged.ProtoReflect.Descriptor instead.
 func (*SpeakersChanged) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{76}
+	return file_livekit_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SpeakersChanged) GetSpeakers() []*SpeakerInfo {
@@ -7097,7 +7199,7 @@ type SpeakerInfo struct {
 
 func (x *SpeakerInfo) Reset() {
 	*x = SpeakerInfo{}
-	mi := &file_livekit_proto_msgTypes[77]
+	mi := &file_livekit_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7109,7 +7211,7 @@ func (x *SpeakerInfo) String() string {
 func (*SpeakerInfo) ProtoMessage() {}
 
 func (x *SpeakerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[77]
+	mi := &file_livekit_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7122,7 +7224,7 @@ func (x *SpeakerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakerInfo.ProtoReflect.Descriptor instead.
 func (*SpeakerInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{77}
+	return file_livekit_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SpeakerInfo) GetSid() string {
@@ -7157,7 +7259,7 @@ type ConnectionQualityInfo struct {
 
 func (x *ConnectionQualityInfo) Reset() {
 	*x = ConnectionQualityInfo{}
-	mi := &file_livekit_proto_msgTypes[78]
+	mi := &file_livekit_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7169,7 +7271,7 @@ func (x *ConnectionQualityInfo) String() string {
 func (*ConnectionQualityInfo) ProtoMessage() {}
 
 func (x *ConnectionQualityInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[78]
+	mi := &file_livekit_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7182,7 +7284,7 @@ func (x *ConnectionQualityInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionQualityInfo.ProtoReflect.Descriptor instead.
 func (*ConnectionQualityInfo) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{78}
+	return file_livekit_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ConnectionQualityInfo) GetParticipantSid() string {
@@ -7215,7 +7317,7 @@ type ConnectionQualityUpdate struct {
 
 func (x *ConnectionQualityUpdate) Reset() {
 	*x = ConnectionQualityUpdate{}
-	mi := &file_livekit_proto_msgTypes[79]
+	mi := &file_livekit_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7227,7 +7329,7 @@ func (x *ConnectionQualityUpdate) String() string {
 func (*ConnectionQualityUpdate) ProtoMessage() {}
 
 func (x *ConnectionQualityUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[79]
+	mi := &file_livekit_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7240,7 +7342,7 @@ func (x *ConnectionQualityUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionQualityUpdate.ProtoReflect.Descriptor instead.
 func (*ConnectionQualityUpdate) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{79}
+	return file_livekit_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ConnectionQualityUpdate) GetUpdates() []*ConnectionQualityInfo {
@@ -7261,7 +7363,7 @@ type DataTrackSubscriberHandles_PublishedDataTrack struct {
 
 func (x *DataTrackSubscriberHandles_PublishedDataTrack) Reset() {
 	*x = DataTrackSubscriberHandles_PublishedDataTrack{}
-	mi := &file_livekit_proto_msgTypes[84]
+	mi := &file_livekit_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7273,7 +7375,7 @@ func (x *DataTrackSubscriberHandles_PublishedDataTrack) String() string {
 func (*DataTrackSubscriberHandles_PublishedDataTrack) ProtoMessage() {}
 
 func (x *DataTrackSubscriberHandles_PublishedDataTrack) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[84]
+	mi := &file_livekit_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7321,7 +7423,7 @@ type UpdateDataSubscription_Update struct {
 
 func (x *UpdateDataSubscription_Update) Reset() {
 	*x = UpdateDataSubscription_Update{}
-	mi := &file_livekit_proto_msgTypes[86]
+	mi := &file_livekit_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7333,7 +7435,7 @@ func (x *UpdateDataSubscription_Update) String() string {
 func (*UpdateDataSubscription_Update) ProtoMessage() {}
 
 func (x *UpdateDataSubscription_Update) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[86]
+	mi := &file_livekit_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7383,7 +7485,7 @@ type DataStream_TextHeader struct {
 
 func (x *DataStream_TextHeader) Reset() {
 	*x = DataStream_TextHeader{}
-	mi := &file_livekit_proto_msgTypes[87]
+	mi := &file_livekit_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7395,7 +7497,7 @@ func (x *DataStream_TextHeader) String() string {
 func (*DataStream_TextHeader) ProtoMessage() {}
 
 func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[87]
+	mi := &file_livekit_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7408,7 +7510,7 @@ func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_TextHeader.ProtoReflect.Descriptor instead.
 func (*DataStream_TextHeader) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 0}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 0}
 }
 
 func (x *DataStream_TextHeader) GetOperationType() DataStream_OperationType {
@@ -7455,7 +7557,7 @@ type DataStream_ByteHeader struct {
 
 func (x *DataStream_ByteHeader) Reset() {
 	*x = DataStream_ByteHeader{}
-	mi := &file_livekit_proto_msgTypes[88]
+	mi := &file_livekit_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7467,7 +7569,7 @@ func (x *DataStream_ByteHeader) String() string {
 func (*DataStream_ByteHeader) ProtoMessage() {}
 
 func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[88]
+	mi := &file_livekit_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7480,7 +7582,7 @@ func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_ByteHeader.ProtoReflect.Descriptor instead.
 func (*DataStream_ByteHeader) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 1}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 1}
 }
 
 func (x *DataStream_ByteHeader) GetName() string {
@@ -7511,7 +7613,7 @@ type DataStream_Header struct {
 
 func (x *DataStream_Header) Reset() {
 	*x = DataStream_Header{}
-	mi := &file_livekit_proto_msgTypes[89]
+	mi := &file_livekit_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7523,7 +7625,7 @@ func (x *DataStream_Header) String() string {
 func (*DataStream_Header) ProtoMessage() {}
 
 func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[89]
+	mi := &file_livekit_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7536,7 +7638,7 @@ func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Header.ProtoReflect.Descriptor instead.
 func (*DataStream_Header) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 2}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 2}
 }
 
 func (x *DataStream_Header) GetStreamId() string {
@@ -7648,7 +7750,7 @@ type DataStream_Chunk struct {
 
 func (x *DataStream_Chunk) Reset() {
 	*x = DataStream_Chunk{}
-	mi := &file_livekit_proto_msgTypes[90]
+	mi := &file_livekit_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7660,7 +7762,7 @@ func (x *DataStream_Chunk) String() string {
 func (*DataStream_Chunk) ProtoMessage() {}
 
 func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[90]
+	mi := &file_livekit_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7673,7 +7775,7 @@ func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Chunk.ProtoReflect.Descriptor instead.
 func (*DataStream_Chunk) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 3}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 3}
 }
 
 func (x *DataStream_Chunk) GetStreamId() string {
@@ -7715,7 +7817,7 @@ type DataStream_Trailer struct {
 
 func (x *DataStream_Trailer) Reset() {
 	*x = DataStream_Trailer{}
-	mi := &file_livekit_proto_msgTypes[91]
+	mi := &file_livekit_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7727,7 +7829,7 @@ func (x *DataStream_Trailer) String() string {
 func (*DataStream_Trailer) ProtoMessage() {}
 
 func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[91]
+	mi := &file_livekit_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7740,7 +7842,7 @@ func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataStream_Trailer.ProtoReflect.Descriptor instead.
 func (*DataStream_Trailer) Descriptor() ([]byte, []int) {
-	return file_livekit_proto_rawDescGZIP(), []int{45, 4}
+	return file_livekit_proto_rawDescGZIP(), []int{46, 4}
 }
 
 func (x *DataStream_Trailer) GetStreamId() string {
@@ -8148,7 +8250,7 @@ const file_livekit_proto_rawDesc = "" +
 	"\x05SWIFT\x10\x02\x12\v\n" +
 	"\aANDROID\x10\x03\x12\v\n" +
 	"\aFLUTTER\x10\x04\x12\x06\n" +
-	"\x02GO\x10\x05\"\xee\x05\n" +
+	"\x02GO\x10\x05\"\xb2\x06\n" +
 	"\n" +
 	"DataPacket\x125\n" +
 	"\x04kind\x18\x01 \x01(\x0e2!.callstate.lkwire.DataPacket.KindR\x04kind\x121\n" +
@@ -8157,7 +8259,8 @@ const file_livekit_proto_rawDesc = "" +
 	"\x04user\x18\x02 \x01(\v2\x1c.callstate.lkwire.UserPacketH\x00R\x04user\x12J\n" +
 	"\rstream_header\x18\r \x01(\v2#.callstate.lkwire.DataStream.HeaderH\x00R\fstreamHeader\x12G\n" +
 	"\fstream_chunk\x18\x0e \x01(\v2\".callstate.lkwire.DataStream.ChunkH\x00R\vstreamChunk\x12M\n" +
-	"\x0estream_trailer\x18\x0f \x01(\v2$.callstate.lkwire.DataStream.TrailerH\x00R\rstreamTrailer\x12?\n" +
+	"\x0estream_trailer\x18\x0f \x01(\v2$.callstate.lkwire.DataStream.TrailerH\x00R\rstreamTrailer\x12B\n" +
+	"\fchat_message\x18\t \x01(\v2\x1d.callstate.lkwire.ChatMessageH\x00R\vchatMessage\x12?\n" +
 	"\vrpc_request\x18\n" +
 	" \x01(\v2\x1c.callstate.lkwire.RpcRequestH\x00R\n" +
 	"rpcRequest\x123\n" +
@@ -8186,7 +8289,15 @@ const file_livekit_proto_rawDesc = "" +
 	"\x06_topicB\x05\n" +
 	"\x03_idB\r\n" +
 	"\v_start_timeB\v\n" +
-	"\t_end_time\"\x98\x01\n" +
+	"\t_end_time\"\xcc\x01\n" +
+	"\vChatMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\ttimestamp\x18\x02 \x01(\x03R\ttimestamp\x12*\n" +
+	"\x0eedit_timestamp\x18\x03 \x01(\x03H\x00R\reditTimestamp\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x18\n" +
+	"\adeleted\x18\x05 \x01(\bR\adeleted\x12\x1c\n" +
+	"\tgenerated\x18\x06 \x01(\bR\tgeneratedB\x11\n" +
+	"\x0f_edit_timestamp\"\x98\x01\n" +
 	"\n" +
 	"RpcRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -8552,7 +8663,7 @@ func file_livekit_proto_rawDescGZIP() []byte {
 }
 
 var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 22)
-var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
+var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
 var file_livekit_proto_goTypes = []any{
 	(SignalTarget)(0),                                     // 0: callstate.lkwire.SignalTarget
 	(ClientConfigSetting)(0),                              // 1: callstate.lkwire.ClientConfigSetting
@@ -8617,62 +8728,63 @@ var file_livekit_proto_goTypes = []any{
 	(*ClientInfo)(nil),                                    // 60: callstate.lkwire.ClientInfo
 	(*DataPacket)(nil),                                    // 61: callstate.lkwire.DataPacket
 	(*UserPacket)(nil),                                    // 62: callstate.lkwire.UserPacket
-	(*RpcRequest)(nil),                                    // 63: callstate.lkwire.RpcRequest
-	(*RpcAck)(nil),                                        // 64: callstate.lkwire.RpcAck
-	(*RpcResponse)(nil),                                   // 65: callstate.lkwire.RpcResponse
-	(*RpcError)(nil),                                      // 66: callstate.lkwire.RpcError
-	(*DataStream)(nil),                                    // 67: callstate.lkwire.DataStream
-	(*CreateRoomRequest)(nil),                             // 68: callstate.lkwire.CreateRoomRequest
-	(*ListRoomsRequest)(nil),                              // 69: callstate.lkwire.ListRoomsRequest
-	(*ListRoomsResponse)(nil),                             // 70: callstate.lkwire.ListRoomsResponse
-	(*DeleteRoomRequest)(nil),                             // 71: callstate.lkwire.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),                            // 72: callstate.lkwire.DeleteRoomResponse
-	(*ListParticipantsRequest)(nil),                       // 73: callstate.lkwire.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),                      // 74: callstate.lkwire.ListParticipantsResponse
-	(*RoomParticipantIdentity)(nil),                       // 75: callstate.lkwire.RoomParticipantIdentity
-	(*RemoveParticipantResponse)(nil),                     // 76: callstate.lkwire.RemoveParticipantResponse
-	(*UpdateParticipantRequest)(nil),                      // 77: callstate.lkwire.UpdateParticipantRequest
-	(*SendDataRequest)(nil),                               // 78: callstate.lkwire.SendDataRequest
-	(*SendDataResponse)(nil),                              // 79: callstate.lkwire.SendDataResponse
-	(*UpdateRoomMetadataRequest)(nil),                     // 80: callstate.lkwire.UpdateRoomMetadataRequest
-	(*MuteRoomTrackRequest)(nil),                          // 81: callstate.lkwire.MuteRoomTrackRequest
-	(*MuteRoomTrackResponse)(nil),                         // 82: callstate.lkwire.MuteRoomTrackResponse
-	(*ParticipantTracks)(nil),                             // 83: callstate.lkwire.ParticipantTracks
-	(*UpdateSubscriptionsRequest)(nil),                    // 84: callstate.lkwire.UpdateSubscriptionsRequest
-	(*UpdateSubscriptionsResponse)(nil),                   // 85: callstate.lkwire.UpdateSubscriptionsResponse
-	(*ForwardParticipantRequest)(nil),                     // 86: callstate.lkwire.ForwardParticipantRequest
-	(*ForwardParticipantResponse)(nil),                    // 87: callstate.lkwire.ForwardParticipantResponse
-	(*MoveParticipantRequest)(nil),                        // 88: callstate.lkwire.MoveParticipantRequest
-	(*MoveParticipantResponse)(nil),                       // 89: callstate.lkwire.MoveParticipantResponse
-	(*PerformRpcRequest)(nil),                             // 90: callstate.lkwire.PerformRpcRequest
-	(*PerformRpcResponse)(nil),                            // 91: callstate.lkwire.PerformRpcResponse
-	(*RoomConfiguration)(nil),                             // 92: callstate.lkwire.RoomConfiguration
-	(*RoomAgentDispatch)(nil),                             // 93: callstate.lkwire.RoomAgentDispatch
-	(*WebhookEvent)(nil),                                  // 94: callstate.lkwire.WebhookEvent
-	(*EgressInfo)(nil),                                    // 95: callstate.lkwire.EgressInfo
-	(*IngressState)(nil),                                  // 96: callstate.lkwire.IngressState
-	(*IngressInfo)(nil),                                   // 97: callstate.lkwire.IngressInfo
-	(*SpeakersChanged)(nil),                               // 98: callstate.lkwire.SpeakersChanged
-	(*SpeakerInfo)(nil),                                   // 99: callstate.lkwire.SpeakerInfo
-	(*ConnectionQualityInfo)(nil),                         // 100: callstate.lkwire.ConnectionQualityInfo
-	(*ConnectionQualityUpdate)(nil),                       // 101: callstate.lkwire.ConnectionQualityUpdate
-	nil,                                                   // 102: callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	nil,                                                   // 103: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	nil,                                                   // 104: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	nil,                                                   // 105: callstate.lkwire.ParticipantInfo.AttributesEntry
-	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 106: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
-	nil,                                   // 107: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
-	(*UpdateDataSubscription_Update)(nil), // 108: callstate.lkwire.UpdateDataSubscription.Update
-	(*DataStream_TextHeader)(nil),         // 109: callstate.lkwire.DataStream.TextHeader
-	(*DataStream_ByteHeader)(nil),         // 110: callstate.lkwire.DataStream.ByteHeader
-	(*DataStream_Header)(nil),             // 111: callstate.lkwire.DataStream.Header
-	(*DataStream_Chunk)(nil),              // 112: callstate.lkwire.DataStream.Chunk
-	(*DataStream_Trailer)(nil),            // 113: callstate.lkwire.DataStream.Trailer
-	nil,                                   // 114: callstate.lkwire.DataStream.Header.AttributesEntry
-	nil,                                   // 115: callstate.lkwire.DataStream.Trailer.AttributesEntry
-	nil,                                   // 116: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	nil,                                   // 117: callstate.lkwire.RoomConfiguration.TagsEntry
-	nil,                                   // 118: callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	(*ChatMessage)(nil),                                   // 63: callstate.lkwire.ChatMessage
+	(*RpcRequest)(nil),                                    // 64: callstate.lkwire.RpcRequest
+	(*RpcAck)(nil),                                        // 65: callstate.lkwire.RpcAck
+	(*RpcResponse)(nil),                                   // 66: callstate.lkwire.RpcResponse
+	(*RpcError)(nil),                                      // 67: callstate.lkwire.RpcError
+	(*DataStream)(nil),                                    // 68: callstate.lkwire.DataStream
+	(*CreateRoomRequest)(nil),                             // 69: callstate.lkwire.CreateRoomRequest
+	(*ListRoomsRequest)(nil),                              // 70: callstate.lkwire.ListRoomsRequest
+	(*ListRoomsResponse)(nil),                             // 71: callstate.lkwire.ListRoomsResponse
+	(*DeleteRoomRequest)(nil),                             // 72: callstate.lkwire.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),                            // 73: callstate.lkwire.DeleteRoomResponse
+	(*ListParticipantsRequest)(nil),                       // 74: callstate.lkwire.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),                      // 75: callstate.lkwire.ListParticipantsResponse
+	(*RoomParticipantIdentity)(nil),                       // 76: callstate.lkwire.RoomParticipantIdentity
+	(*RemoveParticipantResponse)(nil),                     // 77: callstate.lkwire.RemoveParticipantResponse
+	(*UpdateParticipantRequest)(nil),                      // 78: callstate.lkwire.UpdateParticipantRequest
+	(*SendDataRequest)(nil),                               // 79: callstate.lkwire.SendDataRequest
+	(*SendDataResponse)(nil),                              // 80: callstate.lkwire.SendDataResponse
+	(*UpdateRoomMetadataRequest)(nil),                     // 81: callstate.lkwire.UpdateRoomMetadataRequest
+	(*MuteRoomTrackRequest)(nil),                          // 82: callstate.lkwire.MuteRoomTrackRequest
+	(*MuteRoomTrackResponse)(nil),                         // 83: callstate.lkwire.MuteRoomTrackResponse
+	(*ParticipantTracks)(nil),                             // 84: callstate.lkwire.ParticipantTracks
+	(*UpdateSubscriptionsRequest)(nil),                    // 85: callstate.lkwire.UpdateSubscriptionsRequest
+	(*UpdateSubscriptionsResponse)(nil),                   // 86: callstate.lkwire.UpdateSubscriptionsResponse
+	(*ForwardParticipantRequest)(nil),                     // 87: callstate.lkwire.ForwardParticipantRequest
+	(*ForwardParticipantResponse)(nil),                    // 88: callstate.lkwire.ForwardParticipantResponse
+	(*MoveParticipantRequest)(nil),                        // 89: callstate.lkwire.MoveParticipantRequest
+	(*MoveParticipantResponse)(nil),                       // 90: callstate.lkwire.MoveParticipantResponse
+	(*PerformRpcRequest)(nil),                             // 91: callstate.lkwire.PerformRpcRequest
+	(*PerformRpcResponse)(nil),                            // 92: callstate.lkwire.PerformRpcResponse
+	(*RoomConfiguration)(nil),                             // 93: callstate.lkwire.RoomConfiguration
+	(*RoomAgentDispatch)(nil),                             // 94: callstate.lkwire.RoomAgentDispatch
+	(*WebhookEvent)(nil),                                  // 95: callstate.lkwire.WebhookEvent
+	(*EgressInfo)(nil),                                    // 96: callstate.lkwire.EgressInfo
+	(*IngressState)(nil),                                  // 97: callstate.lkwire.IngressState
+	(*IngressInfo)(nil),                                   // 98: callstate.lkwire.IngressInfo
+	(*SpeakersChanged)(nil),                               // 99: callstate.lkwire.SpeakersChanged
+	(*SpeakerInfo)(nil),                                   // 100: callstate.lkwire.SpeakerInfo
+	(*ConnectionQualityInfo)(nil),                         // 101: callstate.lkwire.ConnectionQualityInfo
+	(*ConnectionQualityUpdate)(nil),                       // 102: callstate.lkwire.ConnectionQualityUpdate
+	nil,                                                   // 103: callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	nil,                                                   // 104: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	nil,                                                   // 105: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	nil,                                                   // 106: callstate.lkwire.ParticipantInfo.AttributesEntry
+	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 107: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	nil,                                   // 108: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	(*UpdateDataSubscription_Update)(nil), // 109: callstate.lkwire.UpdateDataSubscription.Update
+	(*DataStream_TextHeader)(nil),         // 110: callstate.lkwire.DataStream.TextHeader
+	(*DataStream_ByteHeader)(nil),         // 111: callstate.lkwire.DataStream.ByteHeader
+	(*DataStream_Header)(nil),             // 112: callstate.lkwire.DataStream.Header
+	(*DataStream_Chunk)(nil),              // 113: callstate.lkwire.DataStream.Chunk
+	(*DataStream_Trailer)(nil),            // 114: callstate.lkwire.DataStream.Trailer
+	nil,                                   // 115: callstate.lkwire.DataStream.Header.AttributesEntry
+	nil,                                   // 116: callstate.lkwire.DataStream.Trailer.AttributesEntry
+	nil,                                   // 117: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	nil,                                   // 118: callstate.lkwire.RoomConfiguration.TagsEntry
+	nil,                                   // 119: callstate.lkwire.RoomAgentDispatch.AttributesEntry
 }
 var file_livekit_proto_depIdxs = []int32{
 	24,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
@@ -8691,9 +8803,9 @@ var file_livekit_proto_depIdxs = []int32{
 	25,  // 13: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
 	30,  // 14: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
 	32,  // 15: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
-	98,  // 16: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
+	99,  // 16: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
 	31,  // 17: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
-	101, // 18: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
+	102, // 18: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
 	28,  // 19: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
 	35,  // 20: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
 	36,  // 21: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
@@ -8701,7 +8813,7 @@ var file_livekit_proto_depIdxs = []int32{
 	52,  // 23: callstate.lkwire.SignalResponse.publish_data_track_response:type_name -> callstate.lkwire.PublishDataTrackResponse
 	54,  // 24: callstate.lkwire.SignalResponse.unpublish_data_track_response:type_name -> callstate.lkwire.UnpublishDataTrackResponse
 	55,  // 25: callstate.lkwire.SignalResponse.data_track_subscriber_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles
-	102, // 26: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	103, // 26: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
 	0,   // 27: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
 	46,  // 28: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
 	48,  // 29: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
@@ -8718,7 +8830,7 @@ var file_livekit_proto_depIdxs = []int32{
 	46,  // 40: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
 	4,   // 41: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
 	9,   // 42: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
-	103, // 43: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	104, // 43: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
 	10,  // 44: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
 	25,  // 45: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
 	33,  // 46: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
@@ -8737,7 +8849,7 @@ var file_livekit_proto_depIdxs = []int32{
 	0,   // 59: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
 	60,  // 60: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
 	42,  // 61: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
-	104, // 62: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	105, // 62: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
 	24,  // 63: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
 	5,   // 64: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
 	39,  // 65: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
@@ -8747,7 +8859,7 @@ var file_livekit_proto_depIdxs = []int32{
 	12,  // 69: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
 	47,  // 70: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
 	13,  // 71: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
-	105, // 72: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
+	106, // 72: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
 	4,   // 73: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
 	58,  // 74: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
 	14,  // 75: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
@@ -8756,85 +8868,86 @@ var file_livekit_proto_depIdxs = []int32{
 	15,  // 78: callstate.lkwire.PublishDataTrackRequest.encryption:type_name -> callstate.lkwire.Encryption.Type
 	50,  // 79: callstate.lkwire.PublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
 	50,  // 80: callstate.lkwire.UnpublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
-	107, // 81: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
-	108, // 82: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
+	108, // 81: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	109, // 82: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
 	2,   // 83: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
 	3,   // 84: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
 	16,  // 85: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
 	17,  // 86: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
 	18,  // 87: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
 	62,  // 88: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
-	111, // 89: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
-	112, // 90: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
-	113, // 91: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
-	63,  // 92: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
-	64,  // 93: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
-	65,  // 94: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
-	66,  // 95: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
-	46,  // 96: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
-	48,  // 97: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
-	47,  // 98: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
-	116, // 99: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	18,  // 100: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	58,  // 101: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
-	83,  // 102: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
-	93,  // 103: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
-	117, // 104: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
-	118, // 105: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
-	46,  // 106: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
-	48,  // 107: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
-	95,  // 108: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
-	97,  // 109: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
-	58,  // 110: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
-	6,   // 111: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
-	21,  // 112: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
-	58,  // 113: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
-	7,   // 114: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
-	96,  // 115: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
-	99,  // 116: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
-	8,   // 117: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
-	100, // 118: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
-	106, // 119: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
-	56,  // 120: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
-	19,  // 121: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
-	114, // 122: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
-	109, // 123: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
-	110, // 124: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
-	20,  // 125: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
-	115, // 126: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
-	68,  // 127: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
-	69,  // 128: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
-	71,  // 129: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
-	73,  // 130: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
-	75,  // 131: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	75,  // 132: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	77,  // 133: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
-	78,  // 134: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
-	80,  // 135: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
-	81,  // 136: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
-	84,  // 137: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
-	86,  // 138: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
-	88,  // 139: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
-	90,  // 140: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
-	46,  // 141: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
-	70,  // 142: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
-	72,  // 143: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
-	74,  // 144: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
-	48,  // 145: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	76,  // 146: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
-	48,  // 147: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	79,  // 148: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
-	46,  // 149: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
-	82,  // 150: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
-	85,  // 151: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
-	87,  // 152: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
-	89,  // 153: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
-	91,  // 154: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
-	141, // [141:155] is the sub-list for method output_type
-	127, // [127:141] is the sub-list for method input_type
-	127, // [127:127] is the sub-list for extension type_name
-	127, // [127:127] is the sub-list for extension extendee
-	0,   // [0:127] is the sub-list for field type_name
+	112, // 89: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
+	113, // 90: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
+	114, // 91: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
+	63,  // 92: callstate.lkwire.DataPacket.chat_message:type_name -> callstate.lkwire.ChatMessage
+	64,  // 93: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
+	65,  // 94: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
+	66,  // 95: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
+	67,  // 96: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
+	46,  // 97: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
+	48,  // 98: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
+	47,  // 99: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
+	117, // 100: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	18,  // 101: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	58,  // 102: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
+	84,  // 103: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
+	94,  // 104: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
+	118, // 105: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
+	119, // 106: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	46,  // 107: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
+	48,  // 108: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
+	96,  // 109: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
+	98,  // 110: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
+	58,  // 111: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
+	6,   // 112: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
+	21,  // 113: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
+	58,  // 114: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
+	7,   // 115: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
+	97,  // 116: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
+	100, // 117: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
+	8,   // 118: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
+	101, // 119: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
+	107, // 120: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	56,  // 121: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
+	19,  // 122: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
+	115, // 123: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
+	110, // 124: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
+	111, // 125: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
+	20,  // 126: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
+	116, // 127: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
+	69,  // 128: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
+	70,  // 129: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
+	72,  // 130: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
+	74,  // 131: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
+	76,  // 132: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	76,  // 133: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	78,  // 134: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
+	79,  // 135: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
+	81,  // 136: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
+	82,  // 137: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
+	85,  // 138: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
+	87,  // 139: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
+	89,  // 140: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
+	91,  // 141: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
+	46,  // 142: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
+	71,  // 143: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
+	73,  // 144: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
+	75,  // 145: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
+	48,  // 146: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	77,  // 147: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
+	48,  // 148: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	80,  // 149: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
+	46,  // 150: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
+	83,  // 151: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
+	86,  // 152: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
+	88,  // 153: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
+	90,  // 154: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
+	92,  // 155: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
+	142, // [142:156] is the sub-list for method output_type
+	128, // [128:142] is the sub-list for method input_type
+	128, // [128:128] is the sub-list for extension type_name
+	128, // [128:128] is the sub-list for extension extendee
+	0,   // [0:128] is the sub-list for field type_name
 }
 
 func init() { file_livekit_proto_init() }
@@ -8888,17 +9001,19 @@ func file_livekit_proto_init() {
 		(*DataPacket_StreamHeader)(nil),
 		(*DataPacket_StreamChunk)(nil),
 		(*DataPacket_StreamTrailer)(nil),
+		(*DataPacket_ChatMessage)(nil),
 		(*DataPacket_RpcRequest)(nil),
 		(*DataPacket_RpcAck)(nil),
 		(*DataPacket_RpcResponse)(nil),
 	}
 	file_livekit_proto_msgTypes[40].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[43].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[41].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[44].OneofWrappers = []any{
 		(*RpcResponse_Payload)(nil),
 		(*RpcResponse_Error)(nil),
 	}
-	file_livekit_proto_msgTypes[56].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[89].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[57].OneofWrappers = []any{}
+	file_livekit_proto_msgTypes[90].OneofWrappers = []any{
 		(*DataStream_Header_TextHeader)(nil),
 		(*DataStream_Header_ByteHeader)(nil),
 	}
@@ -8908,7 +9023,7 @@ func file_livekit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livekit_proto_rawDesc), len(file_livekit_proto_rawDesc)),
 			NumEnums:      22,
-			NumMessages:   97,
+			NumMessages:   98,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -46,6 +46,13 @@ const (
 	PathV1 = "/rtc/v1"
 )
 
+// ClientProtocol is the version of LiveKit's client-to-client protocol
+// callstate speaks (ClientInfo.client_protocol): 1 adds RPC over data
+// streams, 2 single-packet streams with their content in the header.
+// Peers pick their formats for callstate by it, so it must not claim more
+// than callstate understands.
+const ClientProtocol = 2
+
 // MaxFrameSize bounds one signalling frame read from the server. A
 // JoinResponse carries every participant's metadata (up to 512 KiB each), so
 // the limit is generous; a larger frame closes the connection.
@@ -190,6 +197,7 @@ func JoinURL(opts Options) (string, error) {
 	}
 	u.Path = base + PathV0
 	q.Set("protocol", strconv.Itoa(ProtocolVersion))
+	q.Set("client_protocol", strconv.Itoa(ClientProtocol))
 	q.Set("sdk", "go")
 	q.Set("version", opts.SDKVersion)
 	q.Set("auto_subscribe", boolParam(opts.AutoSubscribe))
@@ -217,6 +225,8 @@ func joinRequest(opts Options) *lkpb.JoinRequest {
 			Sdk:      lkpb.ClientInfo_GO,
 			Version:  opts.SDKVersion,
 			Protocol: ProtocolVersion,
+
+			ClientProtocol: ClientProtocol,
 		},
 		ConnectionSettings: &lkpb.ConnectionSettings{
 			AutoSubscribe: opts.AutoSubscribe,

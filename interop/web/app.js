@@ -9,12 +9,15 @@
 // userData (JSON), appMessage (JSON), topic and payload (the data packet),
 // singlePC ("false" joins with two PeerConnections instead of
 // livekit-client's default of one).
+// With mode=primitives it runs primitives.js instead.
 import { Room, RoomEvent } from 'livekit-client';
+import { runPrimitives } from './primitives.js';
 
 const APP_MESSAGE_TOPIC = 'callstate.app-message';
 const READY_TOPIC = 'interop.ready';
 
 const q = new URLSearchParams(location.search);
+const primitives = q.get('mode') === 'primitives';
 const peer = q.get('peer');
 const text = new TextDecoder();
 const bytes = new TextEncoder();
@@ -32,7 +35,7 @@ const results = {
   appMessages: [], // {from, data}: data parsed from the JSON payload
   data: [], // {from, topic, payload}: other data packets, payload as text
 };
-window.results = results;
+if (!primitives) window.results = results;
 
 function parseObject(s) {
   try {
@@ -130,4 +133,5 @@ async function main() {
   await room.localParticipant.publishData(bytes.encode('ready'), { reliable: true, topic: READY_TOPIC });
   answer();
 }
-main().catch(fail);
+if (primitives) runPrimitives(q);
+else main().catch(fail);

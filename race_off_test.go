@@ -1,0 +1,5 @@
+//go:build !race
+
+package callstate_test
+
+const raceEnabled = false

@@ -1,0 +1,126 @@
+package callstate_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callstate/callstate"
+)
+
+// patternReader yields n bytes of a cheap pattern, so that the sender
+// holds none of the stream in memory.
+type patternReader struct{ left int64 }
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(b)), p.left))
+	for i := range b[:n] {
+		b[i] = byte(p.left - int64(i))
+	}
+	p.left -= int64(n)
+	return n, nil
+}
+
+// vmHWM returns the process's peak resident set size in bytes, from
+// /proc (0 where there is none).
+func vmHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// TestStream200MiB passes 200 MiB through a StreamWriter and a
+// ByteStreamReader; the Go heap stays bounded throughout (sender and
+// receiver share the process, so the bound covers both).
+func TestStream200MiB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 MiB transfer")
+	}
+	size := int64(200 << 20)
+	if raceEnabled {
+		size = 32 << 20 // the race detector makes every byte slow
+	}
+	_, _, a, b := rpcPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	type result struct {
+		n   int64
+		sum [32]byte
+		err error
+	}
+	done := make(chan result, 1)
+	require.NoError(t, b.RegisterByteStreamHandler("big", func(br *callstate.ByteStreamReader) {
+		h := sha256.New()
+		n, err := io.Copy(h, br)
+		var r result
+		r.n, r.err = n, err
+		copy(r.sum[:], h.Sum(nil))
+		done <- r
+	}))
+	var peakHeap atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peakHeap.Load() {
+					peakHeap.Store(ms.HeapInuse)
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	w, err := a.StreamBytes(ctx, &callstate.StreamOptions{Topic: "big", Size: size})
+	require.NoError(t, err)
+	_, err = io.Copy(w, &patternReader{left: size})
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("the stream did not arrive")
+	}
+	elapsed := time.Since(start)
+	close(stop)
+	<-sampled
+	require.NoError(t, r.err)
+	assert.Equal(t, size, r.n)
+	want := sha256.New()
+	_, _ = io.Copy(want, &patternReader{left: size})
+	assert.Equal(t, want.Sum(nil), r.sum[:])
+	t.Logf("%d MiB in %v: %.1f MiB/s; peak Go heap in use %.1f MiB; process peak RSS %.1f MiB",
+		size>>20, elapsed.Round(time.Millisecond), float64(size)/(1<<20)/elapsed.Seconds(),
+		float64(peakHeap.Load())/(1<<20), float64(vmHWM())/(1<<20))
+	assert.Less(t, peakHeap.Load(), uint64(96<<20), "memory stays bounded, far below the stream's size")
+}
