@@ -656,6 +656,7 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 			return err
 		}
 		go p.readFrames(s)
+		return nil
 	case "rpc_register":
 		if c.Method == "" {
 			return invalidArgument(`the rpc_register command needs a "method" field`)
