@@ -32,11 +32,36 @@ func TestDemo(t *testing.T) {
 	assert.NotContains(t, r.stdout, "✗")
 	for _, f := range []string{featJoin, featUserData, featMetadata, featName, featAttributes, featSessReplace,
 		featSessMerge, featAppBcast, featAppTo, featReliable, featLossy, featLargeRel, featLargeLossy,
-		featLateJoiner, featRemove} {
+		featLateJoiner, featPresence, featRpc, featRpcError, featRpcServer, featTextStream, featByteStream,
+		featChat, featEventJSON, featDataTrack, featSignals, featRemove} {
 		assert.Contains(t, checklist, "✓ "+f)
 	}
-	assert.Contains(t, r.stdout, "15 of 15 features observed")
+	// With -url the server's webhooks go elsewhere: the step is listed,
+	// not run, and not counted.
+	assert.Contains(t, checklist, "– "+featWebhooks+" (not run:")
+	assert.Contains(t, r.stdout, "25 of 25 features observed")
+	assert.Regexp(t, `alice saw participant_joined erin [0-9.]+ms (after|before) erin's Join returned`, r.stdout)
+	assert.Regexp(t, `MarshalEvent writes it: \{"type":"chat",[^\n]*"text":"the demo is nearly over 👋"`, r.stdout)
+}
 
+// TestDemoOwnServer runs the demo as a user does, without -url: it starts
+// its own server, which posts its webhooks to the demo's endpoint.
+func TestDemoOwnServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo runs a whole scripted call")
+	}
+	t.Parallel()
+	calltest.Shared(t) // the server's binary is installed
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	r := runCmd(ctx, nil, nil, "demo")
+	t.Logf("demo:\n%s", r.stdout)
+	require.Equal(t, exitOK, r.code, "stderr: %s", r.stderr)
+	checklist := r.stdout[strings.Index(r.stdout, "Checklist:"):]
+	assert.Contains(t, checklist, "✓ "+featWebhooks)
+	assert.Regexp(t, `verified \(signed with the server's API key\) participant_joined for alice, bob, carol, erin`, r.stdout)
+	assert.Contains(t, r.stdout, "26 of 26 features observed")
+	assert.Contains(t, r.stdout, "Local server stopped")
 }
 
 // TestDemoFailsWhenUnobserved runs the demo against a server that refuses
@@ -49,8 +74,9 @@ func TestDemoFailsWhenUnobserved(t *testing.T) {
 	r := runCmd(ctx, nil, nil, "demo", "-url", srv.URL(), "-api-key", srv.APIKey(), "-api-secret", "wrong-secret-0123456789abcdef0123456789")
 	assert.Equal(t, exitFailure, r.code)
 	assert.Contains(t, r.stdout, "✗ "+featJoin)
-	assert.Contains(t, r.stdout, "0 of 15 features observed")
+	assert.Contains(t, r.stdout, "0 of 25 features observed")
 	assert.NotContains(t, r.stdout, "✓")
+	assert.Contains(t, r.stdout, "✗ "+featRpc)
 }
 
 // TestServe starts the development server in process, uses it, and stops
