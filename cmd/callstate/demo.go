@@ -39,7 +39,9 @@ its receiver.
 
 Without -url, it starts a local LiveKit server on the loopback interface
 (the first run installs livekit-server, which takes a few minutes) and stops
-it at the end. With -url, -api-key and -api-secret, it uses that server.`)
+it at the end; that server posts its webhooks to the demo, which verifies
+them. With -url, -api-key and -api-secret, it uses that server, and the
+webhook step is not run.`)
 	c.server.register(fs, e, " to use instead of starting one")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "bound on the whole call (not the server's start)")
 	fs.DurationVar(&c.stepTimeout, "step-timeout", 15*time.Second, "how long a step waits for its receiver")
