@@ -56,6 +56,7 @@ const (
 	SectionThroughput = "throughput"
 	SectionTransfer   = "transfer"
 	SectionLossy      = "lossy"
+	SectionDataTrack  = "datatrack"
 	SectionSession    = "session"
 	SectionFootprint  = "footprint"
 	// SectionCluster starts its own cluster (Redis and two nodes), even
@@ -78,6 +79,7 @@ var sections = []section{
 	{SectionThroughput, "throughput: reliable messages, one sender to one receiver", (*runner).throughput, 0},
 	{SectionTransfer, "transfer: one large reliable payload", (*runner).transfer, 0},
 	{SectionLossy, "lossy: packetization engine, fragment and reassemble (no network)", (*runner).lossy, 0},
+	{SectionDataTrack, "datatrack: data track frames beside lossy PublishData, through the server", (*runner).datatrack, 0},
 	{SectionSession, "session: session data write visible at every participant", (*runner).session, 0},
 	{SectionFootprint, "footprint: cost of each joined participant in this process", (*runner).footprint, 0},
 	{SectionCluster, "cluster: app messages in a room spread over the nodes of a LiveKit cluster", (*runner).cluster, clusterTimeout},

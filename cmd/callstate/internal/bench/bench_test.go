@@ -104,5 +104,5 @@ func TestRunStopsWithContext(t *testing.T) {
 }
 
 func TestSections(t *testing.T) {
-	assert.Equal(t, []string{"join", "throughput", "transfer", "lossy", "session", "footprint", "cluster"}, bench.Sections())
+	assert.Equal(t, []string{"join", "throughput", "transfer", "lossy", "datatrack", "session", "footprint", "cluster"}, bench.Sections())
 }
