@@ -20,11 +20,15 @@ import (
 // may sit in the SCTP send buffer when the network fails, or reach a
 // server that is then killed before forwarding it. So the Room keeps every
 // reliable packet it sends (retained) until both: the server's SCTP stack
-// acknowledged it (the channel's buffered amount fell below it), and
-// retainAcked has passed (a killed server may have acknowledged a packet
-// it never forwarded). Under byte pressure (MaxQueuedBytes) acknowledged
-// packets go first; unacknowledged ones are never dropped (the SCTP send
-// buffer bounds them).
+// acknowledged it (the channel's buffered amount fell below it), and the
+// server was seen alive retainAcked after it was sent (it acknowledged a
+// packet sent that much later), since a killed server may have
+// acknowledged a packet it never forwarded. Time alone is no proof: a
+// killed room node goes unnoticed for about 12 s, during which packets
+// acknowledged just before the kill would otherwise be forgotten and never
+// replayed. Under byte pressure (MaxQueuedBytes) acknowledged packets go
+// first; unacknowledged ones are never dropped (the SCTP send buffer
+// bounds them).
 //
 // After a resume or an ICE restart the Room sends again those whose
 // sequence number is above the server's last_message_seq (the server drops
@@ -80,7 +84,7 @@ func (r *Room) sendReliable(ctx context.Context, pkt []byte) error {
 	}
 	tr := r.transport()
 	r.retainMu.Lock()
-	r.trimLocked(tr, time.Now())
+	r.trimLocked(tr)
 	r.sentBytes += uint64(len(b))
 	r.retained = append(r.retained, retainedPacket{seq: seq, pkt: b, end: r.sentBytes, at: time.Now()})
 	r.retainedBytes += len(b)
@@ -107,16 +111,28 @@ func (r *Room) sendReliable(ctx context.Context, pkt []byte) error {
 
 // trimLocked forgets the retained packets the server surely has. The
 // caller holds retainMu.
-func (r *Room) trimLocked(tr *rtc.Transport, now time.Time) {
+func (r *Room) trimLocked(tr *rtc.Transport) {
 	buffered := tr.ReliableBuffered()
 	acked := uint64(0)
 	if r.sentBytes > buffered {
 		acked = r.sentBytes - buffered
 	}
+	// alive: the send time of the newest packet the server acknowledged,
+	// so the server was alive (and forwarding) at least until then.
+	alive := r.aliveAt
+	for j := len(r.retained) - 1; j >= 0; j-- {
+		if r.retained[j].end <= acked {
+			if r.retained[j].at.After(alive) {
+				alive = r.retained[j].at
+			}
+			break
+		}
+	}
+	r.aliveAt = alive
 	i := 0
 	for ; i < len(r.retained); i++ {
 		p := r.retained[i]
-		if p.end > acked || (now.Sub(p.at) < retainAcked && r.retainedBytes <= r.opts.MaxQueuedBytes) {
+		if p.end > acked || (alive.Sub(p.at) < retainAcked && r.retainedBytes <= r.opts.MaxQueuedBytes) {
 			break
 		}
 		r.retainedBytes -= len(p.pkt)
@@ -142,6 +158,7 @@ func (r *Room) replay(rejoin bool, lastSeq uint32) {
 	old := r.retained
 	if rejoin {
 		r.retained, r.retainedBytes, r.sentBytes = nil, 0, 0
+		r.aliveAt = time.Time{}
 		r.seq.Store(0)
 	}
 	r.retainMu.Unlock()

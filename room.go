@@ -81,6 +81,7 @@ type Room struct {
 	retained      []retainedPacket
 	retainedBytes int
 	sentBytes     uint64
+	aliveAt       time.Time // send time of the newest packet the server acknowledged
 	msgEpoch      [8]byte
 	msgCounter    uint64
 	lossyDropped  atomic.Uint64
