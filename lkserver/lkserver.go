@@ -138,11 +138,14 @@ type Server struct {
 	external     bool
 	stopGrace    time.Duration
 
+	// mu guards cmd, proc and ended, which Restart replaces.
+	mu      sync.Mutex
 	cmd     *exec.Cmd
 	dir     string
 	logFile *os.File
 	proc    *process
 	nodeID  string
+	ended   bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -324,6 +327,18 @@ func nodeIDFromLog(path string) string {
 	}
 	if m := nodeIDPattern.FindSubmatch(b); m != nil {
 		return string(m[1])
+	}
+	return ""
+}
+
+// lastNodeIDFromLog is nodeIDFromLog for the last start logged.
+func lastNodeIDFromLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if m := nodeIDPattern.FindAllSubmatch(b, -1); len(m) > 0 {
+		return string(m[len(m)-1][1])
 	}
 	return ""
 }
@@ -527,6 +542,8 @@ func (s *Server) Endpoint() Endpoint {
 // PID returns the process id of the server started by Start, or 0 for an
 // existing server described by Connect.
 func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.cmd == nil || s.cmd.Process == nil {
 		return 0
 	}
@@ -536,7 +553,11 @@ func (s *Server) PID() int {
 // NodeID returns the LiveKit node id of the server started by Start (the
 // id that LiveKit's cluster uses, "ND_" followed by random characters), or
 // "" for an existing server described by Connect.
-func (s *Server) NodeID() string { return s.nodeID }
+func (s *Server) NodeID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodeID
+}
 
 // DefaultGrants returns the grants of the tokens that Server.Token mints:
 // join room, publish and subscribe (the server defaults), send data, update
@@ -590,6 +611,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.ended = true
 		s.stopProcess()
 		s.finishClose()
 	})
@@ -618,13 +642,70 @@ func (s *Server) Kill() error {
 		return nil
 	}
 	s.closeOnce.Do(func() {
-		if !s.proc.exited() {
-			_ = s.cmd.Process.Kill()
-		}
-		s.proc.wait()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.ended = true
+		s.killProcess()
 		s.finishClose()
 	})
 	return s.closeErr
+}
+
+// killProcess ends the process with SIGKILL and reaps it. The caller holds
+// s.mu.
+func (s *Server) killProcess() {
+	if !s.proc.exited() {
+		_ = s.cmd.Process.Kill()
+	}
+	s.proc.wait()
+}
+
+// ErrEnded is returned by Restart for a server already closed or killed.
+var ErrEnded = errors.New("lkserver: the server was closed")
+
+// Restart kills the server's process with SIGKILL, as a crash would, and
+// starts it again with the same configuration: the same ports, API key and
+// secret, and log. It returns once the new process answers authenticated
+// requests, within ctx. A single server keeps its rooms in memory, so they
+// are gone: participants find a server that no longer knows their
+// sessions (LiveKit answers their resume with a leave, STATE_MISMATCH),
+// and rooms come back empty, without their metadata, when someone joins.
+// Restart is for servers started by Start; it returns ErrEnded after Close
+// or Kill.
+func (s *Server) Restart(ctx context.Context) error {
+	if s.external {
+		return errors.New("lkserver: Restart needs a server started by Start, not one described by Connect")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return ErrEnded
+	}
+	s.killProcess()
+	old := s.cmd
+	var lastErr error
+	// The ports were ours a moment ago and nothing else should take them;
+	// a few attempts cover a socket the kernel has not released yet.
+	for range startAttempts {
+		cmd := exec.Command(old.Path, old.Args[1:]...)
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = old.Dir, old.Env, old.Stdout, old.Stderr
+		setProcAttr(cmd)
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("lkserver: restarting %s: %w", old.Path, err)
+		}
+		s.cmd, s.proc = cmd, newProcess(cmd)
+		err := s.waitReady(ctx)
+		if err == nil {
+			s.nodeID = lastNodeIDFromLog(filepath.Join(s.dir, "server.log"))
+			return nil
+		}
+		lastErr = err
+		s.killProcess()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("lkserver: livekit-server did not restart on %s: %w", s.httpURL, lastErr)
 }
 
 // stopProcess terminates the process and reaps it.

@@ -539,6 +539,55 @@ func (ConnectionQuality) EnumDescriptor() ([]byte, []int) {
 	return file_livekit_proto_rawDescGZIP(), []int{8}
 }
 
+type CandidateProtocol int32
+
+const (
+	CandidateProtocol_UDP CandidateProtocol = 0
+	CandidateProtocol_TCP CandidateProtocol = 1
+	CandidateProtocol_TLS CandidateProtocol = 2
+)
+
+// Enum value maps for CandidateProtocol.
+var (
+	CandidateProtocol_name = map[int32]string{
+		0: "UDP",
+		1: "TCP",
+		2: "TLS",
+	}
+	CandidateProtocol_value = map[string]int32{
+		"UDP": 0,
+		"TCP": 1,
+		"TLS": 2,
+	}
+)
+
+func (x CandidateProtocol) Enum() *CandidateProtocol {
+	p := new(CandidateProtocol)
+	*p = x
+	return p
+}
+
+func (x CandidateProtocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CandidateProtocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[9].Descriptor()
+}
+
+func (CandidateProtocol) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[9]
+}
+
+func (x CandidateProtocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CandidateProtocol.Descriptor instead.
+func (CandidateProtocol) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{9}
+}
+
 type LeaveRequest_Action int32
 
 const (
@@ -572,11 +621,11 @@ func (x LeaveRequest_Action) String() string {
 }
 
 func (LeaveRequest_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[9].Descriptor()
+	return file_livekit_proto_enumTypes[10].Descriptor()
 }
 
 func (LeaveRequest_Action) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[9]
+	return &file_livekit_proto_enumTypes[10]
 }
 
 func (x LeaveRequest_Action) Number() protoreflect.EnumNumber {
@@ -648,11 +697,11 @@ func (x RequestResponse_Reason) String() string {
 }
 
 func (RequestResponse_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[10].Descriptor()
+	return file_livekit_proto_enumTypes[11].Descriptor()
 }
 
 func (RequestResponse_Reason) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[10]
+	return &file_livekit_proto_enumTypes[11]
 }
 
 func (x RequestResponse_Reason) Number() protoreflect.EnumNumber {
@@ -694,11 +743,11 @@ func (x WrappedJoinRequest_Compression) String() string {
 }
 
 func (WrappedJoinRequest_Compression) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[11].Descriptor()
+	return file_livekit_proto_enumTypes[12].Descriptor()
 }
 
 func (WrappedJoinRequest_Compression) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[11]
+	return &file_livekit_proto_enumTypes[12]
 }
 
 func (x WrappedJoinRequest_Compression) Number() protoreflect.EnumNumber {
@@ -746,11 +795,11 @@ func (x ParticipantInfo_State) String() string {
 }
 
 func (ParticipantInfo_State) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[12].Descriptor()
+	return file_livekit_proto_enumTypes[13].Descriptor()
 }
 
 func (ParticipantInfo_State) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[12]
+	return &file_livekit_proto_enumTypes[13]
 }
 
 func (x ParticipantInfo_State) Number() protoreflect.EnumNumber {
@@ -807,11 +856,11 @@ func (x ParticipantInfo_Kind) String() string {
 }
 
 func (ParticipantInfo_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[13].Descriptor()
+	return file_livekit_proto_enumTypes[14].Descriptor()
 }
 
 func (ParticipantInfo_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[13]
+	return &file_livekit_proto_enumTypes[14]
 }
 
 func (x ParticipantInfo_Kind) Number() protoreflect.EnumNumber {
@@ -866,11 +915,11 @@ func (x ParticipantInfo_KindDetail) String() string {
 }
 
 func (ParticipantInfo_KindDetail) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[14].Descriptor()
+	return file_livekit_proto_enumTypes[15].Descriptor()
 }
 
 func (ParticipantInfo_KindDetail) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[14]
+	return &file_livekit_proto_enumTypes[15]
 }
 
 func (x ParticipantInfo_KindDetail) Number() protoreflect.EnumNumber {
@@ -915,11 +964,11 @@ func (x Encryption_Type) String() string {
 }
 
 func (Encryption_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[15].Descriptor()
+	return file_livekit_proto_enumTypes[16].Descriptor()
 }
 
 func (Encryption_Type) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[15]
+	return &file_livekit_proto_enumTypes[16]
 }
 
 func (x Encryption_Type) Number() protoreflect.EnumNumber {
@@ -961,11 +1010,11 @@ func (x ServerInfo_Edition) String() string {
 }
 
 func (ServerInfo_Edition) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[16].Descriptor()
+	return file_livekit_proto_enumTypes[17].Descriptor()
 }
 
 func (ServerInfo_Edition) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[16]
+	return &file_livekit_proto_enumTypes[17]
 }
 
 func (x ServerInfo_Edition) Number() protoreflect.EnumNumber {
@@ -1019,11 +1068,11 @@ func (x ClientInfo_SDK) String() string {
 }
 
 func (ClientInfo_SDK) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[17].Descriptor()
+	return file_livekit_proto_enumTypes[18].Descriptor()
 }
 
 func (ClientInfo_SDK) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[17]
+	return &file_livekit_proto_enumTypes[18]
 }
 
 func (x ClientInfo_SDK) Number() protoreflect.EnumNumber {
@@ -1065,11 +1114,11 @@ func (x DataPacket_Kind) String() string {
 }
 
 func (DataPacket_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[18].Descriptor()
+	return file_livekit_proto_enumTypes[19].Descriptor()
 }
 
 func (DataPacket_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[18]
+	return &file_livekit_proto_enumTypes[19]
 }
 
 func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
@@ -1117,11 +1166,11 @@ func (x DataStream_OperationType) String() string {
 }
 
 func (DataStream_OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[19].Descriptor()
+	return file_livekit_proto_enumTypes[20].Descriptor()
 }
 
 func (DataStream_OperationType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[19]
+	return &file_livekit_proto_enumTypes[20]
 }
 
 func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
@@ -1163,11 +1212,11 @@ func (x DataStream_CompressionType) String() string {
 }
 
 func (DataStream_CompressionType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[20].Descriptor()
+	return file_livekit_proto_enumTypes[21].Descriptor()
 }
 
 func (DataStream_CompressionType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[20]
+	return &file_livekit_proto_enumTypes[21]
 }
 
 func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
@@ -1218,11 +1267,11 @@ func (x IngressState_Status) String() string {
 }
 
 func (IngressState_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[21].Descriptor()
+	return file_livekit_proto_enumTypes[22].Descriptor()
 }
 
 func (IngressState_Status) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[21]
+	return &file_livekit_proto_enumTypes[22]
 }
 
 func (x IngressState_Status) Number() protoreflect.EnumNumber {
@@ -1244,6 +1293,7 @@ type SignalRequest struct {
 	//	*SignalRequest_Trickle
 	//	*SignalRequest_Leave
 	//	*SignalRequest_SyncState
+	//	*SignalRequest_Simulate
 	//	*SignalRequest_Ping
 	//	*SignalRequest_UpdateMetadata
 	//	*SignalRequest_PingReq
@@ -1337,6 +1387,15 @@ func (x *SignalRequest) GetSyncState() *SyncState {
 	return nil
 }
 
+func (x *SignalRequest) GetSimulate() *SimulateScenario {
+	if x != nil {
+		if x, ok := x.Message.(*SignalRequest_Simulate); ok {
+			return x.Simulate
+		}
+	}
+	return nil
+}
+
 func (x *SignalRequest) GetPing() int64 {
 	if x != nil {
 		if x, ok := x.Message.(*SignalRequest_Ping); ok {
@@ -1415,6 +1474,10 @@ type SignalRequest_SyncState struct {
 	SyncState *SyncState `protobuf:"bytes,12,opt,name=sync_state,json=syncState,proto3,oneof"`
 }
 
+type SignalRequest_Simulate struct {
+	Simulate *SimulateScenario `protobuf:"bytes,13,opt,name=simulate,proto3,oneof"`
+}
+
 type SignalRequest_Ping struct {
 	Ping int64 `protobuf:"varint,14,opt,name=ping,proto3,oneof"`
 }
@@ -1448,6 +1511,8 @@ func (*SignalRequest_Trickle) isSignalRequest_Message() {}
 func (*SignalRequest_Leave) isSignalRequest_Message() {}
 
 func (*SignalRequest_SyncState) isSignalRequest_Message() {}
+
+func (*SignalRequest_Simulate) isSignalRequest_Message() {}
 
 func (*SignalRequest_Ping) isSignalRequest_Message() {}
 
@@ -7352,6 +7417,210 @@ func (x *ConnectionQualityUpdate) GetUpdates() []*ConnectionQualityInfo {
 	return nil
 }
 
+// Asks the server to act out a failure (LiveKit's SDK tests use it).
+type SimulateScenario struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Scenario:
+	//
+	//	*SimulateScenario_SpeakerUpdate
+	//	*SimulateScenario_NodeFailure
+	//	*SimulateScenario_Migration
+	//	*SimulateScenario_ServerLeave
+	//	*SimulateScenario_SwitchCandidateProtocol
+	//	*SimulateScenario_SubscriberBandwidth
+	//	*SimulateScenario_DisconnectSignalOnResume
+	//	*SimulateScenario_DisconnectSignalOnResumeNoMessages
+	//	*SimulateScenario_LeaveRequestFullReconnect
+	Scenario      isSimulateScenario_Scenario `protobuf_oneof:"scenario"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SimulateScenario) Reset() {
+	*x = SimulateScenario{}
+	mi := &file_livekit_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SimulateScenario) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SimulateScenario) ProtoMessage() {}
+
+func (x *SimulateScenario) ProtoReflect() protoreflect.Message {
+	mi := &file_livekit_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SimulateScenario.ProtoReflect.Descriptor instead.
+func (*SimulateScenario) Descriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *SimulateScenario) GetScenario() isSimulateScenario_Scenario {
+	if x != nil {
+		return x.Scenario
+	}
+	return nil
+}
+
+func (x *SimulateScenario) GetSpeakerUpdate() int32 {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_SpeakerUpdate); ok {
+			return x.SpeakerUpdate
+		}
+	}
+	return 0
+}
+
+func (x *SimulateScenario) GetNodeFailure() bool {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_NodeFailure); ok {
+			return x.NodeFailure
+		}
+	}
+	return false
+}
+
+func (x *SimulateScenario) GetMigration() bool {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_Migration); ok {
+			return x.Migration
+		}
+	}
+	return false
+}
+
+func (x *SimulateScenario) GetServerLeave() bool {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_ServerLeave); ok {
+			return x.ServerLeave
+		}
+	}
+	return false
+}
+
+func (x *SimulateScenario) GetSwitchCandidateProtocol() CandidateProtocol {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_SwitchCandidateProtocol); ok {
+			return x.SwitchCandidateProtocol
+		}
+	}
+	return CandidateProtocol_UDP
+}
+
+func (x *SimulateScenario) GetSubscriberBandwidth() int64 {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_SubscriberBandwidth); ok {
+			return x.SubscriberBandwidth
+		}
+	}
+	return 0
+}
+
+func (x *SimulateScenario) GetDisconnectSignalOnResume() bool {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_DisconnectSignalOnResume); ok {
+			return x.DisconnectSignalOnResume
+		}
+	}
+	return false
+}
+
+func (x *SimulateScenario) GetDisconnectSignalOnResumeNoMessages() bool {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_DisconnectSignalOnResumeNoMessages); ok {
+			return x.DisconnectSignalOnResumeNoMessages
+		}
+	}
+	return false
+}
+
+func (x *SimulateScenario) GetLeaveRequestFullReconnect() bool {
+	if x != nil {
+		if x, ok := x.Scenario.(*SimulateScenario_LeaveRequestFullReconnect); ok {
+			return x.LeaveRequestFullReconnect
+		}
+	}
+	return false
+}
+
+type isSimulateScenario_Scenario interface {
+	isSimulateScenario_Scenario()
+}
+
+type SimulateScenario_SpeakerUpdate struct {
+	// simulate N seconds of speaker activity
+	SpeakerUpdate int32 `protobuf:"varint,1,opt,name=speaker_update,json=speakerUpdate,proto3,oneof"`
+}
+
+type SimulateScenario_NodeFailure struct {
+	// simulate local node failure
+	NodeFailure bool `protobuf:"varint,2,opt,name=node_failure,json=nodeFailure,proto3,oneof"`
+}
+
+type SimulateScenario_Migration struct {
+	// simulate migration
+	Migration bool `protobuf:"varint,3,opt,name=migration,proto3,oneof"`
+}
+
+type SimulateScenario_ServerLeave struct {
+	// server to send leave
+	ServerLeave bool `protobuf:"varint,4,opt,name=server_leave,json=serverLeave,proto3,oneof"`
+}
+
+type SimulateScenario_SwitchCandidateProtocol struct {
+	// switch candidate protocol to tcp
+	SwitchCandidateProtocol CandidateProtocol `protobuf:"varint,5,opt,name=switch_candidate_protocol,json=switchCandidateProtocol,proto3,enum=callstate.lkwire.CandidateProtocol,oneof"`
+}
+
+type SimulateScenario_SubscriberBandwidth struct {
+	// maximum bandwidth for subscribers, in bps; zero clears the limit
+	SubscriberBandwidth int64 `protobuf:"varint,6,opt,name=subscriber_bandwidth,json=subscriberBandwidth,proto3,oneof"`
+}
+
+type SimulateScenario_DisconnectSignalOnResume struct {
+	// disconnect signal on resume
+	DisconnectSignalOnResume bool `protobuf:"varint,7,opt,name=disconnect_signal_on_resume,json=disconnectSignalOnResume,proto3,oneof"`
+}
+
+type SimulateScenario_DisconnectSignalOnResumeNoMessages struct {
+	// disconnect signal on resume before sending any messages from server
+	DisconnectSignalOnResumeNoMessages bool `protobuf:"varint,8,opt,name=disconnect_signal_on_resume_no_messages,json=disconnectSignalOnResumeNoMessages,proto3,oneof"`
+}
+
+type SimulateScenario_LeaveRequestFullReconnect struct {
+	// full reconnect leave request
+	LeaveRequestFullReconnect bool `protobuf:"varint,9,opt,name=leave_request_full_reconnect,json=leaveRequestFullReconnect,proto3,oneof"`
+}
+
+func (*SimulateScenario_SpeakerUpdate) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_NodeFailure) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_Migration) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_ServerLeave) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_SwitchCandidateProtocol) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_SubscriberBandwidth) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_DisconnectSignalOnResume) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_DisconnectSignalOnResumeNoMessages) isSimulateScenario_Scenario() {}
+
+func (*SimulateScenario_LeaveRequestFullReconnect) isSimulateScenario_Scenario() {}
+
 type DataTrackSubscriberHandles_PublishedDataTrack struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	PublisherIdentity string                 `protobuf:"bytes,1,opt,name=publisher_identity,json=publisherIdentity,proto3" json:"publisher_identity,omitempty"`
@@ -7363,7 +7632,7 @@ type DataTrackSubscriberHandles_PublishedDataTrack struct {
 
 func (x *DataTrackSubscriberHandles_PublishedDataTrack) Reset() {
 	*x = DataTrackSubscriberHandles_PublishedDataTrack{}
-	mi := &file_livekit_proto_msgTypes[85]
+	mi := &file_livekit_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7375,7 +7644,7 @@ func (x *DataTrackSubscriberHandles_PublishedDataTrack) String() string {
 func (*DataTrackSubscriberHandles_PublishedDataTrack) ProtoMessage() {}
 
 func (x *DataTrackSubscriberHandles_PublishedDataTrack) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[85]
+	mi := &file_livekit_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7423,7 +7692,7 @@ type UpdateDataSubscription_Update struct {
 
 func (x *UpdateDataSubscription_Update) Reset() {
 	*x = UpdateDataSubscription_Update{}
-	mi := &file_livekit_proto_msgTypes[87]
+	mi := &file_livekit_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7435,7 +7704,7 @@ func (x *UpdateDataSubscription_Update) String() string {
 func (*UpdateDataSubscription_Update) ProtoMessage() {}
 
 func (x *UpdateDataSubscription_Update) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[87]
+	mi := &file_livekit_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7485,7 +7754,7 @@ type DataStream_TextHeader struct {
 
 func (x *DataStream_TextHeader) Reset() {
 	*x = DataStream_TextHeader{}
-	mi := &file_livekit_proto_msgTypes[88]
+	mi := &file_livekit_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7497,7 +7766,7 @@ func (x *DataStream_TextHeader) String() string {
 func (*DataStream_TextHeader) ProtoMessage() {}
 
 func (x *DataStream_TextHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[88]
+	mi := &file_livekit_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7557,7 +7826,7 @@ type DataStream_ByteHeader struct {
 
 func (x *DataStream_ByteHeader) Reset() {
 	*x = DataStream_ByteHeader{}
-	mi := &file_livekit_proto_msgTypes[89]
+	mi := &file_livekit_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7569,7 +7838,7 @@ func (x *DataStream_ByteHeader) String() string {
 func (*DataStream_ByteHeader) ProtoMessage() {}
 
 func (x *DataStream_ByteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[89]
+	mi := &file_livekit_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7613,7 +7882,7 @@ type DataStream_Header struct {
 
 func (x *DataStream_Header) Reset() {
 	*x = DataStream_Header{}
-	mi := &file_livekit_proto_msgTypes[90]
+	mi := &file_livekit_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7625,7 +7894,7 @@ func (x *DataStream_Header) String() string {
 func (*DataStream_Header) ProtoMessage() {}
 
 func (x *DataStream_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[90]
+	mi := &file_livekit_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7750,7 +8019,7 @@ type DataStream_Chunk struct {
 
 func (x *DataStream_Chunk) Reset() {
 	*x = DataStream_Chunk{}
-	mi := &file_livekit_proto_msgTypes[91]
+	mi := &file_livekit_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7762,7 +8031,7 @@ func (x *DataStream_Chunk) String() string {
 func (*DataStream_Chunk) ProtoMessage() {}
 
 func (x *DataStream_Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[91]
+	mi := &file_livekit_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7817,7 +8086,7 @@ type DataStream_Trailer struct {
 
 func (x *DataStream_Trailer) Reset() {
 	*x = DataStream_Trailer{}
-	mi := &file_livekit_proto_msgTypes[92]
+	mi := &file_livekit_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7829,7 +8098,7 @@ func (x *DataStream_Trailer) String() string {
 func (*DataStream_Trailer) ProtoMessage() {}
 
 func (x *DataStream_Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_livekit_proto_msgTypes[92]
+	mi := &file_livekit_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7870,14 +8139,15 @@ var File_livekit_proto protoreflect.FileDescriptor
 
 const file_livekit_proto_rawDesc = "" +
 	"\n" +
-	"\rlivekit.proto\x12\x10callstate.lkwire\"\xaf\x06\n" +
+	"\rlivekit.proto\x12\x10callstate.lkwire\"\xf1\x06\n" +
 	"\rSignalRequest\x12<\n" +
 	"\x05offer\x18\x01 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x05offer\x12>\n" +
 	"\x06answer\x18\x02 \x01(\v2$.callstate.lkwire.SessionDescriptionH\x00R\x06answer\x12<\n" +
 	"\atrickle\x18\x03 \x01(\v2 .callstate.lkwire.TrickleRequestH\x00R\atrickle\x126\n" +
 	"\x05leave\x18\b \x01(\v2\x1e.callstate.lkwire.LeaveRequestH\x00R\x05leave\x12<\n" +
 	"\n" +
-	"sync_state\x18\f \x01(\v2\x1b.callstate.lkwire.SyncStateH\x00R\tsyncState\x12\x14\n" +
+	"sync_state\x18\f \x01(\v2\x1b.callstate.lkwire.SyncStateH\x00R\tsyncState\x12@\n" +
+	"\bsimulate\x18\r \x01(\v2\".callstate.lkwire.SimulateScenarioH\x00R\bsimulate\x12\x14\n" +
 	"\x04ping\x18\x0e \x01(\x03H\x00R\x04ping\x12V\n" +
 	"\x0fupdate_metadata\x18\x0f \x01(\v2+.callstate.lkwire.UpdateParticipantMetadataH\x00R\x0eupdateMetadata\x123\n" +
 	"\bping_req\x18\x10 \x01(\v2\x16.callstate.lkwire.PingH\x00R\apingReq\x12h\n" +
@@ -8564,7 +8834,19 @@ const file_livekit_proto_rawDesc = "" +
 	"\aquality\x18\x02 \x01(\x0e2#.callstate.lkwire.ConnectionQualityR\aquality\x12\x14\n" +
 	"\x05score\x18\x03 \x01(\x02R\x05score\"\\\n" +
 	"\x17ConnectionQualityUpdate\x12A\n" +
-	"\aupdates\x18\x01 \x03(\v2'.callstate.lkwire.ConnectionQualityInfoR\aupdates*-\n" +
+	"\aupdates\x18\x01 \x03(\v2'.callstate.lkwire.ConnectionQualityInfoR\aupdates\"\xa4\x04\n" +
+	"\x10SimulateScenario\x12'\n" +
+	"\x0espeaker_update\x18\x01 \x01(\x05H\x00R\rspeakerUpdate\x12#\n" +
+	"\fnode_failure\x18\x02 \x01(\bH\x00R\vnodeFailure\x12\x1e\n" +
+	"\tmigration\x18\x03 \x01(\bH\x00R\tmigration\x12#\n" +
+	"\fserver_leave\x18\x04 \x01(\bH\x00R\vserverLeave\x12a\n" +
+	"\x19switch_candidate_protocol\x18\x05 \x01(\x0e2#.callstate.lkwire.CandidateProtocolH\x00R\x17switchCandidateProtocol\x123\n" +
+	"\x14subscriber_bandwidth\x18\x06 \x01(\x03H\x00R\x13subscriberBandwidth\x12?\n" +
+	"\x1bdisconnect_signal_on_resume\x18\a \x01(\bH\x00R\x18disconnectSignalOnResume\x12U\n" +
+	"'disconnect_signal_on_resume_no_messages\x18\b \x01(\bH\x00R\"disconnectSignalOnResumeNoMessages\x12A\n" +
+	"\x1cleave_request_full_reconnect\x18\t \x01(\bH\x00R\x19leaveRequestFullReconnectB\n" +
+	"\n" +
+	"\bscenario*-\n" +
 	"\fSignalTarget\x12\r\n" +
 	"\tPUBLISHER\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -8629,7 +8911,11 @@ const file_livekit_proto_rawDesc = "" +
 	"\x04POOR\x10\x00\x12\b\n" +
 	"\x04GOOD\x10\x01\x12\r\n" +
 	"\tEXCELLENT\x10\x02\x12\b\n" +
-	"\x04LOST\x10\x032\xde\n" +
+	"\x04LOST\x10\x03*.\n" +
+	"\x11CandidateProtocol\x12\a\n" +
+	"\x03UDP\x10\x00\x12\a\n" +
+	"\x03TCP\x10\x01\x12\a\n" +
+	"\x03TLS\x10\x022\xde\n" +
 	"\n" +
 	"\vRoomService\x12I\n" +
 	"\n" +
@@ -8662,8 +8948,8 @@ func file_livekit_proto_rawDescGZIP() []byte {
 	return file_livekit_proto_rawDescData
 }
 
-var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 22)
-var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
+var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 23)
+var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
 var file_livekit_proto_goTypes = []any{
 	(SignalTarget)(0),                                     // 0: callstate.lkwire.SignalTarget
 	(ClientConfigSetting)(0),                              // 1: callstate.lkwire.ClientConfigSetting
@@ -8674,280 +8960,284 @@ var file_livekit_proto_goTypes = []any{
 	(EgressStatus)(0),                                     // 6: callstate.lkwire.EgressStatus
 	(IngressInput)(0),                                     // 7: callstate.lkwire.IngressInput
 	(ConnectionQuality)(0),                                // 8: callstate.lkwire.ConnectionQuality
-	(LeaveRequest_Action)(0),                              // 9: callstate.lkwire.LeaveRequest.Action
-	(RequestResponse_Reason)(0),                           // 10: callstate.lkwire.RequestResponse.Reason
-	(WrappedJoinRequest_Compression)(0),                   // 11: callstate.lkwire.WrappedJoinRequest.Compression
-	(ParticipantInfo_State)(0),                            // 12: callstate.lkwire.ParticipantInfo.State
-	(ParticipantInfo_Kind)(0),                             // 13: callstate.lkwire.ParticipantInfo.Kind
-	(ParticipantInfo_KindDetail)(0),                       // 14: callstate.lkwire.ParticipantInfo.KindDetail
-	(Encryption_Type)(0),                                  // 15: callstate.lkwire.Encryption.Type
-	(ServerInfo_Edition)(0),                               // 16: callstate.lkwire.ServerInfo.Edition
-	(ClientInfo_SDK)(0),                                   // 17: callstate.lkwire.ClientInfo.SDK
-	(DataPacket_Kind)(0),                                  // 18: callstate.lkwire.DataPacket.Kind
-	(DataStream_OperationType)(0),                         // 19: callstate.lkwire.DataStream.OperationType
-	(DataStream_CompressionType)(0),                       // 20: callstate.lkwire.DataStream.CompressionType
-	(IngressState_Status)(0),                              // 21: callstate.lkwire.IngressState.Status
-	(*SignalRequest)(nil),                                 // 22: callstate.lkwire.SignalRequest
-	(*SignalResponse)(nil),                                // 23: callstate.lkwire.SignalResponse
-	(*SessionDescription)(nil),                            // 24: callstate.lkwire.SessionDescription
-	(*TrickleRequest)(nil),                                // 25: callstate.lkwire.TrickleRequest
-	(*ICEServer)(nil),                                     // 26: callstate.lkwire.ICEServer
-	(*JoinResponse)(nil),                                  // 27: callstate.lkwire.JoinResponse
-	(*ReconnectResponse)(nil),                             // 28: callstate.lkwire.ReconnectResponse
-	(*ClientConfiguration)(nil),                           // 29: callstate.lkwire.ClientConfiguration
-	(*ParticipantUpdate)(nil),                             // 30: callstate.lkwire.ParticipantUpdate
-	(*RoomUpdate)(nil),                                    // 31: callstate.lkwire.RoomUpdate
-	(*LeaveRequest)(nil),                                  // 32: callstate.lkwire.LeaveRequest
-	(*UpdateParticipantMetadata)(nil),                     // 33: callstate.lkwire.UpdateParticipantMetadata
-	(*Ping)(nil),                                          // 34: callstate.lkwire.Ping
-	(*Pong)(nil),                                          // 35: callstate.lkwire.Pong
-	(*RequestResponse)(nil),                               // 36: callstate.lkwire.RequestResponse
-	(*RoomMovedResponse)(nil),                             // 37: callstate.lkwire.RoomMovedResponse
-	(*UpdateSubscription)(nil),                            // 38: callstate.lkwire.UpdateSubscription
-	(*SyncState)(nil),                                     // 39: callstate.lkwire.SyncState
-	(*DataChannelReceiveState)(nil),                       // 40: callstate.lkwire.DataChannelReceiveState
-	(*DataChannelInfo)(nil),                               // 41: callstate.lkwire.DataChannelInfo
-	(*ConnectionSettings)(nil),                            // 42: callstate.lkwire.ConnectionSettings
-	(*JoinRequest)(nil),                                   // 43: callstate.lkwire.JoinRequest
-	(*WrappedJoinRequest)(nil),                            // 44: callstate.lkwire.WrappedJoinRequest
-	(*TimedVersion)(nil),                                  // 45: callstate.lkwire.TimedVersion
-	(*Room)(nil),                                          // 46: callstate.lkwire.Room
-	(*ParticipantPermission)(nil),                         // 47: callstate.lkwire.ParticipantPermission
-	(*ParticipantInfo)(nil),                               // 48: callstate.lkwire.ParticipantInfo
-	(*Encryption)(nil),                                    // 49: callstate.lkwire.Encryption
-	(*DataTrackInfo)(nil),                                 // 50: callstate.lkwire.DataTrackInfo
-	(*PublishDataTrackRequest)(nil),                       // 51: callstate.lkwire.PublishDataTrackRequest
-	(*PublishDataTrackResponse)(nil),                      // 52: callstate.lkwire.PublishDataTrackResponse
-	(*UnpublishDataTrackRequest)(nil),                     // 53: callstate.lkwire.UnpublishDataTrackRequest
-	(*UnpublishDataTrackResponse)(nil),                    // 54: callstate.lkwire.UnpublishDataTrackResponse
-	(*DataTrackSubscriberHandles)(nil),                    // 55: callstate.lkwire.DataTrackSubscriberHandles
-	(*DataTrackSubscriptionOptions)(nil),                  // 56: callstate.lkwire.DataTrackSubscriptionOptions
-	(*UpdateDataSubscription)(nil),                        // 57: callstate.lkwire.UpdateDataSubscription
-	(*TrackInfo)(nil),                                     // 58: callstate.lkwire.TrackInfo
-	(*ServerInfo)(nil),                                    // 59: callstate.lkwire.ServerInfo
-	(*ClientInfo)(nil),                                    // 60: callstate.lkwire.ClientInfo
-	(*DataPacket)(nil),                                    // 61: callstate.lkwire.DataPacket
-	(*UserPacket)(nil),                                    // 62: callstate.lkwire.UserPacket
-	(*ChatMessage)(nil),                                   // 63: callstate.lkwire.ChatMessage
-	(*RpcRequest)(nil),                                    // 64: callstate.lkwire.RpcRequest
-	(*RpcAck)(nil),                                        // 65: callstate.lkwire.RpcAck
-	(*RpcResponse)(nil),                                   // 66: callstate.lkwire.RpcResponse
-	(*RpcError)(nil),                                      // 67: callstate.lkwire.RpcError
-	(*DataStream)(nil),                                    // 68: callstate.lkwire.DataStream
-	(*CreateRoomRequest)(nil),                             // 69: callstate.lkwire.CreateRoomRequest
-	(*ListRoomsRequest)(nil),                              // 70: callstate.lkwire.ListRoomsRequest
-	(*ListRoomsResponse)(nil),                             // 71: callstate.lkwire.ListRoomsResponse
-	(*DeleteRoomRequest)(nil),                             // 72: callstate.lkwire.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),                            // 73: callstate.lkwire.DeleteRoomResponse
-	(*ListParticipantsRequest)(nil),                       // 74: callstate.lkwire.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),                      // 75: callstate.lkwire.ListParticipantsResponse
-	(*RoomParticipantIdentity)(nil),                       // 76: callstate.lkwire.RoomParticipantIdentity
-	(*RemoveParticipantResponse)(nil),                     // 77: callstate.lkwire.RemoveParticipantResponse
-	(*UpdateParticipantRequest)(nil),                      // 78: callstate.lkwire.UpdateParticipantRequest
-	(*SendDataRequest)(nil),                               // 79: callstate.lkwire.SendDataRequest
-	(*SendDataResponse)(nil),                              // 80: callstate.lkwire.SendDataResponse
-	(*UpdateRoomMetadataRequest)(nil),                     // 81: callstate.lkwire.UpdateRoomMetadataRequest
-	(*MuteRoomTrackRequest)(nil),                          // 82: callstate.lkwire.MuteRoomTrackRequest
-	(*MuteRoomTrackResponse)(nil),                         // 83: callstate.lkwire.MuteRoomTrackResponse
-	(*ParticipantTracks)(nil),                             // 84: callstate.lkwire.ParticipantTracks
-	(*UpdateSubscriptionsRequest)(nil),                    // 85: callstate.lkwire.UpdateSubscriptionsRequest
-	(*UpdateSubscriptionsResponse)(nil),                   // 86: callstate.lkwire.UpdateSubscriptionsResponse
-	(*ForwardParticipantRequest)(nil),                     // 87: callstate.lkwire.ForwardParticipantRequest
-	(*ForwardParticipantResponse)(nil),                    // 88: callstate.lkwire.ForwardParticipantResponse
-	(*MoveParticipantRequest)(nil),                        // 89: callstate.lkwire.MoveParticipantRequest
-	(*MoveParticipantResponse)(nil),                       // 90: callstate.lkwire.MoveParticipantResponse
-	(*PerformRpcRequest)(nil),                             // 91: callstate.lkwire.PerformRpcRequest
-	(*PerformRpcResponse)(nil),                            // 92: callstate.lkwire.PerformRpcResponse
-	(*RoomConfiguration)(nil),                             // 93: callstate.lkwire.RoomConfiguration
-	(*RoomAgentDispatch)(nil),                             // 94: callstate.lkwire.RoomAgentDispatch
-	(*WebhookEvent)(nil),                                  // 95: callstate.lkwire.WebhookEvent
-	(*EgressInfo)(nil),                                    // 96: callstate.lkwire.EgressInfo
-	(*IngressState)(nil),                                  // 97: callstate.lkwire.IngressState
-	(*IngressInfo)(nil),                                   // 98: callstate.lkwire.IngressInfo
-	(*SpeakersChanged)(nil),                               // 99: callstate.lkwire.SpeakersChanged
-	(*SpeakerInfo)(nil),                                   // 100: callstate.lkwire.SpeakerInfo
-	(*ConnectionQualityInfo)(nil),                         // 101: callstate.lkwire.ConnectionQualityInfo
-	(*ConnectionQualityUpdate)(nil),                       // 102: callstate.lkwire.ConnectionQualityUpdate
-	nil,                                                   // 103: callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	nil,                                                   // 104: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	nil,                                                   // 105: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	nil,                                                   // 106: callstate.lkwire.ParticipantInfo.AttributesEntry
-	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 107: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
-	nil,                                   // 108: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
-	(*UpdateDataSubscription_Update)(nil), // 109: callstate.lkwire.UpdateDataSubscription.Update
-	(*DataStream_TextHeader)(nil),         // 110: callstate.lkwire.DataStream.TextHeader
-	(*DataStream_ByteHeader)(nil),         // 111: callstate.lkwire.DataStream.ByteHeader
-	(*DataStream_Header)(nil),             // 112: callstate.lkwire.DataStream.Header
-	(*DataStream_Chunk)(nil),              // 113: callstate.lkwire.DataStream.Chunk
-	(*DataStream_Trailer)(nil),            // 114: callstate.lkwire.DataStream.Trailer
-	nil,                                   // 115: callstate.lkwire.DataStream.Header.AttributesEntry
-	nil,                                   // 116: callstate.lkwire.DataStream.Trailer.AttributesEntry
-	nil,                                   // 117: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	nil,                                   // 118: callstate.lkwire.RoomConfiguration.TagsEntry
-	nil,                                   // 119: callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	(CandidateProtocol)(0),                                // 9: callstate.lkwire.CandidateProtocol
+	(LeaveRequest_Action)(0),                              // 10: callstate.lkwire.LeaveRequest.Action
+	(RequestResponse_Reason)(0),                           // 11: callstate.lkwire.RequestResponse.Reason
+	(WrappedJoinRequest_Compression)(0),                   // 12: callstate.lkwire.WrappedJoinRequest.Compression
+	(ParticipantInfo_State)(0),                            // 13: callstate.lkwire.ParticipantInfo.State
+	(ParticipantInfo_Kind)(0),                             // 14: callstate.lkwire.ParticipantInfo.Kind
+	(ParticipantInfo_KindDetail)(0),                       // 15: callstate.lkwire.ParticipantInfo.KindDetail
+	(Encryption_Type)(0),                                  // 16: callstate.lkwire.Encryption.Type
+	(ServerInfo_Edition)(0),                               // 17: callstate.lkwire.ServerInfo.Edition
+	(ClientInfo_SDK)(0),                                   // 18: callstate.lkwire.ClientInfo.SDK
+	(DataPacket_Kind)(0),                                  // 19: callstate.lkwire.DataPacket.Kind
+	(DataStream_OperationType)(0),                         // 20: callstate.lkwire.DataStream.OperationType
+	(DataStream_CompressionType)(0),                       // 21: callstate.lkwire.DataStream.CompressionType
+	(IngressState_Status)(0),                              // 22: callstate.lkwire.IngressState.Status
+	(*SignalRequest)(nil),                                 // 23: callstate.lkwire.SignalRequest
+	(*SignalResponse)(nil),                                // 24: callstate.lkwire.SignalResponse
+	(*SessionDescription)(nil),                            // 25: callstate.lkwire.SessionDescription
+	(*TrickleRequest)(nil),                                // 26: callstate.lkwire.TrickleRequest
+	(*ICEServer)(nil),                                     // 27: callstate.lkwire.ICEServer
+	(*JoinResponse)(nil),                                  // 28: callstate.lkwire.JoinResponse
+	(*ReconnectResponse)(nil),                             // 29: callstate.lkwire.ReconnectResponse
+	(*ClientConfiguration)(nil),                           // 30: callstate.lkwire.ClientConfiguration
+	(*ParticipantUpdate)(nil),                             // 31: callstate.lkwire.ParticipantUpdate
+	(*RoomUpdate)(nil),                                    // 32: callstate.lkwire.RoomUpdate
+	(*LeaveRequest)(nil),                                  // 33: callstate.lkwire.LeaveRequest
+	(*UpdateParticipantMetadata)(nil),                     // 34: callstate.lkwire.UpdateParticipantMetadata
+	(*Ping)(nil),                                          // 35: callstate.lkwire.Ping
+	(*Pong)(nil),                                          // 36: callstate.lkwire.Pong
+	(*RequestResponse)(nil),                               // 37: callstate.lkwire.RequestResponse
+	(*RoomMovedResponse)(nil),                             // 38: callstate.lkwire.RoomMovedResponse
+	(*UpdateSubscription)(nil),                            // 39: callstate.lkwire.UpdateSubscription
+	(*SyncState)(nil),                                     // 40: callstate.lkwire.SyncState
+	(*DataChannelReceiveState)(nil),                       // 41: callstate.lkwire.DataChannelReceiveState
+	(*DataChannelInfo)(nil),                               // 42: callstate.lkwire.DataChannelInfo
+	(*ConnectionSettings)(nil),                            // 43: callstate.lkwire.ConnectionSettings
+	(*JoinRequest)(nil),                                   // 44: callstate.lkwire.JoinRequest
+	(*WrappedJoinRequest)(nil),                            // 45: callstate.lkwire.WrappedJoinRequest
+	(*TimedVersion)(nil),                                  // 46: callstate.lkwire.TimedVersion
+	(*Room)(nil),                                          // 47: callstate.lkwire.Room
+	(*ParticipantPermission)(nil),                         // 48: callstate.lkwire.ParticipantPermission
+	(*ParticipantInfo)(nil),                               // 49: callstate.lkwire.ParticipantInfo
+	(*Encryption)(nil),                                    // 50: callstate.lkwire.Encryption
+	(*DataTrackInfo)(nil),                                 // 51: callstate.lkwire.DataTrackInfo
+	(*PublishDataTrackRequest)(nil),                       // 52: callstate.lkwire.PublishDataTrackRequest
+	(*PublishDataTrackResponse)(nil),                      // 53: callstate.lkwire.PublishDataTrackResponse
+	(*UnpublishDataTrackRequest)(nil),                     // 54: callstate.lkwire.UnpublishDataTrackRequest
+	(*UnpublishDataTrackResponse)(nil),                    // 55: callstate.lkwire.UnpublishDataTrackResponse
+	(*DataTrackSubscriberHandles)(nil),                    // 56: callstate.lkwire.DataTrackSubscriberHandles
+	(*DataTrackSubscriptionOptions)(nil),                  // 57: callstate.lkwire.DataTrackSubscriptionOptions
+	(*UpdateDataSubscription)(nil),                        // 58: callstate.lkwire.UpdateDataSubscription
+	(*TrackInfo)(nil),                                     // 59: callstate.lkwire.TrackInfo
+	(*ServerInfo)(nil),                                    // 60: callstate.lkwire.ServerInfo
+	(*ClientInfo)(nil),                                    // 61: callstate.lkwire.ClientInfo
+	(*DataPacket)(nil),                                    // 62: callstate.lkwire.DataPacket
+	(*UserPacket)(nil),                                    // 63: callstate.lkwire.UserPacket
+	(*ChatMessage)(nil),                                   // 64: callstate.lkwire.ChatMessage
+	(*RpcRequest)(nil),                                    // 65: callstate.lkwire.RpcRequest
+	(*RpcAck)(nil),                                        // 66: callstate.lkwire.RpcAck
+	(*RpcResponse)(nil),                                   // 67: callstate.lkwire.RpcResponse
+	(*RpcError)(nil),                                      // 68: callstate.lkwire.RpcError
+	(*DataStream)(nil),                                    // 69: callstate.lkwire.DataStream
+	(*CreateRoomRequest)(nil),                             // 70: callstate.lkwire.CreateRoomRequest
+	(*ListRoomsRequest)(nil),                              // 71: callstate.lkwire.ListRoomsRequest
+	(*ListRoomsResponse)(nil),                             // 72: callstate.lkwire.ListRoomsResponse
+	(*DeleteRoomRequest)(nil),                             // 73: callstate.lkwire.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),                            // 74: callstate.lkwire.DeleteRoomResponse
+	(*ListParticipantsRequest)(nil),                       // 75: callstate.lkwire.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),                      // 76: callstate.lkwire.ListParticipantsResponse
+	(*RoomParticipantIdentity)(nil),                       // 77: callstate.lkwire.RoomParticipantIdentity
+	(*RemoveParticipantResponse)(nil),                     // 78: callstate.lkwire.RemoveParticipantResponse
+	(*UpdateParticipantRequest)(nil),                      // 79: callstate.lkwire.UpdateParticipantRequest
+	(*SendDataRequest)(nil),                               // 80: callstate.lkwire.SendDataRequest
+	(*SendDataResponse)(nil),                              // 81: callstate.lkwire.SendDataResponse
+	(*UpdateRoomMetadataRequest)(nil),                     // 82: callstate.lkwire.UpdateRoomMetadataRequest
+	(*MuteRoomTrackRequest)(nil),                          // 83: callstate.lkwire.MuteRoomTrackRequest
+	(*MuteRoomTrackResponse)(nil),                         // 84: callstate.lkwire.MuteRoomTrackResponse
+	(*ParticipantTracks)(nil),                             // 85: callstate.lkwire.ParticipantTracks
+	(*UpdateSubscriptionsRequest)(nil),                    // 86: callstate.lkwire.UpdateSubscriptionsRequest
+	(*UpdateSubscriptionsResponse)(nil),                   // 87: callstate.lkwire.UpdateSubscriptionsResponse
+	(*ForwardParticipantRequest)(nil),                     // 88: callstate.lkwire.ForwardParticipantRequest
+	(*ForwardParticipantResponse)(nil),                    // 89: callstate.lkwire.ForwardParticipantResponse
+	(*MoveParticipantRequest)(nil),                        // 90: callstate.lkwire.MoveParticipantRequest
+	(*MoveParticipantResponse)(nil),                       // 91: callstate.lkwire.MoveParticipantResponse
+	(*PerformRpcRequest)(nil),                             // 92: callstate.lkwire.PerformRpcRequest
+	(*PerformRpcResponse)(nil),                            // 93: callstate.lkwire.PerformRpcResponse
+	(*RoomConfiguration)(nil),                             // 94: callstate.lkwire.RoomConfiguration
+	(*RoomAgentDispatch)(nil),                             // 95: callstate.lkwire.RoomAgentDispatch
+	(*WebhookEvent)(nil),                                  // 96: callstate.lkwire.WebhookEvent
+	(*EgressInfo)(nil),                                    // 97: callstate.lkwire.EgressInfo
+	(*IngressState)(nil),                                  // 98: callstate.lkwire.IngressState
+	(*IngressInfo)(nil),                                   // 99: callstate.lkwire.IngressInfo
+	(*SpeakersChanged)(nil),                               // 100: callstate.lkwire.SpeakersChanged
+	(*SpeakerInfo)(nil),                                   // 101: callstate.lkwire.SpeakerInfo
+	(*ConnectionQualityInfo)(nil),                         // 102: callstate.lkwire.ConnectionQualityInfo
+	(*ConnectionQualityUpdate)(nil),                       // 103: callstate.lkwire.ConnectionQualityUpdate
+	(*SimulateScenario)(nil),                              // 104: callstate.lkwire.SimulateScenario
+	nil,                                                   // 105: callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	nil,                                                   // 106: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	nil,                                                   // 107: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	nil,                                                   // 108: callstate.lkwire.ParticipantInfo.AttributesEntry
+	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 109: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	nil,                                   // 110: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	(*UpdateDataSubscription_Update)(nil), // 111: callstate.lkwire.UpdateDataSubscription.Update
+	(*DataStream_TextHeader)(nil),         // 112: callstate.lkwire.DataStream.TextHeader
+	(*DataStream_ByteHeader)(nil),         // 113: callstate.lkwire.DataStream.ByteHeader
+	(*DataStream_Header)(nil),             // 114: callstate.lkwire.DataStream.Header
+	(*DataStream_Chunk)(nil),              // 115: callstate.lkwire.DataStream.Chunk
+	(*DataStream_Trailer)(nil),            // 116: callstate.lkwire.DataStream.Trailer
+	nil,                                   // 117: callstate.lkwire.DataStream.Header.AttributesEntry
+	nil,                                   // 118: callstate.lkwire.DataStream.Trailer.AttributesEntry
+	nil,                                   // 119: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	nil,                                   // 120: callstate.lkwire.RoomConfiguration.TagsEntry
+	nil,                                   // 121: callstate.lkwire.RoomAgentDispatch.AttributesEntry
 }
 var file_livekit_proto_depIdxs = []int32{
-	24,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
-	24,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
-	25,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
-	32,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
-	39,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	33,  // 5: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	34,  // 6: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
-	51,  // 7: callstate.lkwire.SignalRequest.publish_data_track_request:type_name -> callstate.lkwire.PublishDataTrackRequest
-	53,  // 8: callstate.lkwire.SignalRequest.unpublish_data_track_request:type_name -> callstate.lkwire.UnpublishDataTrackRequest
-	57,  // 9: callstate.lkwire.SignalRequest.update_data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
-	27,  // 10: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
-	24,  // 11: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
-	24,  // 12: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
-	25,  // 13: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	30,  // 14: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
-	32,  // 15: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
-	99,  // 16: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
-	31,  // 17: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
-	102, // 18: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
-	28,  // 19: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
-	35,  // 20: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
-	36,  // 21: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
-	37,  // 22: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
-	52,  // 23: callstate.lkwire.SignalResponse.publish_data_track_response:type_name -> callstate.lkwire.PublishDataTrackResponse
-	54,  // 24: callstate.lkwire.SignalResponse.unpublish_data_track_response:type_name -> callstate.lkwire.UnpublishDataTrackResponse
-	55,  // 25: callstate.lkwire.SignalResponse.data_track_subscriber_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles
-	103, // 26: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	0,   // 27: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
-	46,  // 28: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
-	48,  // 29: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	48,  // 30: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	26,  // 31: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	29,  // 32: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	59,  // 33: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	26,  // 34: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	29,  // 35: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	59,  // 36: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	1,   // 37: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
-	1,   // 38: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
-	48,  // 39: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
-	46,  // 40: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
-	4,   // 41: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
-	9,   // 42: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
-	104, // 43: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	10,  // 44: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
-	25,  // 45: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	33,  // 46: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	51,  // 47: callstate.lkwire.RequestResponse.publish_data_track:type_name -> callstate.lkwire.PublishDataTrackRequest
-	53,  // 48: callstate.lkwire.RequestResponse.unpublish_data_track:type_name -> callstate.lkwire.UnpublishDataTrackRequest
-	46,  // 49: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
-	48,  // 50: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	48,  // 51: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	24,  // 52: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
-	38,  // 53: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
-	41,  // 54: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
-	24,  // 55: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
-	40,  // 56: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
-	52,  // 57: callstate.lkwire.SyncState.publish_data_tracks:type_name -> callstate.lkwire.PublishDataTrackResponse
-	57,  // 58: callstate.lkwire.SyncState.data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
-	0,   // 59: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
-	60,  // 60: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
-	42,  // 61: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
-	105, // 62: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	24,  // 63: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
-	5,   // 64: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
-	39,  // 65: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	11,  // 66: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
-	45,  // 67: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
-	3,   // 68: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
-	12,  // 69: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
-	47,  // 70: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
-	13,  // 71: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
-	106, // 72: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
-	4,   // 73: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
-	58,  // 74: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
-	14,  // 75: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
-	50,  // 76: callstate.lkwire.ParticipantInfo.data_tracks:type_name -> callstate.lkwire.DataTrackInfo
-	15,  // 77: callstate.lkwire.DataTrackInfo.encryption:type_name -> callstate.lkwire.Encryption.Type
-	15,  // 78: callstate.lkwire.PublishDataTrackRequest.encryption:type_name -> callstate.lkwire.Encryption.Type
-	50,  // 79: callstate.lkwire.PublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
-	50,  // 80: callstate.lkwire.UnpublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
-	108, // 81: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
-	109, // 82: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
-	2,   // 83: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
-	3,   // 84: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
-	16,  // 85: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
-	17,  // 86: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
-	18,  // 87: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	62,  // 88: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
-	112, // 89: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
-	113, // 90: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
-	114, // 91: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
-	63,  // 92: callstate.lkwire.DataPacket.chat_message:type_name -> callstate.lkwire.ChatMessage
-	64,  // 93: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
-	65,  // 94: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
-	66,  // 95: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
-	67,  // 96: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
-	46,  // 97: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
-	48,  // 98: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
-	47,  // 99: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
-	117, // 100: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	18,  // 101: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	58,  // 102: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
-	84,  // 103: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
-	94,  // 104: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
-	118, // 105: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
-	119, // 106: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
-	46,  // 107: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
-	48,  // 108: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
-	96,  // 109: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
-	98,  // 110: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
-	58,  // 111: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
-	6,   // 112: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
-	21,  // 113: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
-	58,  // 114: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
-	7,   // 115: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
-	97,  // 116: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
-	100, // 117: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
-	8,   // 118: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
-	101, // 119: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
-	107, // 120: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
-	56,  // 121: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
-	19,  // 122: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
-	115, // 123: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
-	110, // 124: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
-	111, // 125: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
-	20,  // 126: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
-	116, // 127: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
-	69,  // 128: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
-	70,  // 129: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
-	72,  // 130: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
-	74,  // 131: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
-	76,  // 132: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	76,  // 133: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	78,  // 134: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
-	79,  // 135: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
-	81,  // 136: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
-	82,  // 137: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
-	85,  // 138: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
-	87,  // 139: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
-	89,  // 140: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
-	91,  // 141: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
-	46,  // 142: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
-	71,  // 143: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
-	73,  // 144: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
-	75,  // 145: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
-	48,  // 146: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	77,  // 147: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
-	48,  // 148: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	80,  // 149: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
-	46,  // 150: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
-	83,  // 151: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
-	86,  // 152: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
-	88,  // 153: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
-	90,  // 154: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
-	92,  // 155: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
-	142, // [142:156] is the sub-list for method output_type
-	128, // [128:142] is the sub-list for method input_type
-	128, // [128:128] is the sub-list for extension type_name
-	128, // [128:128] is the sub-list for extension extendee
-	0,   // [0:128] is the sub-list for field type_name
+	25,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
+	25,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
+	26,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
+	33,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
+	40,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	104, // 5: callstate.lkwire.SignalRequest.simulate:type_name -> callstate.lkwire.SimulateScenario
+	34,  // 6: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	35,  // 7: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
+	52,  // 8: callstate.lkwire.SignalRequest.publish_data_track_request:type_name -> callstate.lkwire.PublishDataTrackRequest
+	54,  // 9: callstate.lkwire.SignalRequest.unpublish_data_track_request:type_name -> callstate.lkwire.UnpublishDataTrackRequest
+	58,  // 10: callstate.lkwire.SignalRequest.update_data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
+	28,  // 11: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
+	25,  // 12: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
+	25,  // 13: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
+	26,  // 14: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	31,  // 15: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
+	33,  // 16: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
+	100, // 17: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
+	32,  // 18: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
+	103, // 19: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
+	29,  // 20: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
+	36,  // 21: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
+	37,  // 22: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
+	38,  // 23: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
+	53,  // 24: callstate.lkwire.SignalResponse.publish_data_track_response:type_name -> callstate.lkwire.PublishDataTrackResponse
+	55,  // 25: callstate.lkwire.SignalResponse.unpublish_data_track_response:type_name -> callstate.lkwire.UnpublishDataTrackResponse
+	56,  // 26: callstate.lkwire.SignalResponse.data_track_subscriber_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles
+	105, // 27: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	0,   // 28: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
+	47,  // 29: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
+	49,  // 30: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	49,  // 31: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	27,  // 32: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	30,  // 33: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	60,  // 34: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	27,  // 35: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	30,  // 36: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	60,  // 37: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	1,   // 38: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
+	1,   // 39: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
+	49,  // 40: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
+	47,  // 41: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
+	4,   // 42: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
+	10,  // 43: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
+	106, // 44: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	11,  // 45: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
+	26,  // 46: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	34,  // 47: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	52,  // 48: callstate.lkwire.RequestResponse.publish_data_track:type_name -> callstate.lkwire.PublishDataTrackRequest
+	54,  // 49: callstate.lkwire.RequestResponse.unpublish_data_track:type_name -> callstate.lkwire.UnpublishDataTrackRequest
+	47,  // 50: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
+	49,  // 51: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	49,  // 52: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	25,  // 53: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
+	39,  // 54: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
+	42,  // 55: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
+	25,  // 56: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
+	41,  // 57: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
+	53,  // 58: callstate.lkwire.SyncState.publish_data_tracks:type_name -> callstate.lkwire.PublishDataTrackResponse
+	58,  // 59: callstate.lkwire.SyncState.data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
+	0,   // 60: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
+	61,  // 61: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
+	43,  // 62: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
+	107, // 63: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	25,  // 64: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
+	5,   // 65: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
+	40,  // 66: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	12,  // 67: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
+	46,  // 68: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
+	3,   // 69: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
+	13,  // 70: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
+	48,  // 71: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
+	14,  // 72: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
+	108, // 73: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
+	4,   // 74: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
+	59,  // 75: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
+	15,  // 76: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
+	51,  // 77: callstate.lkwire.ParticipantInfo.data_tracks:type_name -> callstate.lkwire.DataTrackInfo
+	16,  // 78: callstate.lkwire.DataTrackInfo.encryption:type_name -> callstate.lkwire.Encryption.Type
+	16,  // 79: callstate.lkwire.PublishDataTrackRequest.encryption:type_name -> callstate.lkwire.Encryption.Type
+	51,  // 80: callstate.lkwire.PublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
+	51,  // 81: callstate.lkwire.UnpublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
+	110, // 82: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	111, // 83: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
+	2,   // 84: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
+	3,   // 85: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
+	17,  // 86: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
+	18,  // 87: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
+	19,  // 88: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	63,  // 89: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
+	114, // 90: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
+	115, // 91: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
+	116, // 92: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
+	64,  // 93: callstate.lkwire.DataPacket.chat_message:type_name -> callstate.lkwire.ChatMessage
+	65,  // 94: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
+	66,  // 95: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
+	67,  // 96: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
+	68,  // 97: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
+	47,  // 98: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
+	49,  // 99: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
+	48,  // 100: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
+	119, // 101: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	19,  // 102: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	59,  // 103: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
+	85,  // 104: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
+	95,  // 105: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
+	120, // 106: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
+	121, // 107: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	47,  // 108: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
+	49,  // 109: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
+	97,  // 110: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
+	99,  // 111: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
+	59,  // 112: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
+	6,   // 113: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
+	22,  // 114: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
+	59,  // 115: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
+	7,   // 116: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
+	98,  // 117: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
+	101, // 118: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
+	8,   // 119: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
+	102, // 120: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
+	9,   // 121: callstate.lkwire.SimulateScenario.switch_candidate_protocol:type_name -> callstate.lkwire.CandidateProtocol
+	109, // 122: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	57,  // 123: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
+	20,  // 124: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
+	117, // 125: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
+	112, // 126: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
+	113, // 127: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
+	21,  // 128: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
+	118, // 129: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
+	70,  // 130: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
+	71,  // 131: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
+	73,  // 132: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
+	75,  // 133: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
+	77,  // 134: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	77,  // 135: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	79,  // 136: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
+	80,  // 137: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
+	82,  // 138: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
+	83,  // 139: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
+	86,  // 140: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
+	88,  // 141: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
+	90,  // 142: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
+	92,  // 143: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
+	47,  // 144: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
+	72,  // 145: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
+	74,  // 146: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
+	76,  // 147: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
+	49,  // 148: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	78,  // 149: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
+	49,  // 150: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	81,  // 151: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
+	47,  // 152: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
+	84,  // 153: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
+	87,  // 154: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
+	89,  // 155: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
+	91,  // 156: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
+	93,  // 157: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
+	144, // [144:158] is the sub-list for method output_type
+	130, // [130:144] is the sub-list for method input_type
+	130, // [130:130] is the sub-list for extension type_name
+	130, // [130:130] is the sub-list for extension extendee
+	0,   // [0:130] is the sub-list for field type_name
 }
 
 func init() { file_livekit_proto_init() }
@@ -8961,6 +9251,7 @@ func file_livekit_proto_init() {
 		(*SignalRequest_Trickle)(nil),
 		(*SignalRequest_Leave)(nil),
 		(*SignalRequest_SyncState)(nil),
+		(*SignalRequest_Simulate)(nil),
 		(*SignalRequest_Ping)(nil),
 		(*SignalRequest_UpdateMetadata)(nil),
 		(*SignalRequest_PingReq)(nil),
@@ -9013,7 +9304,18 @@ func file_livekit_proto_init() {
 		(*RpcResponse_Error)(nil),
 	}
 	file_livekit_proto_msgTypes[57].OneofWrappers = []any{}
-	file_livekit_proto_msgTypes[90].OneofWrappers = []any{
+	file_livekit_proto_msgTypes[81].OneofWrappers = []any{
+		(*SimulateScenario_SpeakerUpdate)(nil),
+		(*SimulateScenario_NodeFailure)(nil),
+		(*SimulateScenario_Migration)(nil),
+		(*SimulateScenario_ServerLeave)(nil),
+		(*SimulateScenario_SwitchCandidateProtocol)(nil),
+		(*SimulateScenario_SubscriberBandwidth)(nil),
+		(*SimulateScenario_DisconnectSignalOnResume)(nil),
+		(*SimulateScenario_DisconnectSignalOnResumeNoMessages)(nil),
+		(*SimulateScenario_LeaveRequestFullReconnect)(nil),
+	}
+	file_livekit_proto_msgTypes[91].OneofWrappers = []any{
 		(*DataStream_Header_TextHeader)(nil),
 		(*DataStream_Header_ByteHeader)(nil),
 	}
@@ -9022,8 +9324,8 @@ func file_livekit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livekit_proto_rawDesc), len(file_livekit_proto_rawDesc)),
-			NumEnums:      22,
-			NumMessages:   98,
+			NumEnums:      23,
+			NumMessages:   99,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
