@@ -58,7 +58,7 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.session = newSessionData(r.local.Identity)
 	cfg.MaxLossyPacket = maxLossyPacket(r.local.Identity, r.local.SID)
 	r.lossyEnc = chunk.NewEncoder(cfg)
-	r.session.observe(now, r.info.Metadata)
+	r.session.observe(now, r.info.Metadata, false)
 
 	r.tr = tr
 	if tr.SinglePC() && hasRelay(jr.GetIceServers()) {

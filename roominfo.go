@@ -73,7 +73,10 @@ func (r *Room) applyRoom(pr *lkpb.Room) {
 		return
 	}
 	r.emitLocked(RoomMetadataChanged{Time: now, Metadata: r.info.Metadata, Previous: prev.Metadata})
-	if ev, ok := r.session.observe(now, r.info.Metadata); ok {
+	// A room with another sid is the room created anew (a restarted
+	// server): its empty metadata is restored, not taken as a Replace.
+	restore := prev.SID != "" && r.info.SID != "" && prev.SID != r.info.SID
+	if ev, ok := r.session.observe(now, r.info.Metadata, restore); ok {
 		r.emitLocked(ev)
 	}
 }

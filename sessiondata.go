@@ -77,8 +77,17 @@ func newSessionData(identity string) *sessionData {
 
 // observe takes a new room metadata value, in the order received, and
 // returns the event to emit, if any; Room.mu held.
-func (s *sessionData) observe(now time.Time, metadata string) (SessionDataUpdated, bool) {
-	obs := s.rep.Observe(metadata)
+//
+// restore is true for the first value from a room created anew while the
+// Room was away (a rejoin into a room with another sid, after a server
+// restart): see sessionstate.Replica.Restore.
+func (s *sessionData) observe(now time.Time, metadata string, restore bool) (SessionDataUpdated, bool) {
+	var obs sessionstate.Observation
+	if restore {
+		obs = s.rep.Restore(metadata)
+	} else {
+		obs = s.rep.Observe(metadata)
+	}
 	s.data = obs.Data
 	close(s.change)
 	s.change = make(chan struct{})

@@ -238,6 +238,33 @@ func (r *Replica) Observe(metadata string) Observation {
 	return r.observation(changed)
 }
 
+// Restore is Observe for the first room metadata after the room was
+// created anew while this replica was away: the room's sid changed, as
+// when a restarted server (which keeps rooms in memory) recreates the room
+// for the first participant to rejoin. Such a room comes back with empty
+// metadata, which is no write by anyone: Restore does not take it for an
+// outside Replace by an empty object (as Observe would, losing everything)
+// but keeps all the replica knows. The last observed session data is then
+// empty, so every write the replica knows is reported missing: its own
+// (Need: RepairNow) and those of the others (Lost), which the usual
+// repairs write back, so that the session data converges on the value
+// before the restart joined with the writes made since. Metadata that is
+// not empty was written deliberately (by a participant that restored
+// first, or by someone who replaced the data meanwhile) and is observed as
+// Observe does: a Replace still wins.
+func (r *Replica) Restore(metadata string) Observation {
+	if metadata != "" {
+		return r.Observe(metadata)
+	}
+	changed := changedKeys(r.lastData, nil)
+	r.observed = true
+	r.lastRaw = metadata
+	r.lastData = nil
+	r.lastExternal = false
+	r.lastState = newState()
+	return r.observation(changed)
+}
+
 func (r *Replica) observation(changed []string) Observation {
 	need, lost := r.assess()
 	return Observation{

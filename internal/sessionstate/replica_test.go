@@ -700,3 +700,62 @@ func TestLearnMakesTheNextWriteIncludeIt(t *testing.T) {
 	b.Learn("not json")
 	b.Learn(`{"plain":"object"}`)
 }
+
+// A room recreated empty (a restarted server): the replicas that come back
+// restore what they held, everyone's writes included, and converge on it
+// joined with the writes made since.
+func TestRestoreAfterRoomRecreated(t *testing.T) {
+	a, b := newReplica(t, "alice"), newReplica(t, "bob")
+	rs := []*Replica{a, b}
+	observeAll(rs, "")
+	observeAll(rs, write(t, a, `{"x":1}`, ShallowMerge).Metadata())
+	observeAll(rs, write(t, b, `{"y":2}`, ShallowMerge).Metadata())
+
+	// Observe would take the empty metadata for a Replace by {}.
+	o := a.Restore("")
+	assert.Nil(t, o.Data, "the room's metadata is empty for now")
+	assert.Equal(t, []string{"x", "y"}, o.Changed)
+	assert.Equal(t, RepairNow, o.Repair, "alice restores her own write")
+	assert.Equal(t, []string{"bob"}, o.Lost, "and knows bob's is missing")
+	fix, ok := a.Repair()
+	require.True(t, ok)
+	a.Commit(fix, fix.Metadata())
+	// bob comes back after alice's restore and writes: both converge on
+	// the value before plus the new write.
+	ob := b.Restore(fix.Metadata())
+	assert.Equal(t, RepairNone, ob.Repair)
+	assert.JSONEq(t, `{"x":1,"y":2}`, string(mustJSON(t, ob.Data)))
+	o = observeAll(rs, write(t, b, `{"z":3}`, ShallowMerge).Metadata())
+	assert.JSONEq(t, `{"x":1,"y":2,"z":3}`, string(mustJSON(t, o.Data)))
+	assert.Equal(t, RepairNone, a.Need())
+	assert.Equal(t, RepairNone, b.Need())
+}
+
+// A deliberate Replace made in the recreated room before a replica is back
+// wins over what the replica held.
+func TestRestoreYieldsToReplace(t *testing.T) {
+	// aaron sorts before alice: the Replace wins by its clock, not by the
+	// writers' order.
+	a, c := newReplica(t, "alice"), newReplica(t, "aaron")
+	rs := []*Replica{a, c}
+	observeAll(rs, "")
+	observeAll(rs, write(t, a, `{"x":1}`, ShallowMerge).Metadata())
+	// aaron, back first in the recreated room, replaces the data.
+	c.Restore("")
+	rep := write(t, c, `{"fresh":true}`, Replace)
+	o := a.Restore(rep.Metadata())
+	assert.JSONEq(t, `{"fresh":true}`, string(mustJSON(t, o.Data)))
+	assert.Equal(t, RepairNone, o.Repair, "nothing to restore over a Replace")
+	assert.Empty(t, o.Lost)
+	// A plain object from outside callstate wins the same way.
+	o = a.Restore(`{"plain":1}`)
+	assert.JSONEq(t, `{"plain":1}`, string(mustJSON(t, o.Data)))
+	assert.Equal(t, RepairNone, o.Repair)
+}
+
+func mustJSON(t *testing.T, m map[string]json.RawMessage) []byte {
+	t.Helper()
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	return b
+}
