@@ -2,7 +2,6 @@ package callstate_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -176,31 +175,33 @@ func TestStreamAcrossServerRestart(t *testing.T) {
 	subA := a.Subscribe(nil)
 	const n = 1000
 	type restart struct {
-		at  time.Time
-		err error
+		began, at time.Time // the kill, and the new process answering
+		err       error
 	}
 	restarts := make(chan restart, 1)
 	done := stream(ctx, a, n, 100, func() {
 		go func() {
+			began := time.Now()
 			err := srv.Restart(ctx)
-			restarts <- restart{time.Now(), err}
+			restarts <- restart{began, time.Now(), err}
 		}()
 	})
 	e, err := calltest.AwaitEvent(ctx, subA, 60*time.Second, stateIs(callstate.StateConnected))
 	require.NoError(t, err)
 	rs := <-restarts
 	require.NoError(t, rs.err)
-	restarted := rs.at
+	restarted := rs.began
+	t.Logf("the server took %v to restart (kill, start, answering)", rs.at.Sub(rs.began).Round(time.Millisecond))
 	assert.Equal(t, callstate.RecoveryRejoined, e.Recovery)
-	t.Logf("alice rejoined %v after the server was up again", e.Time.Sub(restarted).Round(time.Millisecond))
+	t.Logf("alice rejoined %v after the kill", e.Time.Sub(restarted).Round(time.Millisecond))
 	eb, err := calltest.AwaitEvent(ctx, subB, 60*time.Second, stateIs(callstate.StateConnected))
 	require.NoError(t, err)
-	t.Logf("bob rejoined %v after the server was up again", eb.Time.Sub(restarted).Round(time.Millisecond))
+	t.Logf("bob rejoined %v after the kill", eb.Time.Sub(restarted).Round(time.Millisecond))
 	// Session data written after the restart joins what was restored.
 	require.NoError(t, b.SetSessionData(ctx, map[string]int{"after": 2}, callstate.ShallowMerge))
 	failed := <-done
 	first := checkStream(t, ctx, a, fromA, n, 100, failed)
-	t.Logf("data flowing again %v after the server was up again", first.Sub(restarted).Round(time.Millisecond))
+	t.Logf("data flowing again %v after the kill", first.Sub(restarted).Round(time.Millisecond))
 
 	// Both are back and agree.
 	pa, err := b.WaitForParticipant(ctx, "alice")
@@ -284,53 +285,78 @@ func TestInjectedLossyDrop(t *testing.T) {
 }
 
 // Requests in flight across each rung of the ladder complete, or fail with
-// a clear error; none hangs.
+// a clear error; none hangs. Each is made while the Room is recovering.
 func TestRequestsInFlightAcrossRecovery(t *testing.T) {
 	srv := calltest.NewServer(t, &calltest.Options{IgnoreEnv: true})
 	room := srv.RoomName(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	proxy := startProxy(t, srv)
 	fn := faultyNet(t)
-	a := joinVia(t, proxy, srv, room, "alice", fn.Options(nil))
+	// Short ICE timeouts: the PeerConnection fails 3 s into an outage,
+	// and the Room restarts ICE by itself (with pion's defaults the
+	// server's leave, about 16 s in, comes first).
+	se := callstate.NewSettingEngine()
+	se.SetICETimeouts(time.Second, 2*time.Second, 500*time.Millisecond)
+	a := joinVia(t, proxy, srv, room, "alice", fn.Options(&callstate.JoinOptions{SettingEngine: se}))
 	subA := a.Subscribe(nil)
 	for _, rung := range []struct {
 		name  string
-		fault func()
+		want  callstate.Recovery
+		fault func() (end func())
 	}{
-		{"resume", proxy.Cut},
-		{"ICE restart", func() { fn.Block(6 * time.Second); proxy.Cut() }},
-		{"rejoin", func() {
-			go func() { _ = srv.Restart(ctx) }()
+		{"resume", callstate.RecoveryResumed, func() func() {
+			proxy.SetDown(true)
+			return func() { proxy.SetDown(false) }
+		}},
+		{"ICE restart", callstate.RecoveryICERestart, func() func() {
+			fn.Block(time.Minute)
+			return fn.Unblock
+		}},
+		{"rejoin", callstate.RecoveryRejoined, func() func() {
+			restarted := make(chan error, 1)
+			go func() { restarted <- srv.Restart(ctx) }()
+			return func() { require.NoError(t, <-restarted) }
 		}},
 	} {
 		t.Run(rung.name, func(t *testing.T) {
-			rung.fault()
+			end := rung.fault()
+			calltest.Await(t, subA, stateIs(callstate.StateReconnecting))
 			var wg sync.WaitGroup
 			errs := make([]error, 3)
-			wg.Add(3)
-			go func() { defer wg.Done(); errs[0] = a.SetUserData(ctx, rung.name) }()
-			go func() {
-				defer wg.Done()
-				errs[1] = a.SetAttributes(ctx, map[string]string{"rung": rung.name})
-			}()
-			go func() {
-				defer wg.Done()
-				errs[2] = a.SetSessionData(ctx, map[string]string{"rung": rung.name}, callstate.ShallowMerge)
-			}()
+			took := make([]time.Duration, 3)
+			reqs := []func() error{
+				func() error { return a.SetUserData(ctx, rung.name) },
+				func() error { return a.SetAttributes(ctx, map[string]string{"rung": rung.name}) },
+				func() error {
+					return a.SetSessionData(ctx, map[string]string{"rung": rung.name}, callstate.ShallowMerge)
+				},
+			}
+			for i, req := range reqs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					start := time.Now()
+					errs[i] = req()
+					took[i] = time.Since(start)
+				}()
+			}
+			// The outage lasts until the requests are surely in flight:
+			// a second is far more than a request needs to leave.
+			time.Sleep(time.Second)
+			end()
 			wg.Wait()
 			for i, err := range errs {
 				if err != nil {
-					// A failure is a clear, typed one, never the context's
-					// deadline (a hang).
-					assert.False(t, errors.Is(err, context.DeadlineExceeded), "request %d hung: %v", i, err)
-					t.Logf("request %d failed: %v", i, err)
+					// A failure is a clear one, never the context's deadline
+					// (a hang).
+					assert.NotErrorIs(t, err, context.DeadlineExceeded, "request %d hung", i)
 				}
+				t.Logf("request %d: %v after %v", i, err, took[i].Round(time.Millisecond))
 			}
-			_, err := calltest.AwaitEvent(ctx, subA, 60*time.Second, stateIs(callstate.StateConnected))
-			if a.ConnectionState() != callstate.StateConnected {
-				require.NoError(t, err)
-			}
+			e, err := calltest.AwaitEvent(ctx, subA, 60*time.Second, stateIs(callstate.StateConnected))
+			require.NoError(t, err)
+			assert.Equal(t, rung.want, e.Recovery)
 			// Once connected again the requests succeed.
 			require.NoError(t, a.SetUserData(ctx, rung.name+" after"))
 			require.NoError(t, a.SetSessionData(ctx, map[string]string{"after": rung.name}, callstate.ShallowMerge))

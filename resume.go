@@ -375,11 +375,16 @@ func (r *Room) awaitPeers(deadline time.Time) {
 // the deadline passes.
 func (r *Room) restartICE(deadline time.Time) bool {
 	tr := r.transport()
+	// Offers come 1 s apart at first, then further apart up to
+	// iceRestartEvery: an outage that ends soon after the first offer is
+	// recovered within about a second, a long one costs few offers.
+	every := time.Second
 	for time.Now().Before(deadline) {
 		if err := tr.RestartICE(); err != nil {
 			r.opts.Logger.Debug("callstate: ICE restart", "err", err)
 		}
-		wait := time.NewTimer(min(iceRestartEvery, time.Until(deadline)))
+		wait := time.NewTimer(min(every, time.Until(deadline)))
+		every = min(2*every, iceRestartEvery)
 		for tr.State() != webrtc.PeerConnectionStateConnected {
 			select {
 			case <-r.pcChanged:

@@ -208,7 +208,7 @@ func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) 
 	if err := r.acquire(ctx, op, s.sem); err != nil {
 		return err
 	}
-	u, err := r.writeSessionData(ctx, op, changes, strat)
+	u, err := r.writeSessionDataRecovering(ctx, op, changes, strat)
 	<-s.sem // the wait below must not hold up repairs
 	if err != nil {
 		return err
@@ -229,6 +229,60 @@ func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) 
 			return fmt.Errorf("callstate: %s: the write was applied, but not yet received back: %w", op, ctx.Err())
 		case <-r.closing:
 			return r.endError()
+		}
+	}
+}
+
+// writeSessionDataRecovering is writeSessionData made while the Room may
+// be recovering its connection: the write waits (bounded by ctx) until the
+// Room is back, and a write refused because the room does not exist (a
+// restarted server has not recreated it yet) is made again once the Room
+// has rejoined, so that a write in flight across a recovery completes
+// instead of failing for a reason the recovery removes.
+func (r *Room) writeSessionDataRecovering(ctx context.Context, op string, changes map[string]json.RawMessage, strat sessionstate.Strategy) (*sessionstate.Update, error) {
+	if err := r.awaitGate(ctx, op, 0); err != nil {
+		return nil, err
+	}
+	u, err := r.writeSessionData(ctx, op, changes, strat)
+	var se *ServerError
+	if err == nil || !errors.As(err, &se) || se.Code != "not_found" {
+		return u, err
+	}
+	// The server may not have told the Room yet that it restarted: wait
+	// for the recovery to begin (the signalling connection fails at once
+	// when the server's process ends), then for it to end.
+	if !r.awaitRecovering(ctx, rejoinTimeout) {
+		return u, err
+	}
+	if err := r.awaitGate(ctx, op, 0); err != nil {
+		return nil, err
+	}
+	return r.writeSessionData(ctx, op, changes, strat)
+}
+
+// awaitRecovering waits up to d, and ctx, for the Room to be recovering
+// its connection; false if it is not.
+func (r *Room) awaitRecovering(ctx context.Context, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	sub := r.Subscribe(&SubscribeOptions{Filter: func(e Event) bool {
+		_, ok := e.(ConnectionStateChanged)
+		return ok
+	}})
+	defer sub.Close()
+	for {
+		if r.ConnectionState() == StateReconnecting || !r.gateOpen() {
+			return true
+		}
+		select {
+		case _, ok := <-sub.Events():
+			if !ok {
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		case <-r.closing:
+			return false
 		}
 	}
 }
