@@ -363,3 +363,38 @@ func TestRequestsInFlightAcrossRecovery(t *testing.T) {
 		})
 	}
 }
+
+// The server-assisted scenarios (SignalRequest.simulate): the Room
+// recovers from a node failure and a migration, as from the real failure,
+// and its data reaches the others; a server leave (action DISCONNECT) ends
+// it.
+func TestSimulatedScenarios(t *testing.T) {
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	_, err := b.WaitForParticipant(ctx, "alice")
+	require.NoError(t, err)
+	subA := a.Subscribe(nil)
+	fromA := seqSub(b, "alice")
+	for i, sc := range []callstate.Scenario{callstate.ScenarioNodeFailure, callstate.ScenarioMigration} {
+		start := time.Now()
+		require.NoError(t, a.Simulate(ctx, sc))
+		calltest.Await(t, subA, stateIs(callstate.StateReconnecting))
+		e, err := calltest.AwaitEvent(ctx, subA, 40*time.Second, stateIs(callstate.StateConnected))
+		require.NoError(t, err, "%v", sc)
+		t.Logf("%v: %v after %v", sc, e.Recovery, e.Time.Sub(start).Round(time.Millisecond))
+		require.NoError(t, a.PublishData(ctx, fmt.Appendf(nil, "%d", i), &callstate.PublishOptions{Topic: "seq"}))
+		d, err := calltest.AwaitEvent[callstate.DataReceived](ctx, fromA, 30*time.Second, nil)
+		require.NoError(t, err, "%v", sc)
+		assert.Equal(t, fmt.Sprint(i), string(d.Data.Payload))
+	}
+	assert.ErrorIs(t, a.Simulate(ctx, callstate.Scenario(99)), callstate.ErrInvalidArgument)
+	// A server leave comes with action DISCONNECT, which ends the Room
+	// with the server's reason.
+	require.NoError(t, a.Simulate(ctx, callstate.ScenarioServerLeave))
+	d := calltest.Await(t, subA, func(callstate.Disconnected) bool { return true })
+	assert.Equal(t, callstate.ReasonServerShutdown, d.Reason)
+}

@@ -183,6 +183,19 @@ func (r *Room) DecodeSessionData(v any) error {
 // with stamps that start again from 1, and every participant then starts
 // over from it. So no value in the room metadata makes SetSessionData fail
 // or its write lose for good.
+//
+// Across a server restart: a single LiveKit server keeps rooms in memory,
+// so a restarted one recreates the room (with another sid) empty when the
+// first participant rejoins. The empty metadata of a recreated room is not
+// taken for a Replace: every rejoining participant restores the session
+// data its replica held (its own writes and those of others it had seen),
+// through the same repairs, so that the session data converges on the
+// value before the restart combined with the writes made since. A
+// deliberate write in the recreated room (a plain object from the server
+// API, or a Replace by a participant who had seen the data) still wins.
+// A write made while the Room is recovering waits for it (bounded by ctx),
+// and one refused because the restarted server has not recreated the room
+// yet is made again once the Room has rejoined.
 func (r *Room) SetSessionData(ctx context.Context, data any, strategy Strategy) error {
 	const op = "SetSessionData"
 	if err := r.checkOpen(); err != nil {

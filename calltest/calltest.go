@@ -58,7 +58,13 @@
 // when it ends), and Await waits for an event with a deadline. A Proxy
 // (Server.StartProxy) relays the server's signalling port so that a test can
 // cut the connections of the participants that joined through it, or make
-// the server unreachable for a while, and check how the call recovers.
+// the server unreachable for a while, and check how the call recovers. A
+// FaultyNet (NewFaultyNet) is the network of one participant's WebRTC
+// sockets: it blocks its data path for a while or drops a share of its data
+// datagrams, on real sockets and without privileges. Server.Restart kills
+// the server and starts it again on the same ports and keys.
+// callstate.Room.Simulate asks the server itself to act out LiveKit's
+// failure scenarios.
 package calltest
 
 import (
