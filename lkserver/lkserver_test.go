@@ -452,3 +452,27 @@ func TestTokenAndDefaultGrants(t *testing.T) {
 	_, err = s.Token("r1", "")
 	assert.ErrorIs(t, err, callstate.ErrInvalidArgument)
 }
+
+// Restart kills the process and starts a new one on the same ports with the
+// same keys; it refuses after Close, and Close stops the new process.
+func TestRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	s, err := Start(ctx, nil)
+	require.NoError(t, err)
+	url, key, pid := s.URL(), s.APIKey(), s.PID()
+	_, err = s.RoomService().CreateRoom(ctx, callstate.CreateRoomOptions{Name: "before"})
+	require.NoError(t, err)
+	require.NoError(t, s.Restart(ctx))
+	assert.True(t, processReaped(pid), "the old process is gone")
+	assert.NotEqual(t, pid, s.PID())
+	assert.Equal(t, url, s.URL(), "the same port")
+	assert.Equal(t, key, s.APIKey())
+	rooms, err := s.RoomService().ListRooms(ctx)
+	require.NoError(t, err, "the new process answers with the same keys")
+	assert.Empty(t, rooms, "the rooms were in the old process's memory")
+	newPID := s.PID()
+	require.NoError(t, s.Close())
+	assert.True(t, processReaped(newPID), "Close stops the restarted process")
+	assert.ErrorIs(t, s.Restart(ctx), ErrEnded)
+}
