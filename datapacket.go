@@ -165,25 +165,8 @@ func (r *Room) send(ctx context.Context, op string, m chunk.Message) error {
 	if len(m.Payload) > r.opts.MaxMessageSize {
 		return &SizeError{What: what, Size: len(m.Payload), Limit: r.opts.MaxMessageSize}
 	}
-	r.mu.Lock()
-	canPublish := r.local.Permissions.CanPublishData
-	var unknown []string
-	for _, id := range m.Destinations {
-		if _, ok := r.remotes[id]; !ok {
-			unknown = append(unknown, id)
-		}
-	}
-	r.mu.Unlock()
-	if !canPublish {
-		return &PermissionError{Op: op, Grant: "canPublishData"}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return fmt.Errorf("%w: %q not in the room", ErrUnknownParticipant, unknown)
-	}
-	tr := r.transport()
-	if !tr.Publishing() {
-		return fmt.Errorf("%w: %s", ErrReceiveOnly, op)
+	if err := r.preflight(op, m.Destinations); err != nil {
+		return err
 	}
 	// While the Room recovers its connection, reliable sends wait (bounded
 	// in bytes and by ctx) and lossy ones are dropped and counted: lossy

@@ -437,6 +437,23 @@ func (r *Room) removeRemoteLocked(p Participant) {
 	r.remoteBytes -= participantSize(p)
 }
 
+// leaveUnlistedLocked makes the remote participants that others (the full
+// list a new session or a moved room came with) does not list as present
+// leave, with their events; r.mu held.
+func (r *Room) leaveUnlistedLocked(now time.Time, others []*lkpb.ParticipantInfo) {
+	there := make(map[string]bool, len(others))
+	for _, pi := range others {
+		there[pi.GetIdentity()] = pi.GetState() != lkpb.ParticipantInfo_DISCONNECTED
+	}
+	var gone []*lkpb.ParticipantInfo
+	for id, p := range r.remotes {
+		if !there[id] {
+			gone = append(gone, &lkpb.ParticipantInfo{Identity: id, Sid: p.SID, State: lkpb.ParticipantInfo_DISCONNECTED})
+		}
+	}
+	r.applyParticipantsLocked(now, gone)
+}
+
 func diffParticipants(a, b Participant) Changes {
 	var c Changes
 	c.Metadata = a.Metadata != b.Metadata

@@ -78,17 +78,7 @@ func (r *Room) rejoinOnce() attemptResult {
 		r.emitLocked(ParticipantUpdated{Time: now, Participant: local, Previous: prev, Changes: c, Local: true})
 	}
 	// The others, as the new session sees them.
-	there := make(map[string]bool, len(jr.GetOtherParticipants()))
-	for _, pi := range jr.GetOtherParticipants() {
-		there[pi.GetIdentity()] = pi.GetState() != lkpb.ParticipantInfo_DISCONNECTED
-	}
-	var gone []*lkpb.ParticipantInfo
-	for id, p := range r.remotes {
-		if !there[id] {
-			gone = append(gone, &lkpb.ParticipantInfo{Identity: id, Sid: p.SID, State: lkpb.ParticipantInfo_DISCONNECTED})
-		}
-	}
-	r.applyParticipantsLocked(now, gone)
+	r.leaveUnlistedLocked(now, jr.GetOtherParticipants())
 	var others []*lkpb.ParticipantInfo
 	for _, pi := range jr.GetOtherParticipants() {
 		if old, ok := r.remotes[pi.GetIdentity()]; ok && old.SID != pi.GetSid() {

@@ -148,17 +148,7 @@ func (r *Room) roomMoved(m *lkpb.RoomMovedResponse) {
 	if m.GetToken() != "" {
 		r.token = m.GetToken()
 	}
-	there := make(map[string]bool, len(m.GetOtherParticipants()))
-	for _, pi := range m.GetOtherParticipants() {
-		there[pi.GetIdentity()] = pi.GetState() != lkpb.ParticipantInfo_DISCONNECTED
-	}
-	var gone []*lkpb.ParticipantInfo
-	for id, p := range r.remotes {
-		if !there[id] {
-			gone = append(gone, &lkpb.ParticipantInfo{Identity: id, Sid: p.SID, State: lkpb.ParticipantInfo_DISCONNECTED})
-		}
-	}
-	r.applyParticipantsLocked(now, gone)
+	r.leaveUnlistedLocked(now, m.GetOtherParticipants())
 	r.applyParticipantsLocked(now, m.GetOtherParticipants())
 	if pi := m.GetParticipant(); pi != nil && pi.GetIdentity() == r.local.Identity {
 		r.local.SID = pi.GetSid()
