@@ -502,5 +502,12 @@ func (c *Client) Close(ctx context.Context, leave bool) error {
 // Drop closes the connection at once, without a close handshake and
 // without marking the Client closed: Run returns a read error, as after a
 // network failure, so that its owner recovers the session (resuming or
-// rejoining) instead of ending it. It is safe to call from the handler.
-func (c *Client) Drop() { c.conn.CloseNow() }
+// rejoining) instead of ending it. It is safe to call from the handler,
+// and on a nil Client (a Room that has no connection yet), where it does
+// nothing.
+func (c *Client) Drop() {
+	if c == nil || c.conn == nil {
+		return
+	}
+	c.conn.CloseNow()
+}
