@@ -84,7 +84,7 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.wg.Add(3)
 	go r.readLoop()
 	r.expireLoop()
-	go r.sessionLoop()
+	r.startSessionTimer()
 
 	fail := func(err error) (*Room, error) {
 		r.shutdown(ReasonJoinFailure, err, true)
