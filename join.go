@@ -34,6 +34,18 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	if err != nil {
 		return nil, err
 	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = acquireHTTP()
+		o.ownHTTP = true
+	}
+	// The Room's end releases the shared HTTP client once the Room runs;
+	// until then, a failed join does.
+	running := false
+	defer func() {
+		if o.ownHTTP && !running {
+			releaseHTTP()
+		}
+	}()
 	initial := o.initialMetadata
 
 	r := newRoom(o, serverURL, token)
@@ -81,6 +93,7 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	}
 	r.gate = make(chan struct{})
 	close(r.gate)
+	running = true
 	r.wg.Add(3)
 	go r.readLoop()
 	r.expireLoop()
