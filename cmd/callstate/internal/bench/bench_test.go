@@ -3,6 +3,8 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +59,17 @@ func TestRunQuick(t *testing.T) {
 	assert.Regexp(t, `first packet delivered +\d+ .* 0 of \d+`, report, "no first packet lost")
 	assert.Contains(t, report, "delivered msgs/s")
 	assert.Regexp(t, `receive-only +\d+\.\d +\d+ KiB +\d+ KiB`, report, "footprint reports goroutines, RSS and heap")
+	// The goroutines each participant costs: pion's (ICE, DTLS, SCTP, and
+	// the SRTP sessions it starts on every PeerConnection) and three of
+	// callstate's (the signalling reader and the two data channel readers).
+	for style, limit := range map[string]float64{"receive-only": 19, "publishing": 19} {
+		m := regexp.MustCompile(`(?m)^  ` + style + ` +(\d+\.\d)`).FindStringSubmatch(report)
+		if assert.NotNil(t, m, style) {
+			g, err := strconv.ParseFloat(m[1], 64)
+			require.NoError(t, err)
+			assert.LessOrEqual(t, g, limit, "goroutines per %s participant", style)
+		}
+	}
 	for _, unit := range []string{"ms", "MB/s", "msgs/s", "allocs/fragment", "KiB"} {
 		assert.Contains(t, report, unit)
 	}
