@@ -1,9 +1,11 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,8 +103,8 @@ func (r *runner) scaleLayout(n, nRooms int, d time.Duration) ([]string, error) {
 	}
 	wg.Wait()
 	joinAll := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if failed := joinFailures(errs); failed != nil {
+		return nil, fmt.Errorf("%d of %d joined in %v; %w", n-failed.count, n, joinAll.Round(time.Millisecond), failed)
 	}
 	r.logf("footprint2000: all %d joined in %v; connected for %v", n, joinAll.Round(time.Millisecond), d)
 	js := summarize(joins)
@@ -149,6 +151,43 @@ func (r *runner) scaleLayout(n, nRooms int, d time.Duration) ([]string, error) {
 	return []string{ms(joinAll), ms(js.p50), ms(js.p99), rss, kibOrDash(cost.rssKiB), peak,
 		fmt.Sprintf("%.1f", cost.goroutines), cpuShare(cpu0, cpu1, elapsed), cpuShare(srv0, srv1, elapsed),
 		fmt.Sprintf("%d of %d", connected, n)}, nil
+}
+
+// joinFailed summarizes failed joins: how many, and each distinct reason
+// (the participant's identity and room left out) with its count, so that
+// hundreds of refusals by an overloaded server read as a few lines.
+type joinFailed struct {
+	count   int
+	reasons map[string]int
+}
+
+func (f *joinFailed) Error() string {
+	keys := slices.Sorted(maps.Keys(f.reasons))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d× %s", f.reasons[k], k)
+	}
+	return fmt.Sprintf("%d joins failed: %s", f.count, strings.Join(parts, "; "))
+}
+
+// joinFailures returns the summary of the non-nil errors, nil if none.
+func joinFailures(errs []error) *joinFailed {
+	f := &joinFailed{reasons: map[string]int{}}
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		f.count++
+		msg := err.Error()
+		if _, rest, ok := strings.Cut(msg, ": "); ok {
+			msg = rest // "<identity> joining <room>: " is the same for all
+		}
+		f.reasons[msg]++
+	}
+	if f.count == 0 {
+		return nil
+	}
+	return f
 }
 
 // cpuShare formats the CPU time used between readings from and to over
