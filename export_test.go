@@ -1,6 +1,9 @@
 package callstate
 
-import "context"
+import (
+	"context"
+	"net/http"
+)
 
 // WithRawHook returns o (a new JoinOptions when nil) with a hook that sees
 // every signalling frame ("signal") and data channel message ("data")
@@ -61,3 +64,7 @@ func WithDataTrackFilters(o *JoinOptions, send, recv func(pkt []byte) (keep bool
 func (r *Room) PublishDataTrackWithHandle(ctx context.Context, name string, handle uint16) (*LocalDataTrack, error) {
 	return r.publishDataTrack(ctx, name, handle, nil)
 }
+
+// HTTPClient returns the HTTP client the Room uses for its handshakes and
+// server API calls.
+func (r *Room) HTTPClient() *http.Client { return r.opts.HTTPClient }

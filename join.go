@@ -34,6 +34,18 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	if err != nil {
 		return nil, err
 	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = acquireHTTP()
+		o.ownHTTP = true
+	}
+	// The Room's end releases the shared HTTP client once the Room runs;
+	// until then, a failed join does.
+	running := false
+	defer func() {
+		if o.ownHTTP && !running {
+			releaseHTTP()
+		}
+	}()
 	initial := o.initialMetadata
 
 	r := newRoom(o, serverURL, token)
@@ -44,7 +56,10 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	if err != nil {
 		return nil, err
 	}
+	r.sigMu.Lock()
 	r.sig = sig
+	r.sigMu.Unlock()
+	tr.Attach(iceServers(jr.GetIceServers()))
 	now := time.Now()
 	r.local = participantFromInfo(jr.GetParticipant())
 	for _, pi := range jr.GetOtherParticipants() {
@@ -81,10 +96,11 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	}
 	r.gate = make(chan struct{})
 	close(r.gate)
+	running = true
 	r.wg.Add(3)
 	go r.readLoop()
 	r.expireLoop()
-	go r.sessionLoop()
+	r.startSessionTimer()
 
 	fail := func(err error) (*Room, error) {
 		r.shutdown(ReasonJoinFailure, err, true)
@@ -150,7 +166,7 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 }
 
 // dialSession connects a new session: the signalling connection and the
-// transport, attached, in the layout asked for (one PeerConnection, falling
+// transport, not yet attached, in the layout asked for (one PeerConnection, falling
 // back to two on a server without /rtc/v1). metadata and attrs, when set,
 // are the participant's at join. It is used by Join and by a rejoin.
 func (r *Room) dialSession(ctx context.Context, token, metadata string, attrs map[string]string, singlePC bool) (*rtc.Transport, *signal.Client, *lkpb.JoinResponse, error) {
@@ -233,7 +249,9 @@ func (r *Room) dialSession(ctx context.Context, token, metadata string, attrs ma
 			return nil, nil, nil, &JoinError{Kind: ErrJoinRefused, Err: err}
 		}
 	}
-	tr.Attach(iceServers(jr.GetIceServers()))
+	// The caller attaches the transport (tr.Attach) once sig is the Room's
+	// signalling connection: candidates gathered after the offer go out
+	// through Room.sendSignal, which sends on the Room's connection.
 	return tr, sig, jr, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -90,8 +91,9 @@ type JoinOptions struct {
 	// token or a secret.
 	Logger *slog.Logger
 	// HTTPClient is used for the signalling handshake and for server API
-	// calls the Room makes (session data writes). Nil means a client of
-	// the Room's own, whose idle connections Close releases.
+	// calls the Room makes (session data writes). Nil means a client that
+	// the process's Rooms share, whose idle connections are closed when
+	// the last of them ends.
 	HTTPClient *http.Client
 	// SettingEngine is the base of the Room's PeerConnections, for network
 	// settings (interfaces, ports, NAT mapping). Start from
@@ -161,7 +163,41 @@ type options struct {
 	initialMetadata *string // Metadata or UserData's encoding, if any
 	loopback        bool
 	sharedNet       bool // the SettingEngine is callstate's: its Transports may share one interface list
-	ownHTTP         bool
+	ownHTTP         bool // HTTPClient is the shared one: releaseHTTP when done
+}
+
+// sharedHTTP is the HTTP client of the Rooms whose JoinOptions name none.
+// One per process rather than one per Room: a Transport and its HTTP/2
+// set-up cost each participant kilobytes, and Rooms of one process talk to
+// the same few servers, whose keep-alive connections they may as well
+// share. Its idle connections (and their goroutines) are closed when the
+// last Room using it ends, so that no goroutine outlives the Rooms.
+var sharedHTTP struct {
+	mu     sync.Mutex
+	client *http.Client
+	users  int
+}
+
+// acquireHTTP returns the shared HTTP client, counting one more user.
+func acquireHTTP() *http.Client {
+	sharedHTTP.mu.Lock()
+	defer sharedHTTP.mu.Unlock()
+	if sharedHTTP.client == nil {
+		sharedHTTP.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	sharedHTTP.users++
+	return sharedHTTP.client
+}
+
+// releaseHTTP ends one use of the shared HTTP client; the last closes its
+// idle connections.
+func releaseHTTP() {
+	sharedHTTP.mu.Lock()
+	defer sharedHTTP.mu.Unlock()
+	sharedHTTP.users--
+	if sharedHTTP.users == 0 {
+		sharedHTTP.client.CloseIdleConnections()
+	}
 }
 
 // resolve checks o and applies the defaults for a join to serverURL.
@@ -197,10 +233,6 @@ func (o *JoinOptions) resolve(serverURL string) (*options, error) {
 	} else {
 		// No token or secret reaches the user's logs, at any level.
 		c.Logger = slog.New(redact.Handler(c.Logger.Handler()))
-	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-		c.ownHTTP = true
 	}
 	if c.MaxParticipants <= 0 {
 		c.MaxParticipants = DefaultMaxParticipants

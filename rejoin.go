@@ -66,6 +66,7 @@ func (r *Room) rejoinOnce() attemptResult {
 		_ = tr.Close()
 		return attemptResult{final: true, reason: ReasonClientInitiated, err: r.endError()}
 	}
+	tr.Attach(iceServers(jr.GetIceServers()))
 	now := time.Now()
 	r.mu.Lock()
 	got := participantFromInfo(jr.GetParticipant())

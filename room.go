@@ -218,7 +218,7 @@ func (r *Room) finish(leave bool) {
 	// closing; wait for them before releasing its connections.
 	r.session.sem <- struct{}{}
 	if r.opts.ownHTTP {
-		r.opts.HTTPClient.CloseIdleConnections()
+		releaseHTTP()
 	}
 	r.dt.closeAll(r.endError())
 	r.mu.Lock()

@@ -382,3 +382,25 @@ func TestWaitForParticipant(t *testing.T) {
 	_, err = a.WaitForParticipant(ctx, "nobody")
 	assert.ErrorIs(t, err, callstate.ErrClosed)
 }
+
+// TestRoomsShareTheHTTPClient checks that Rooms without an HTTPClient of
+// their own share one (a Transport per Room cost each participant
+// kilobytes), that a Room given one uses it, and that once the Rooms have
+// closed no goroutine of the shared client's connections is left.
+func TestRoomsShareTheHTTPClient(t *testing.T) {
+	checkLeaks(t)
+	srv := calltest.Shared(t)
+	room := srv.RoomName(t)
+	a := srv.Join(t, room, "alice", nil)
+	b := srv.Join(t, room, "bob", nil)
+	require.NotNil(t, a.HTTPClient())
+	assert.Same(t, a.HTTPClient(), b.HTTPClient())
+	// A session-data write uses the client for a server API call, leaving
+	// a keep-alive connection in its pool.
+	require.NoError(t, a.SetSessionData(ctxT(t), map[string]any{"k": 1}, callstate.ShallowMerge))
+
+	own := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(own.CloseIdleConnections)
+	c := srv.Join(t, room, "carol", &callstate.JoinOptions{HTTPClient: own})
+	assert.Same(t, own, c.HTTPClient())
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/callstate/callstate/internal/lkpb"
@@ -57,14 +58,32 @@ const (
 type sessionData struct {
 	rep    *sessionstate.Replica
 	data   map[string]json.RawMessage
-	kick   chan struct{} // wakes sessionLoop
 	sem    chan struct{} // one session-data write in flight
 	change chan struct{} // closed and replaced on every observed value
+
+	// The repair schedule runs on a timer rather than on a goroutine of
+	// its own: a Room spends its life waiting for a repair that is rarely
+	// needed, and a parked goroutine (its stack) is a participant's cost
+	// in a process that runs hundreds. tmu, not Room.mu, guards these:
+	// poke is called with and without Room.mu held.
+	tmu     sync.Mutex
+	timer   *time.Timer // runs Room.sessionTick; nil until startSessionTimer
+	next    repairStep  // what the next tick does
+	busy    bool        // a tick is running
+	again   bool        // poked while busy: plan again when the tick ends
+	stopped bool        // the Room is ending: no more ticks
 }
+
+// repairStep is what a tick of the repair schedule does.
+type repairStep int
+
+const (
+	stepPlan   repairStep = iota // decide whether and when to repair
+	stepRepair                   // repair now
+)
 
 func newSessionData(identity string) *sessionData {
 	s := &sessionData{
-		kick:   make(chan struct{}, 1),
 		sem:    make(chan struct{}, 1),
 		change: make(chan struct{}),
 	}
@@ -98,10 +117,18 @@ func (s *sessionData) observe(now time.Time, metadata string, restore bool) (Ses
 	return SessionDataUpdated{Time: now, Data: maps.Clone(obs.Data), Changed: obs.Changed}, true
 }
 
+// poke asks the repair schedule to plan again, soon: something that
+// decides whether a repair is due has changed.
 func (s *sessionData) poke() {
-	select {
-	case s.kick <- struct{}{}:
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	switch {
+	case s.timer == nil || s.stopped:
+	case s.busy:
+		s.again = true
 	default:
+		s.next = stepPlan
+		s.timer.Reset(0)
 	}
 }
 
@@ -408,26 +435,69 @@ func (r *Room) writeRoomMetadata(ctx context.Context, op string, u *sessionstate
 	return nil
 }
 
-// sessionLoop repairs session-data writes lost to concurrent writers.
-func (r *Room) sessionLoop() {
-	defer r.wg.Done()
+// startSessionTimer starts the schedule that repairs session-data writes
+// lost to concurrent writers. It holds one count of Room.wg until the
+// Room's life ends and no tick is running.
+func (r *Room) startSessionTimer() {
 	s := r.session
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	s.tmu.Lock()
+	s.timer = time.AfterFunc(time.Hour, r.sessionTick)
+	s.timer.Stop()
+	s.tmu.Unlock()
+	context.AfterFunc(r.life, func() {
+		s.tmu.Lock()
+		s.stopped = true
+		s.timer.Stop()
+		running := s.busy
+		s.tmu.Unlock()
+		if !running {
+			r.wg.Done()
+		} // else the running tick does, as it ends
+	})
+}
+
+// sessionTick runs on the timer's goroutine: it plans (and sets the timer
+// for the repair it plans) or repairs. Ticks do not overlap: one that
+// fires while another runs (the timer was reset meanwhile) leaves the work
+// to the running one.
+func (r *Room) sessionTick() {
+	s := r.session
+	s.tmu.Lock()
+	if s.stopped || s.busy {
+		s.again = s.again || s.busy
+		s.tmu.Unlock()
+		return
+	}
+	s.busy = true
+	step := s.next
+	s.tmu.Unlock()
 	for {
-		select {
-		case <-r.closing:
-			timer.Stop()
-			return
-		case <-s.kick:
-			if d, ok := r.repairPlan(); ok {
-				timer.Reset(d)
-			} else {
-				timer.Stop()
-			}
-		case <-timer.C:
+		var d time.Duration
+		var due bool
+		if step == stepRepair {
 			r.repair()
+		} else {
+			d, due = r.repairPlan()
 		}
+		s.tmu.Lock()
+		switch {
+		case s.stopped:
+			s.busy = false
+			s.tmu.Unlock()
+			r.wg.Done()
+			return
+		case s.again:
+			s.again = false
+			s.tmu.Unlock()
+			step = stepPlan
+			continue
+		case due:
+			s.next = stepRepair
+			s.timer.Reset(d)
+		}
+		s.busy = false
+		s.tmu.Unlock()
+		return
 	}
 }
 

@@ -21,9 +21,15 @@ type pendingRequest struct {
 }
 
 func (r *Room) sendSignal(req *lkpb.SignalRequest) error {
+	sig := r.signal()
+	if sig == nil {
+		// Not reached while transports are attached only once the Room
+		// has its connection; an error rather than a crash if it were.
+		return errors.New("callstate: no signalling connection yet")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return r.signal().Send(ctx, req)
+	return sig.Send(ctx, req)
 }
 
 // transport returns the current transport, which a rejoin replaces.

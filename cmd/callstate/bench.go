@@ -5,24 +5,31 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/callstate/callstate/cmd/callstate/internal/bench"
 )
 
 type benchConfig struct {
-	server serverFlags
-	quick  bool
-	only   string
+	server       serverFlags
+	quick        bool
+	only         string
+	duration     time.Duration
+	participants int
 }
 
 func newBenchFlags(e *env) (*flag.FlagSet, *benchConfig) {
 	c := &benchConfig{}
 	fs := newFlagSet(e, "bench", "[flags]", `
 Bench measures callstate over real WebRTC against a LiveKit server and
-prints the figures: join time, reliable throughput, a large transfer, the
-lossy packetization engine, session data latency at 50 participants, the
-goroutines and memory each participant costs, and app messages in a room of
-100 spread over a two-node LiveKit cluster (which needs redis-server).
+prints the figures: join time and the time to a joiner's first delivered
+packet, reliable throughput, a large transfer, the lossy packetization
+engine, session data latency at 50 participants, the goroutines and memory
+each participant costs, and app messages in a room of 100 spread over a
+two-node LiveKit cluster (which needs redis-server). The footprint2000
+section (2,000 participants in this process, as 20 rooms of 100 and as one
+room of 2,000, each layout connected for -duration) runs only when -only
+names it.
 
 Without -url, it starts a local LiveKit server on the loopback interface and
 stops it at the end. It exits 1 if a measurement failed.
@@ -30,7 +37,9 @@ stops it at the end. It exits 1 if a measurement failed.
 Sections: `+strings.Join(bench.Sections(), ", ")+`.`)
 	c.server.register(fs, e, " to measure instead of starting one")
 	fs.BoolVar(&c.quick, "quick", false, "fewer iterations and smaller rooms (a smoke run)")
-	fs.StringVar(&c.only, "only", "", "comma-separated `sections` to run (default all)")
+	fs.StringVar(&c.only, "only", "", "comma-separated `sections` to run (default all but footprint2000)")
+	fs.DurationVar(&c.duration, "duration", bench.DefaultScaleDuration, "footprint2000: how long each layout stays connected")
+	fs.IntVar(&c.participants, "participants", bench.DefaultScaleParticipants, "footprint2000: how many participants join")
 	return fs, c
 }
 
@@ -50,6 +59,9 @@ func runBench(ctx context.Context, args []string, e *env) int {
 		APISecret: c.server.apiSecret,
 		Quick:     c.quick,
 		Log:       e.stderr,
+
+		ScaleParticipants: c.participants,
+		ScaleDuration:     c.duration,
 	}
 	if c.only != "" {
 		for _, s := range strings.Split(c.only, ",") {

@@ -22,6 +22,9 @@ package rtc
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,9 +208,10 @@ func New(cfg Config) (*Transport, error) {
 	// default (1 GiB) would let a peer grow a reader's buffer without
 	// bound.
 	se.SetSCTPMaxMessageSize(MaxReceiveMessage)
+	var shared *stdnet.Net
 	if cfg.SharedNet || cfg.SettingEngine == nil {
-		if n := sharedNet(); n != nil {
-			se.SetNet(n)
+		if shared = sharedNet(); shared != nil {
+			se.SetNet(shared)
 		}
 	}
 	if cfg.Loopback {
@@ -216,7 +220,15 @@ func New(cfg Config) (*Transport, error) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
-	t := &Transport{cfg: cfg, api: dataOnlyAPI(se), subChannels: make(chan struct{})}
+	var api *webrtc.API
+	// With the default settings and no logs to keep, every Transport's
+	// settings are the same but for Loopback (and the Net, shared too).
+	if cfg.SettingEngine == nil && shared != nil && (cfg.Logger == nil || cfg.Logger.Handler() == slog.DiscardHandler) {
+		api = sharedAPI(se, cfg.Loopback, shared)
+	} else {
+		api = dataOnlyAPI(se)
+	}
+	t := &Transport{cfg: cfg, api: api, subChannels: make(chan struct{})}
 	if cfg.SinglePC {
 		p, err := t.newPeer(lkpb.SignalTarget_PUBLISHER)
 		if err != nil {
@@ -303,6 +315,69 @@ func sharedNet() *stdnet.Net {
 		netCache.n, netCache.at = n, time.Now()
 	}
 	return netCache.n
+}
+
+// certCache holds the DTLS certificate that the process's PeerConnections
+// share. pion otherwise generates an ECDSA key and signs a certificate for
+// every PeerConnection: CPU on every join (it shows when hundreds of
+// participants join at once) and a key and a parsed certificate kept for
+// the PeerConnection's life. WebRTC authenticates a DTLS certificate by
+// the fingerprint in the SDP, which the signalling connection carries, not
+// by who issued it, so one certificate serves any number of connections
+// (pion documents sharing one; browsers do the same per origin). It is
+// replaced once certRefresh old, well before pion's one-month expiry, so
+// a long-running process never offers an expired one.
+var certCache struct {
+	mu   sync.Mutex
+	cert *webrtc.Certificate
+	at   time.Time
+}
+
+const certRefresh = 24 * time.Hour
+
+// sharedCertificate returns the process's DTLS certificate, or nil (pion
+// then makes one for the PeerConnection) if none could be made.
+func sharedCertificate() *webrtc.Certificate {
+	certCache.mu.Lock()
+	defer certCache.mu.Unlock()
+	if certCache.cert == nil || time.Since(certCache.at) > certRefresh {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil
+		}
+		cert, err := webrtc.GenerateCertificate(key)
+		if err != nil {
+			return nil
+		}
+		certCache.cert, certCache.at = cert, time.Now()
+	}
+	return certCache.cert
+}
+
+// apiCache holds the pion APIs that Transports with the default settings
+// share, one per Loopback value: an API (its SettingEngine copy and media
+// engine) is made for any number of PeerConnections, and making one per
+// Transport cost each participant a kilobyte for nothing. An entry is
+// valid while sharedNet returns the Net it was made with.
+var apiCache struct {
+	mu  sync.Mutex
+	api [2]*webrtc.API
+	net [2]*stdnet.Net
+}
+
+// sharedAPI returns the shared API for se, which must be New's default
+// settings for loopback with Net n.
+func sharedAPI(se webrtc.SettingEngine, loopback bool, n *stdnet.Net) *webrtc.API {
+	i := 0
+	if loopback {
+		i = 1
+	}
+	apiCache.mu.Lock()
+	defer apiCache.mu.Unlock()
+	if apiCache.api[i] == nil || apiCache.net[i] != n {
+		apiCache.api[i], apiCache.net[i] = dataOnlyAPI(se), n
+	}
+	return apiCache.api[i]
 }
 
 // dataOnlyAPI builds a pion API without codecs and without interceptors:
@@ -482,10 +557,14 @@ func (t *Transport) createChannels(p *peer, receive bool) error {
 }
 
 func (t *Transport) newPeer(target lkpb.SignalTarget) (*peer, error) {
-	pc, err := t.api.NewPeerConnection(webrtc.Configuration{
+	conf := webrtc.Configuration{
 		ICEServers:   t.cfg.ICEServers,
 		BundlePolicy: webrtc.BundlePolicyMaxBundle,
-	})
+	}
+	if c := sharedCertificate(); c != nil {
+		conf.Certificates = []webrtc.Certificate{*c}
+	}
+	pc, err := t.api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, fmt.Errorf("rtc: creating a PeerConnection: %w", err)
 	}

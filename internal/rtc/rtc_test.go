@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,4 +219,50 @@ func TestSendBlocksOnAFullBufferUntilCancelledOrClosed(t *testing.T) {
 		t.Fatal("Close did not release Send")
 	}
 	assert.ErrorIs(t, f.tr.Send(ctx, true, chunk), ErrClosed)
+}
+
+// TestTransportsShareCertificateAndAPI checks what each Transport no
+// longer pays for: with the default settings, Transports share one pion
+// API per Loopback value and offer the same DTLS certificate (the same
+// fingerprint), which is refreshed once it is certRefresh old.
+func TestTransportsShareCertificateAndAPI(t *testing.T) {
+	newT := func(loopback bool) *Transport {
+		tr, err := New(Config{SinglePC: true, Loopback: loopback})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tr.Close() })
+		return tr
+	}
+	a, b, c := newT(true), newT(true), newT(false)
+	assert.Same(t, a.api, b.api, "one API for equal settings")
+	assert.NotSame(t, a.api, c.api, "Loopback settings differ")
+
+	fingerprint := func(tr *Transport) string {
+		offer, err := tr.pub.pc.CreateOffer(nil)
+		require.NoError(t, err)
+		for _, line := range strings.Split(offer.SDP, "\r\n") {
+			if strings.HasPrefix(line, "a=fingerprint:") {
+				return line
+			}
+		}
+		t.Fatal("no fingerprint in the offer")
+		return ""
+	}
+	assert.Equal(t, fingerprint(a), fingerprint(c), "one certificate for every PeerConnection")
+
+	// An old certificate is replaced.
+	certCache.mu.Lock()
+	old := certCache.cert
+	certCache.at = time.Now().Add(-certRefresh - time.Minute)
+	certCache.mu.Unlock()
+	renewed := sharedCertificate()
+	require.NotNil(t, renewed)
+	assert.NotSame(t, old, renewed)
+	assert.NotEqual(t, fingerprint(a), fingerprint(newT(true)), "a Transport made after the refresh offers the new one")
+
+	// A caller's own settings or logs get an API of their own.
+	se := webrtc.SettingEngine{}
+	own, err := New(Config{SinglePC: true, SettingEngine: &se})
+	require.NoError(t, err)
+	defer own.Close()
+	assert.NotSame(t, a.api, own.api)
 }

@@ -48,6 +48,13 @@ type Config struct {
 
 	// Log, when not nil, receives progress messages, one per line.
 	Log io.Writer
+
+	// ScaleParticipants and ScaleDuration size the footprint2000 section:
+	// how many participants join (zero means DefaultScaleParticipants)
+	// and how long each layout keeps them connected (zero means
+	// DefaultScaleDuration).
+	ScaleParticipants int
+	ScaleDuration     time.Duration
 }
 
 // Section names, in the order Run reports them.
@@ -63,6 +70,10 @@ const (
 	// when Config names a server, and reports itself skipped when there
 	// is no redis-server.
 	SectionCluster = "cluster"
+	// SectionFootprint2000 joins thousands of participants into this
+	// process and keeps them connected for minutes. It runs only when
+	// Config.Only names it.
+	SectionFootprint2000 = "footprint2000"
 )
 
 // section is one measurement of the report.
@@ -72,21 +83,25 @@ type section struct {
 	run   func(*runner, io.Writer) error
 	// timeout bounds the section; zero means sectionTimeout.
 	timeout time.Duration
+	// optIn sections run only when Config.Only names them.
+	optIn bool
 }
 
 var sections = []section{
-	{SectionJoin, "join: time for callstate.Join to return", (*runner).join, 0},
-	{SectionThroughput, "throughput: reliable messages, one sender to one receiver", (*runner).throughput, 0},
-	{SectionTransfer, "transfer: one large reliable payload", (*runner).transfer, 0},
-	{SectionLossy, "lossy: packetization engine, fragment and reassemble (no network)", (*runner).lossy, 0},
-	{SectionDataTrack, "datatrack: data track frames beside lossy PublishData, through the server", (*runner).datatrack, 0},
-	{SectionSession, "session: session data write visible at every participant", (*runner).session, 0},
-	{SectionFootprint, "footprint: cost of each joined participant in this process", (*runner).footprint, 0},
-	{SectionCluster, "cluster: app messages in a room spread over the nodes of a LiveKit cluster", (*runner).cluster, clusterTimeout},
+	{SectionJoin, "join: time for callstate.Join to return and to the first delivered packet", (*runner).join, 0, false},
+	{SectionThroughput, "throughput: reliable messages, one sender to one receiver", (*runner).throughput, 0, false},
+	{SectionTransfer, "transfer: one large reliable payload", (*runner).transfer, 0, false},
+	{SectionLossy, "lossy: packetization engine, fragment and reassemble (no network)", (*runner).lossy, 0, false},
+	{SectionDataTrack, "datatrack: data track frames beside lossy PublishData, through the server", (*runner).datatrack, 0, false},
+	{SectionSession, "session: session data write visible at every participant", (*runner).session, 0, false},
+	{SectionFootprint, "footprint: cost of each joined participant in this process", (*runner).footprint, 0, false},
+	{SectionCluster, "cluster: app messages in a room spread over the nodes of a LiveKit cluster", (*runner).cluster, clusterTimeout, false},
+	// Its timeout depends on Config.ScaleDuration: see runSection.
+	{SectionFootprint2000, "footprint2000: thousands of participants in this process, connected for minutes", (*runner).footprintScale, 0, true},
 }
 
 // Sections returns the names of the report's sections, in order; Config.Only
-// selects among them.
+// selects among them. Without Config.Only, all run but SectionFootprint2000.
 func Sections() []string {
 	names := make([]string, len(sections))
 	for i, s := range sections {
@@ -116,7 +131,14 @@ func Run(ctx context.Context, out io.Writer, cfg Config) (err error) {
 	if cfg.URL == "" && (cfg.APIKey != "" || cfg.APISecret != "") || cfg.URL != "" && (cfg.APIKey == "" || cfg.APISecret == "") {
 		return errors.New("bench: URL, APIKey and APISecret must be given together (or none, to start a local server)")
 	}
-	r := &runner{ctx: ctx, quick: cfg.Quick, log: cfg.Log, url: cfg.URL, key: cfg.APIKey, secret: cfg.APISecret}
+	r := &runner{ctx: ctx, quick: cfg.Quick, log: cfg.Log, url: cfg.URL, key: cfg.APIKey, secret: cfg.APISecret,
+		scaleN: cfg.ScaleParticipants, scaleD: cfg.ScaleDuration}
+	if r.scaleN <= 0 {
+		r.scaleN = DefaultScaleParticipants
+	}
+	if r.scaleD <= 0 {
+		r.scaleD = DefaultScaleDuration
+	}
 	if r.log == nil {
 		r.log = io.Discard
 	}
@@ -133,6 +155,7 @@ func Run(ctx context.Context, out io.Writer, cfg Config) (err error) {
 			}
 		}()
 		r.url, r.key, r.secret = srv.URL(), srv.APIKey(), srv.APISecret()
+		r.serverPID = srv.PID()
 		serverDesc = "local livekit-server at " + srv.URL() + ", started for this run"
 	}
 	if !needsServer(selected) {
@@ -173,7 +196,13 @@ func Run(ctx context.Context, out io.Writer, cfg Config) (err error) {
 // selectSections returns the sections named in only, in report order.
 func selectSections(only []string) ([]section, error) {
 	if len(only) == 0 {
-		return sections, nil
+		var sel []section
+		for _, s := range sections {
+			if !s.optIn {
+				sel = append(sel, s)
+			}
+		}
+		return sel, nil
 	}
 	for _, name := range only {
 		if !slices.ContainsFunc(sections, func(s section) bool { return s.name == name }) {
@@ -201,6 +230,9 @@ type runner struct {
 	log              io.Writer
 	logMu            sync.Mutex
 	url, key, secret string
+	serverPID        int // of the server Run started; 0 for an existing one
+	scaleN           int
+	scaleD           time.Duration
 }
 
 // runSection runs one section with its own deadline, so that a stuck
@@ -208,6 +240,9 @@ type runner struct {
 func (r *runner) runSection(s section, out io.Writer) error {
 	parent := r.ctx
 	timeout := s.timeout
+	if s.name == SectionFootprint2000 {
+		timeout = scaleTimeout(r.scaleD)
+	}
 	if timeout == 0 {
 		timeout = sectionTimeout
 	}

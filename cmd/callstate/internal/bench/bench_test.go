@@ -3,6 +3,8 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,12 +48,61 @@ func TestRunQuick(t *testing.T) {
 	require.NoError(t, err)
 	report := out.String()
 	for _, name := range bench.Sections() {
+		if name == bench.SectionFootprint2000 {
+			assert.NotContains(t, report, "\n== "+name+": ", "opt-in section %s runs only when named", name)
+			continue
+		}
 		assert.Contains(t, report, "\n== "+name+": ", "section %s", name)
 	}
 	assert.NotContains(t, report, "FAILED")
+	assert.Contains(t, report, "first packet delivered")
+	assert.Regexp(t, `first packet delivered +\d+ .* 0 of \d+`, report, "no first packet lost")
+	assert.Contains(t, report, "delivered msgs/s")
+	assert.Regexp(t, `receive-only +\d+\.\d +\d+ KiB +\d+ KiB`, report, "footprint reports goroutines, RSS and heap")
+	// The goroutines each participant costs: pion's (ICE, DTLS, SCTP, and
+	// the SRTP sessions it starts on every PeerConnection) and four of
+	// callstate's (the signalling reader and the three data channel
+	// readers: _reliable, _lossy and _data_track).
+	for style, limit := range map[string]float64{"receive-only": 20, "publishing": 20} {
+		m := regexp.MustCompile(`(?m)^  ` + style + ` +(\d+\.\d)`).FindStringSubmatch(report)
+		if assert.NotNil(t, m, style) {
+			g, err := strconv.ParseFloat(m[1], 64)
+			require.NoError(t, err)
+			assert.LessOrEqual(t, g, limit, "goroutines per %s participant", style)
+		}
+	}
 	for _, unit := range []string{"ms", "MB/s", "msgs/s", "allocs/fragment", "KiB"} {
 		assert.Contains(t, report, unit)
 	}
+	goleak.VerifyNone(t, leaks)
+}
+
+// TestRunFootprint2000Small runs the opt-in scale section, scaled down:
+// both layouts are reported, every participant stayed connected, and no
+// goroutine is left behind.
+func TestRunFootprint2000Small(t *testing.T) {
+	srv := calltest.Shared(t)
+	leaks := goleak.IgnoreCurrent()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := bench.Run(ctx, &out, bench.Config{
+		URL:               srv.URL(),
+		APIKey:            srv.APIKey(),
+		APISecret:         srv.APISecret(),
+		Only:              []string{bench.SectionFootprint2000},
+		ScaleParticipants: 20,
+		ScaleDuration:     time.Second,
+		Log:               logWriter{t},
+	})
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	report := out.String()
+	assert.Contains(t, report, "\n== footprint2000: ")
+	assert.Contains(t, report, "2 rooms of 10")
+	assert.Contains(t, report, "1 room of 20")
+	assert.Equal(t, 2, strings.Count(report, "20 of 20"), "every participant connected in both layouts")
+	assert.Regexp(t, `\d+\.\d%`, report, "idle CPU")
 	goleak.VerifyNone(t, leaks)
 }
 
@@ -104,5 +155,5 @@ func TestRunStopsWithContext(t *testing.T) {
 }
 
 func TestSections(t *testing.T) {
-	assert.Equal(t, []string{"join", "throughput", "transfer", "lossy", "datatrack", "session", "footprint", "cluster"}, bench.Sections())
+	assert.Equal(t, []string{"join", "throughput", "transfer", "lossy", "datatrack", "session", "footprint", "cluster", "footprint2000"}, bench.Sections())
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -38,4 +39,20 @@ func TestFormats(t *testing.T) {
 	assert.Equal(t, "15 KiB", sizeName(15<<10))
 	assert.Equal(t, "8 MiB", sizeName(8<<20))
 	assert.Equal(t, "1000 B", sizeName(1000))
+}
+
+func TestJoinFailuresSummarizes(t *testing.T) {
+	if joinFailures([]error{nil, nil}) != nil {
+		t.Fatal("no failure, no summary")
+	}
+	f := joinFailures([]error{
+		nil,
+		errors.New("p-1 joining r: callstate: join refused (HTTP 503): request timed out"),
+		errors.New("p-2 joining r: callstate: join refused (HTTP 503): request timed out"),
+		errors.New("p-3 joining r: callstate: server unreachable"),
+	})
+	want := "3 joins failed: 2× callstate: join refused (HTTP 503): request timed out; 1× callstate: server unreachable"
+	if f == nil || f.Error() != want {
+		t.Fatalf("got %v, want %q", f, want)
+	}
 }
