@@ -788,8 +788,10 @@ type RpcOptions struct {
 // not answer in time: RpcResponseTimeout; a payload over MaxRpcPayload:
 // RpcRequestPayloadTooLarge; ...) or the code and message the handler
 // answered. A destination not in the room is a *ServerError matching
-// ErrServerUnreachable (see RoomService). ctx should allow for
-// ResponseTimeout.
+// ErrServerUnreachable (see RoomService). A destination that joined a
+// moment ago, whose data channel LiveKit has not registered yet, is called
+// again shortly after (LiveKit refuses such a call before delivering it).
+// ctx should allow for ResponseTimeout.
 func (s *RoomService) PerformRpc(ctx context.Context, room, destination, method, payload string, o RpcOptions) (string, error) {
 	const name = "PerformRpc"
 	if err := checkRoomIdentity(name, room, destination); err != nil {
@@ -804,14 +806,40 @@ func (s *RoomService) PerformRpc(ctx context.Context, room, destination, method,
 	}
 	req := &lkpb.PerformRpcRequest{Room: room, DestinationIdentity: destination, Method: method, Payload: payload, ResponseTimeoutMs: timeout}
 	var resp lkpb.PerformRpcResponse
-	if err := s.call(ctx, name, adminGrants(room), req, &resp); err != nil {
+	// A participant that joined a moment ago may not have its data
+	// channel registered on the server yet: LiveKit then refuses the call
+	// before sending anything ("data channel is not available"), so it is
+	// safe to send it again, a few times, shortly after.
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.call(ctx, name, adminGrants(room), req, &resp)
+		if err == nil {
+			return resp.GetPayload(), nil
+		}
 		var se *ServerError
 		if errors.As(err, &se) && se.HTTPStatus != 0 {
 			if re, ok := parseRpcErrorText(se.Message); ok {
 				return "", re
 			}
+			if strings.Contains(se.Message, rpcNoDataChannel) && attempt < rpcNoChannelAttempts {
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+					backoff *= 2
+					continue
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
 		}
 		return "", err
 	}
-	return resp.GetPayload(), nil
 }
+
+// LiveKit's refusal of an RPC to a participant whose data channel it has
+// not registered yet, and how many times PerformRpc tries (50 ms, doubling:
+// about 1.5 s in all).
+const (
+	rpcNoDataChannel     = "data channel is not available"
+	rpcNoChannelAttempts = 6
+)
