@@ -50,6 +50,10 @@ func (r *Room) SendAppMessage(ctx context.Context, data any, to ...string) error
 // Receivers get an AppMessage event with FromServer set and no sender. The
 // message must fit one reliable packet (about 15 KiB); data is encoded as
 // by Room.SendAppMessage.
+//
+// LiveKit drops server data for a participant whose data channel it has
+// not registered yet, which can be a moment after that participant's Join
+// returned; the call still succeeds.
 func (s *RoomService) SendAppMessage(ctx context.Context, room string, data any, to ...string) error {
 	b, dest, err := appMessage(data, to)
 	if err != nil {

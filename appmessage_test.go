@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -93,10 +94,22 @@ func TestAppMessageWireFormAndServerData(t *testing.T) {
 	ctx := ctxT(t)
 	svc := service(t, srv)
 
-	require.NoError(t, svc.SendAppMessage(ctx, room, json.RawMessage(`{"from":"server"}`)))
 	assert.ErrorIs(t, svc.SendData(ctx, room, []byte("{}"), &callstate.PublishOptions{Topic: callstate.AppMessageTopic}), callstate.ErrInvalidArgument)
-	e := calltest.Await(t, sub, func(callstate.AppMessage) bool { return true })
+	// LiveKit drops server data for a participant whose data channel it
+	// has not registered yet, a moment after its Join returned: the
+	// server's message is sent again until one arrives.
+	var e callstate.AppMessage
+	for attempt := 0; ; attempt++ {
+		require.NoError(t, svc.SendAppMessage(ctx, room, json.RawMessage(`{"from":"server"}`)))
+		var err error
+		e, err = calltest.AwaitEvent(ctx, sub, 2*time.Second, func(callstate.AppMessage) bool { return true })
+		if err == nil {
+			break
+		}
+		require.Less(t, attempt, 5, "no server app message arrived: %v", err)
+	}
 	assert.Empty(t, e.From)
+	assert.True(t, e.FromServer)
 	assert.JSONEq(t, `{"from":"server"}`, string(e.Data))
 
 	require.NoError(t, svc.SendData(ctx, room, []byte("raw bytes"), &callstate.PublishOptions{Topic: "news"}))
