@@ -93,7 +93,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // The server API's errors carry neither the token nor the secret.
 func TestRoomServiceErrorsCarryNoCredential(t *testing.T) {
 	srv := calltest.Shared(t)
-	rs, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), "wrong-secret-wrong-secret-wrong-secret")
+	rs, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), "wrong-secret-wrong-secret-wrong-secret", nil)
 	require.NoError(t, err)
 	_, err = rs.ListRooms(t.Context())
 	require.ErrorIs(t, err, callstate.ErrBadToken)

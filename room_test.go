@@ -37,7 +37,7 @@ func checkLeaks(t *testing.T) {
 func service(t *testing.T, srv *calltest.Server) *callstate.RoomService {
 	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	t.Cleanup(hc.CloseIdleConnections)
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret(), callstate.WithRoomServiceHTTPClient(hc))
+	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret(), &callstate.RoomServiceOptions{HTTPClient: hc})
 	require.NoError(t, err)
 	return svc
 }

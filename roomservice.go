@@ -102,34 +102,25 @@ type RoomService struct {
 	attempts int
 }
 
-// RoomServiceOption configures a RoomService.
-type RoomServiceOption func(*RoomService)
-
-// WithRoomServiceHTTPClient makes the RoomService send its requests with c
-// instead of http.DefaultClient.
-func WithRoomServiceHTTPClient(c *http.Client) RoomServiceOption {
-	return func(s *RoomService) {
-		if c != nil {
-			s.client = c
-		}
-	}
-}
-
-// WithRoomServiceAttempts sets how many times an idempotent call (see
-// RoomService) is made at most when the server cannot be reached; n < 1 is
-// taken as 1 (no retry). The default is 3.
-func WithRoomServiceAttempts(n int) RoomServiceOption {
-	return func(s *RoomService) { s.attempts = max(n, 1) }
+// RoomServiceOptions configures NewRoomService and NewRoomServiceWithToken;
+// nil or the zero value means the defaults.
+type RoomServiceOptions struct {
+	// HTTPClient sends the requests; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Attempts is how many times an idempotent call (see RoomService) is
+	// made at most when the server cannot be reached; zero means 3, and 1
+	// means no retry.
+	Attempts int
 }
 
 // NewRoomService returns a client of the server API of the LiveKit server at
 // serverURL, authenticated with an API key and secret. serverURL may be the
 // URL participants join (ws:// or wss://) or the HTTP one (http:// or
-// https://).
+// https://); opts may be nil.
 //
 // It returns an error wrapping ErrInvalidArgument for a malformed URL or
 // empty credentials. It makes no request.
-func NewRoomService(serverURL, apiKey, apiSecret string, opts ...RoomServiceOption) (*RoomService, error) {
+func NewRoomService(serverURL, apiKey, apiSecret string, opts *RoomServiceOptions) (*RoomService, error) {
 	if apiKey == "" || apiSecret == "" {
 		return nil, fmt.Errorf("%w: NewRoomService: empty API key or secret", ErrInvalidArgument)
 	}
@@ -150,7 +141,7 @@ func NewRoomService(serverURL, apiKey, apiSecret string, opts ...RoomServiceOpti
 //
 // It returns an error wrapping ErrInvalidArgument for a malformed URL or an
 // empty token. It makes no request.
-func NewRoomServiceWithToken(serverURL, token string, opts ...RoomServiceOption) (*RoomService, error) {
+func NewRoomServiceWithToken(serverURL, token string, opts *RoomServiceOptions) (*RoomService, error) {
 	if strings.TrimSpace(token) == "" {
 		return nil, fmt.Errorf("%w: NewRoomServiceWithToken: empty token", ErrInvalidArgument)
 	}
@@ -162,14 +153,19 @@ func NewRoomServiceWithToken(serverURL, token string, opts ...RoomServiceOption)
 	return s, nil
 }
 
-func newRoomService(serverURL string, opts []RoomServiceOption) (*RoomService, error) {
+func newRoomService(serverURL string, opts *RoomServiceOptions) (*RoomService, error) {
 	base, err := httpBaseURL(serverURL)
 	if err != nil {
 		return nil, err
 	}
 	s := &RoomService{base: base, client: http.DefaultClient, maxBody: maxResponseBody, attempts: defaultAttempts}
-	for _, o := range opts {
-		o(s)
+	if opts != nil {
+		if opts.HTTPClient != nil {
+			s.client = opts.HTTPClient
+		}
+		if opts.Attempts > 0 {
+			s.attempts = opts.Attempts
+		}
 	}
 	return s, nil
 }

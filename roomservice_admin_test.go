@@ -76,7 +76,7 @@ func TestRoomServiceForwardAndMoveUnimplemented(t *testing.T) {
 	// A token whose destinationRoom is another room is refused before.
 	tok, err := srv.TokenWith(callstate.Claims{Grants: callstate.Grants{Room: room, RoomAdmin: true, DestinationRoom: "elsewhere"}})
 	require.NoError(t, err)
-	withTok, err := callstate.NewRoomServiceWithToken(srv.URL(), tok)
+	withTok, err := callstate.NewRoomServiceWithToken(srv.URL(), tok, nil)
 	require.NoError(t, err)
 	err = withTok.MoveParticipant(ctx, room, "alice", dest)
 	requireServerError(t, err, "unauthenticated", 401)

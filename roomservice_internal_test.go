@@ -49,7 +49,7 @@ func fakeAPI(t *testing.T) (*httptest.Server, func() []recordedCall) {
 func TestRoomServiceMintsMinimalGrants(t *testing.T) {
 	t.Parallel()
 	srv, calls := fakeAPI(t)
-	rs, err := NewRoomService(strings.Replace(srv.URL, "http://", "ws://", 1)+"/", testKey, testSecret)
+	rs, err := NewRoomService(strings.Replace(srv.URL, "http://", "ws://", 1)+"/", testKey, testSecret, nil)
 	require.NoError(t, err)
 	ctx := t.Context()
 	meta := "m"
@@ -97,7 +97,7 @@ func TestRoomServiceMintsMinimalGrants(t *testing.T) {
 func TestRoomServiceRequestBodies(t *testing.T) {
 	t.Parallel()
 	srv, calls := fakeAPI(t)
-	rs, err := NewRoomService(srv.URL, testKey, testSecret)
+	rs, err := NewRoomService(srv.URL, testKey, testSecret, nil)
 	require.NoError(t, err)
 	ctx := t.Context()
 	name, meta := "N", "M"
@@ -148,7 +148,7 @@ func TestRoomServiceRequestBodies(t *testing.T) {
 func TestRoomServiceWithTokenSendsIt(t *testing.T) {
 	t.Parallel()
 	srv, calls := fakeAPI(t)
-	rs, err := NewRoomServiceWithToken(srv.URL, "fixed-token")
+	rs, err := NewRoomServiceWithToken(srv.URL, "fixed-token", nil)
 	require.NoError(t, err)
 	_, err = rs.ListRooms(t.Context())
 	require.NoError(t, err)
@@ -169,7 +169,7 @@ func TestRoomServiceHTTPClientAndPrefix(t *testing.T) {
 	t.Parallel()
 	srv, calls := fakeAPI(t)
 	ct := &countingTransport{}
-	rs, err := NewRoomService(srv.URL+"/lk/", testKey, testSecret, WithRoomServiceHTTPClient(&http.Client{Transport: ct}))
+	rs, err := NewRoomService(srv.URL+"/lk/", testKey, testSecret, &RoomServiceOptions{HTTPClient: &http.Client{Transport: ct}})
 	require.NoError(t, err)
 	_, err = rs.ListRooms(t.Context())
 	require.NoError(t, err)
@@ -299,7 +299,7 @@ func TestRoomServiceOddResponses(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	rs, err := NewRoomService(srv.URL, testKey, testSecret)
+	rs, err := NewRoomService(srv.URL, testKey, testSecret, nil)
 	require.NoError(t, err)
 	assert.Equal(t, maxResponseBody, rs.maxBody)
 	rs.maxBody = 2 << 20

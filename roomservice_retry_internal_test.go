@@ -29,7 +29,7 @@ func flakyAPI(t *testing.T, failures, status int, body string) (*RoomService, fu
 		w.Header().Set("Content-Type", "application/protobuf")
 	}))
 	t.Cleanup(srv.Close)
-	rs, err := NewRoomService(srv.URL, testKey, testSecret)
+	rs, err := NewRoomService(srv.URL, testKey, testSecret, nil)
 	require.NoError(t, err)
 	return rs, func() []string {
 		mu.Lock()
@@ -83,7 +83,7 @@ func TestRoomServiceDoesNotRetry(t *testing.T) {
 	})
 	t.Run("one attempt configured", func(t *testing.T) {
 		rs, ids := flakyAPI(t, 1, http.StatusBadGateway, "")
-		WithRoomServiceAttempts(0)(rs)
+		rs.attempts = 1 // RoomServiceOptions{Attempts: 1}
 		_, err := rs.ListRooms(ctx)
 		require.Error(t, err)
 		assert.Len(t, ids(), 1)

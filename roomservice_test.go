@@ -20,7 +20,7 @@ import (
 func roomService(t *testing.T) (*calltest.Server, *callstate.RoomService, context.Context) {
 	t.Helper()
 	srv := calltest.Shared(t)
-	rs, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+	rs, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret(), nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -195,7 +195,7 @@ func TestRoomServiceBadCredentials(t *testing.T) {
 		"unknown key":  {"nokey", srv.APISecret()},
 	} {
 		t.Run(name, func(t *testing.T) {
-			rs, err := callstate.NewRoomService(srv.HTTPURL(), creds[0], creds[1])
+			rs, err := callstate.NewRoomService(srv.HTTPURL(), creds[0], creds[1], nil)
 			require.NoError(t, err)
 			_, err = rs.ListRooms(ctx)
 			require.ErrorIs(t, err, callstate.ErrBadToken)
@@ -212,7 +212,7 @@ func TestRoomServiceBadCredentials(t *testing.T) {
 		Grants:    callstate.Grants{RoomList: true},
 	})
 	require.NoError(t, err)
-	rs, err := callstate.NewRoomServiceWithToken(srv.URL(), expired)
+	rs, err := callstate.NewRoomServiceWithToken(srv.URL(), expired, nil)
 	require.NoError(t, err)
 	_, err = rs.ListRooms(ctx)
 	require.ErrorIs(t, err, callstate.ErrBadToken)
@@ -228,7 +228,7 @@ func TestRoomServiceWithParticipantToken(t *testing.T) {
 	t.Cleanup(func() { _ = admin.DeleteRoom(context.Background(), name) })
 
 	// A participant's token with roomAdmin for its room, as calltest mints.
-	rs, err := callstate.NewRoomServiceWithToken(srv.URL(), srv.Token(name, "alice"))
+	rs, err := callstate.NewRoomServiceWithToken(srv.URL(), srv.Token(name, "alice"), nil)
 	require.NoError(t, err)
 	info, err := rs.UpdateRoomMetadata(ctx, name, `{"k":1}`)
 	require.NoError(t, err)
@@ -247,7 +247,7 @@ func TestRoomServiceWithParticipantToken(t *testing.T) {
 	// A token without roomAdmin cannot write the room's metadata.
 	plain, err := srv.TokenWith(callstate.Claims{Identity: "bob", Grants: callstate.Grants{Room: name, RoomJoin: true}})
 	require.NoError(t, err)
-	rs, err = callstate.NewRoomServiceWithToken(srv.URL(), plain)
+	rs, err = callstate.NewRoomServiceWithToken(srv.URL(), plain, nil)
 	require.NoError(t, err)
 	_, err = rs.UpdateRoomMetadata(ctx, name, "x")
 	require.ErrorIs(t, err, callstate.ErrNotPermitted)
@@ -260,7 +260,7 @@ func TestRoomServiceServerDown(t *testing.T) {
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 
-	rs, err := callstate.NewRoomService("ws://"+addr, "key", "secret")
+	rs, err := callstate.NewRoomService("ws://"+addr, "key", "secret", nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -273,7 +273,7 @@ func TestRoomServiceServerDown(t *testing.T) {
 	// A cancelled context is reported as such, not as an unreachable
 	// server.
 	srv := calltest.Shared(t)
-	rs, err = callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+	rs, err = callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret(), nil)
 	require.NoError(t, err)
 	cctx, ccancel := context.WithCancel(t.Context())
 	ccancel()
@@ -285,7 +285,7 @@ func TestRoomServiceServerDown(t *testing.T) {
 func TestRoomServiceInvalidArguments(t *testing.T) {
 	t.Parallel()
 	// Checked before any request: the URL is never dialled.
-	rs, err := callstate.NewRoomService("http://127.0.0.1:1", "k", "s")
+	rs, err := callstate.NewRoomService("http://127.0.0.1:1", "k", "s", nil)
 	require.NoError(t, err)
 	ctx := t.Context()
 	for name, call := range map[string]func() error{
@@ -319,13 +319,13 @@ func TestRoomServiceInvalidArguments(t *testing.T) {
 	}
 
 	for _, u := range []string{"", "127.0.0.1:7880", "ftp://h", "http://", "ws://%zz"} {
-		_, err := callstate.NewRoomService(u, "k", "s")
+		_, err := callstate.NewRoomService(u, "k", "s", nil)
 		assert.ErrorIs(t, err, callstate.ErrInvalidArgument, u)
 	}
-	_, err = callstate.NewRoomService("ws://h", "", "s")
+	_, err = callstate.NewRoomService("ws://h", "", "s", nil)
 	assert.ErrorIs(t, err, callstate.ErrInvalidArgument)
-	_, err = callstate.NewRoomService("ws://h", "k", "")
+	_, err = callstate.NewRoomService("ws://h", "k", "", nil)
 	assert.ErrorIs(t, err, callstate.ErrInvalidArgument)
-	_, err = callstate.NewRoomServiceWithToken("ws://h", " ")
+	_, err = callstate.NewRoomServiceWithToken("ws://h", " ", nil)
 	assert.ErrorIs(t, err, callstate.ErrInvalidArgument)
 }

@@ -231,7 +231,7 @@ func TestRpcFromServerAPI(t *testing.T) {
 	require.NoError(t, b.RegisterRpcMethod("fail", func(context.Context, callstate.RpcInvocation) (string, error) {
 		return "", callstate.NewRpcError(2002, "server asked", "")
 	}))
-	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret())
+	svc, err := callstate.NewRoomService(srv.URL(), srv.APIKey(), srv.APISecret(), nil)
 	require.NoError(t, err)
 	out, err := svc.PerformRpc(ctx, room, "b", "whoami", "x", callstate.RpcOptions{})
 	require.NoError(t, err)

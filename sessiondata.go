@@ -359,7 +359,7 @@ func (r *Room) ownToken() (token, room string) {
 // ownService returns a server API client that uses the participant's
 // own token.
 func (r *Room) ownService(token string) (*RoomService, error) {
-	return NewRoomServiceWithToken(r.url, token, WithRoomServiceHTTPClient(r.opts.HTTPClient))
+	return NewRoomServiceWithToken(r.url, token, &RoomServiceOptions{HTTPClient: r.opts.HTTPClient})
 }
 
 // readSessionData reads the room metadata from the server, when the token

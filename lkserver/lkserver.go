@@ -594,7 +594,7 @@ func (s *Server) TokenWith(c callstate.Claims) (string, error) {
 // RoomService returns a client of the server's API, authenticated with the
 // server's credentials.
 func (s *Server) RoomService() *callstate.RoomService {
-	rs, err := callstate.NewRoomService(s.httpURL, s.key, s.secret)
+	rs, err := callstate.NewRoomService(s.httpURL, s.key, s.secret, nil)
 	if err != nil {
 		panic(err) // the URL and credentials were checked by Start or Connect
 	}

@@ -84,7 +84,7 @@ func (a *apiFlags) service(fs *flag.FlagSet) (*callstate.RoomService, int) {
 	if a.server.url == "" || a.server.apiKey == "" || a.server.apiSecret == "" {
 		return nil, usageError(fs, "-url, -api-key and -api-secret (or $%s, $%s, $%s or $LIVEKIT_URL, $LIVEKIT_API_KEY, $LIVEKIT_API_SECRET) are required", envURL, envAPIKey, envAPISecret)
 	}
-	rs, err := callstate.NewRoomService(a.server.url, a.server.apiKey, a.server.apiSecret)
+	rs, err := callstate.NewRoomService(a.server.url, a.server.apiKey, a.server.apiSecret, nil)
 	if err != nil {
 		return nil, usageError(fs, "%v", err)
 	}

@@ -106,7 +106,7 @@ func runDemo(ctx context.Context, args []string, e *env) int {
 		where = fmt.Sprintf("a local LiveKit server at %s (started in %s)", d.url, seconds(time.Since(srvStart)))
 	}
 	d.roomName = "demo-" + randomHex(4)
-	rs, err := callstate.NewRoomService(d.url, d.apiKey, d.apiSecret)
+	rs, err := callstate.NewRoomService(d.url, d.apiKey, d.apiSecret, nil)
 	if err != nil {
 		return usageError(fs, "%v", err)
 	}

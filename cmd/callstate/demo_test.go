@@ -126,7 +126,7 @@ func TestServe(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	rs, err := callstate.NewRoomService(url, testKey, testSecret)
+	rs, err := callstate.NewRoomService(url, testKey, testSecret, nil)
 	require.NoError(t, err)
 	sctx, scancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer scancel()

@@ -80,7 +80,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	rs, err := callstate.NewRoomService(srv.URL(), key, secret)
+	rs, err := callstate.NewRoomService(srv.URL(), key, secret, nil)
 	if err != nil {
 		return err
 	}
