@@ -292,29 +292,38 @@ func (t *Transport) channelOpen(reliable bool) {
 // netCache holds the network interfaces that Transports share. pion's ICE
 // agent otherwise lists them (a netlink dump) for every PeerConnection and
 // keeps its own copy; a process that runs many Rooms needs one list, read
-// again once it is netRefresh old so that a Room joining after a network
+// again once it is 10 s old so that a Room joining after a network
 // change sees the new interfaces. A stdnet.Net is not modified after it is
 // made (pion refreshes it only with continual gathering, which callstate
 // does not use), so sharing one is safe.
-var netCache struct {
+var netCache = refreshing[*stdnet.Net]{every: 10 * time.Second, make: stdnet.NewNet}
+
+func sharedNet() *stdnet.Net { return netCache.get() } // nil: pion makes its own
+
+// refreshing is a value the process shares, made again once it is older
+// than every; a value that cannot be made is nil (the caller then does
+// without), and making it is tried again on the next get.
+type refreshing[T comparable] struct {
+	every time.Duration
+	make  func() (T, error)
+
 	mu sync.Mutex
-	n  *stdnet.Net
+	v  T
 	at time.Time
 }
 
-const netRefresh = 10 * time.Second
-
-func sharedNet() *stdnet.Net {
-	netCache.mu.Lock()
-	defer netCache.mu.Unlock()
-	if netCache.n == nil || time.Since(netCache.at) > netRefresh {
-		n, err := stdnet.NewNet()
+func (c *refreshing[T]) get() T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var zero T
+	if c.v == zero || time.Since(c.at) > c.every {
+		v, err := c.make()
 		if err != nil {
-			return nil // pion makes its own
+			return zero
 		}
-		netCache.n, netCache.at = n, time.Now()
+		c.v, c.at = v, time.Now()
 	}
-	return netCache.n
+	return c.v
 }
 
 // certCache holds the DTLS certificate that the process's PeerConnections
@@ -327,32 +336,19 @@ func sharedNet() *stdnet.Net {
 // (pion documents sharing one; browsers do the same per origin). It is
 // replaced once certRefresh old, well before pion's one-month expiry, so
 // a long-running process never offers an expired one.
-var certCache struct {
-	mu   sync.Mutex
-	cert *webrtc.Certificate
-	at   time.Time
-}
+var certCache = refreshing[*webrtc.Certificate]{every: certRefresh, make: func() (*webrtc.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return webrtc.GenerateCertificate(key)
+}}
 
 const certRefresh = 24 * time.Hour
 
 // sharedCertificate returns the process's DTLS certificate, or nil (pion
 // then makes one for the PeerConnection) if none could be made.
-func sharedCertificate() *webrtc.Certificate {
-	certCache.mu.Lock()
-	defer certCache.mu.Unlock()
-	if certCache.cert == nil || time.Since(certCache.at) > certRefresh {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil
-		}
-		cert, err := webrtc.GenerateCertificate(key)
-		if err != nil {
-			return nil
-		}
-		certCache.cert, certCache.at = cert, time.Now()
-	}
-	return certCache.cert
-}
+func sharedCertificate() *webrtc.Certificate { return certCache.get() }
 
 // apiCache holds the pion APIs that Transports with the default settings
 // share, one per Loopback value: an API (its SettingEngine copy and media

@@ -251,7 +251,7 @@ func TestTransportsShareCertificateAndAPI(t *testing.T) {
 
 	// An old certificate is replaced.
 	certCache.mu.Lock()
-	old := certCache.cert
+	old := certCache.v
 	certCache.at = time.Now().Add(-certRefresh - time.Minute)
 	certCache.mu.Unlock()
 	renewed := sharedCertificate()
