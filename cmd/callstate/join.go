@@ -128,7 +128,8 @@ func runJoin(ctx context.Context, args []string, e *env) int {
 		return exitFailure
 	}
 	p := &participant{room: room, out: out, stderr: e.stderr, timeout: c.commandTimeout,
-		tracks: map[string]*callstate.LocalDataTrack{}, frames: make(chan frameLineJSON, 256)}
+		tracks: map[string]*callstate.LocalDataTrack{}, frames: make(chan frameLineJSON, 256),
+		streamTopics: map[streamTopic]struct{}{}}
 	return p.run(ctx, e.stdin, c.buffer)
 }
 
@@ -175,6 +176,11 @@ type participant struct {
 	// readers to the one goroutine that writes lines.
 	tracks map[string]*callstate.LocalDataTrack
 	frames chan frameLineJSON
+	// streamTopics are the topics registered with stream_register (used
+	// by the executor only); readers counts the handlers reading their
+	// streams.
+	streamTopics map[streamTopic]struct{}
+	readers      streamReaders
 }
 
 // input is one line read from standard input.
@@ -244,7 +250,7 @@ func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int 
 			if !ok {
 				return ended()
 			}
-			p.out.write(eventLine(ev))
+			p.writeEvent(ev)
 		case l := <-answers:
 			// Events the command caused were delivered before it returned:
 			// write them first.
@@ -265,6 +271,21 @@ func (p *participant) run(ctx context.Context, stdin io.Reader, buffer int) int 
 	}
 }
 
+// writeEvent writes an event's line. Before the room's last lines, it lets
+// the stream readers, which end when the Room closes, write their
+// stream_end lines: the disconnected lines stay the last.
+func (p *participant) writeEvent(ev callstate.Event) {
+	switch e := ev.(type) {
+	case callstate.ConnectionStateChanged:
+		if e.State == callstate.StateDisconnected {
+			p.readers.close(streamDrainTimeout)
+		}
+	case callstate.Disconnected:
+		p.readers.close(streamDrainTimeout)
+	}
+	p.out.write(eventLine(ev))
+}
+
 // drain writes the events already buffered in sub; it returns false if
 // the subscription has ended.
 func (p *participant) drain(sub *callstate.Subscription) bool {
@@ -274,7 +295,7 @@ func (p *participant) drain(sub *callstate.Subscription) bool {
 			if !ok {
 				return false
 			}
-			p.out.write(eventLine(ev))
+			p.writeEvent(ev)
 		default:
 			return true
 		}
@@ -314,7 +335,7 @@ type commandJSON struct {
 	Payload    *string           `json:"payload"`
 	Text       *string           `json:"text"`
 	Kind       string            `json:"kind"`
-	Topic      string            `json:"topic"`
+	Topic      *string           `json:"topic"`
 	To         []string          `json:"to"`
 	Data       json.RawMessage   `json:"data"`
 	Metadata   *string           `json:"metadata"`
@@ -330,6 +351,15 @@ type commandJSON struct {
 	Answer     *string           `json:"answer"`
 	Path       string            `json:"path"`
 	MimeType   string            `json:"mime_type"`
+	SaveTo     *string           `json:"save_to"`
+}
+
+// topic returns the command's topic, "" when absent.
+func (c *commandJSON) topic() string {
+	if c.Topic == nil {
+		return ""
+	}
+	return *c.Topic
 }
 
 // fieldsOf lists which fields each command accepts, besides id and cmd.
@@ -353,6 +383,8 @@ var fieldsOf = map[string][]string{
 	"send_text":            {"text", "topic", "to", "attributes"},
 	"send_file":            {"path", "topic", "to", "attributes", "name", "mime_type"},
 	"chat":                 {"text", "to"},
+	"stream_register":      {"topic", "kind", "save_to"},
+	"stream_unregister":    {"topic", "kind"},
 }
 
 // commandError is a command refused before it reached the Room.
@@ -520,7 +552,7 @@ func (p *participant) primitive(ctx context.Context, c *commandJSON) (line, erro
 		if c.Text == nil {
 			return l, invalidArgument(`the send_text command needs a "text" field`)
 		}
-		info, err := r.SendText(ctx, text, &callstate.StreamOptions{Topic: c.Topic, To: c.To, Attributes: c.Attributes})
+		info, err := r.SendText(ctx, text, &callstate.StreamOptions{Topic: c.topic(), To: c.To, Attributes: c.Attributes})
 		l.Stream = streamLine(info)
 		return l, err
 	case "send_file":
@@ -531,7 +563,7 @@ func (p *participant) primitive(ctx context.Context, c *commandJSON) (line, erro
 		if c.Name != nil {
 			name = *c.Name
 		}
-		info, err := r.SendFile(ctx, c.Path, &callstate.StreamOptions{Topic: c.Topic, To: c.To, Attributes: c.Attributes, Name: name, MimeType: c.MimeType})
+		info, err := r.SendFile(ctx, c.Path, &callstate.StreamOptions{Topic: c.topic(), To: c.To, Attributes: c.Attributes, Name: name, MimeType: c.MimeType})
 		l.Stream = streamLine(info)
 		return l, err
 	case "chat":
@@ -580,7 +612,7 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 		if err != nil {
 			return err
 		}
-		opts := &callstate.PublishOptions{Topic: c.Topic, To: c.To}
+		opts := &callstate.PublishOptions{Topic: c.topic(), To: c.To}
 		switch c.Kind {
 		case "", "reliable":
 		case "lossy":
@@ -662,6 +694,10 @@ func (p *participant) apply(ctx context.Context, c *commandJSON) error {
 			return invalidArgument(`the rpc_register command needs a "method" field`)
 		}
 		return p.registerRpc(c.Method, c.Answer)
+	case "stream_register":
+		return p.registerStream(c)
+	case "stream_unregister":
+		return p.unregisterStream(c)
 	case "rpc_unregister":
 		if c.Method == "" {
 			return invalidArgument(`the rpc_unregister command needs a "method" field`)

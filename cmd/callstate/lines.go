@@ -46,14 +46,57 @@ type line struct {
 	RpcData    string  `json:"rpc_data,omitempty"`
 }
 
-// streamJSON describes a data stream sent, as events.md describes one
-// received.
+// streamJSON describes a data stream sent, and one received in a
+// stream_open line, as events.md describes the stream of a data line.
 type streamJSON struct {
 	ID         string            `json:"id"`
+	Topic      string            `json:"topic,omitempty"`
 	MimeType   string            `json:"mime_type,omitempty"`
 	Name       string            `json:"name,omitempty"`
 	Text       bool              `json:"text"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Size and Timestamp are a received stream's only: the announced
+	// length (absent when the sender did not say) and the sender's clock
+	// at its start (absent when unknown).
+	Size      *int64     `json:"size,omitempty"`
+	Timestamp *time.Time `json:"timestamp,omitempty"`
+}
+
+// openedStream describes a received stream for its stream_open line.
+func openedStream(i callstate.StreamInfo) *streamJSON {
+	s := &streamJSON{ID: i.ID, Topic: i.Topic, MimeType: i.MimeType, Name: i.Name, Text: i.Text, Attributes: i.Attributes}
+	if i.Size >= 0 {
+		s.Size = ptr(i.Size)
+	}
+	if !i.Timestamp.IsZero() {
+		s.Timestamp = ptr(i.Timestamp.UTC())
+	}
+	return s
+}
+
+// streamLineJSON is a stream_open, stream_chunk or stream_end line: a
+// stream received on a topic registered with stream_register, as it
+// arrives. Only the fields of its type are set.
+type streamLineJSON struct {
+	Type     string    `json:"type"`
+	Time     time.Time `json:"time"`
+	StreamID string    `json:"stream_id"`
+	// stream_open
+	From   *string     `json:"from,omitempty"`
+	Stream *streamJSON `json:"stream,omitempty"`
+	// stream_chunk: where its bytes start in the stream and how many
+	// there are; stream_end: the bytes received in all.
+	Offset *int64 `json:"offset,omitempty"`
+	Size   *int64 `json:"size,omitempty"`
+	// stream_chunk's content, unless the stream is saved to a file:
+	// text for a text stream, standard base64 for a byte stream.
+	Text    *string `json:"text,omitempty"`
+	Payload []byte  `json:"payload,omitempty"`
+	// stream_open and stream_end of a stream saved to a file.
+	Path string `json:"path,omitempty"`
+	// stream_end of a stream that did not end well.
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -134,6 +177,9 @@ func errorCode(err error) string {
 		{callstate.ErrNotFound, "not_found"},
 		{callstate.ErrLimitExceeded, "limit_exceeded"},
 		{callstate.ErrRejected, "rejected"},
+		{callstate.ErrStreamAborted, "stream_aborted"},
+		{callstate.ErrStreamTooSlow, "stream_too_slow"},
+		{callstate.ErrStreamIncomplete, "stream_incomplete"},
 		{context.DeadlineExceeded, "timeout"},
 		{context.Canceled, "canceled"},
 	} {
