@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -244,7 +245,6 @@ func (p *participant) readStream(r io.Reader, info callstate.StreamInfo, from, d
 					return
 				}
 				data = data[:cut]
-				held = copy(buf, buf[cut:n])
 			}
 			if len(data) > 0 {
 				l := streamLineJSON{Type: "stream_chunk", Time: time.Now().UTC(), StreamID: info.ID, Offset: ptr(total), Size: ptr(int64(len(data)))}
@@ -262,6 +262,9 @@ func (p *participant) readStream(r io.Reader, info callstate.StreamInfo, from, d
 				total += int64(len(data))
 				p.out.write(l)
 			}
+			// The unfinished character moves to the buffer's start, once
+			// the line that used the buffer is written.
+			held = copy(buf, buf[len(data):n])
 		}
 		if err == io.EOF {
 			if held > 0 {
@@ -321,18 +324,13 @@ func streamErrorCode(err error) string {
 // used, so that it can neither leave the directory nor be a hidden or
 // special file.
 func fileNamePattern(info callstate.StreamInfo) string {
-	name := info.Name
-	if name == "" {
-		name = info.ID
+	name := path.Base(strings.ReplaceAll(info.Name, `\`, "/"))
+	if name == "/" {
+		name = "" // a name of slashes only
 	}
-	name = filepath.Base(strings.ReplaceAll(name, `\`, "/"))
-	safe := []byte(name)
-	for i, c := range safe {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
-			safe[i] = '_'
-		}
+	if name = safeName(name); name == "" {
+		name = safeName(info.ID)
 	}
-	name = strings.TrimLeft(string(safe), ".")
 	if len(name) > 100 {
 		name = name[len(name)-100:]
 	}
@@ -342,4 +340,16 @@ func fileNamePattern(info callstate.StreamInfo) string {
 		base = "stream"
 	}
 	return base + "-*" + ext
+}
+
+// safeName maps s to the characters a-z, A-Z, 0-9, '.', '-' and '_'
+// (others become '_'), without leading dots.
+func safeName(s string) string {
+	safe := []byte(s)
+	for i, c := range safe {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+			safe[i] = '_'
+		}
+	}
+	return strings.TrimLeft(string(safe), ".")
 }
