@@ -305,7 +305,8 @@ type streamRead struct {
 }
 
 // readIncrementally reads r in small pieces, as an application processing
-// a stream as it arrives would.
+// a stream as it arrives would (callstate join's stream_register does it
+// too, writing what it reads as stream_chunk lines).
 func readIncrementally(r io.Reader, start time.Time) streamRead {
 	var res streamRead
 	buf := make([]byte, 4096)
