@@ -1084,6 +1084,60 @@ func (ClientInfo_SDK) EnumDescriptor() ([]byte, []int) {
 	return file_livekit_proto_rawDescGZIP(), []int{38, 0}
 }
 
+// Optional features a client says it supports when it connects. The
+// server copies them to the participant's ParticipantInfo, where other
+// clients read them.
+type ClientInfo_Capability int32
+
+const (
+	ClientInfo_CAP_UNUSED ClientInfo_Capability = 0
+	// Media packets carry trailers (not used by a data-only client).
+	ClientInfo_CAP_PACKET_TRAILER ClientInfo_Capability = 1
+	// The client inflates data stream content sent as raw deflate.
+	ClientInfo_CAP_COMPRESSION_DEFLATE_RAW ClientInfo_Capability = 2
+)
+
+// Enum value maps for ClientInfo_Capability.
+var (
+	ClientInfo_Capability_name = map[int32]string{
+		0: "CAP_UNUSED",
+		1: "CAP_PACKET_TRAILER",
+		2: "CAP_COMPRESSION_DEFLATE_RAW",
+	}
+	ClientInfo_Capability_value = map[string]int32{
+		"CAP_UNUSED":                  0,
+		"CAP_PACKET_TRAILER":          1,
+		"CAP_COMPRESSION_DEFLATE_RAW": 2,
+	}
+)
+
+func (x ClientInfo_Capability) Enum() *ClientInfo_Capability {
+	p := new(ClientInfo_Capability)
+	*p = x
+	return p
+}
+
+func (x ClientInfo_Capability) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClientInfo_Capability) Descriptor() protoreflect.EnumDescriptor {
+	return file_livekit_proto_enumTypes[19].Descriptor()
+}
+
+func (ClientInfo_Capability) Type() protoreflect.EnumType {
+	return &file_livekit_proto_enumTypes[19]
+}
+
+func (x ClientInfo_Capability) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClientInfo_Capability.Descriptor instead.
+func (ClientInfo_Capability) EnumDescriptor() ([]byte, []int) {
+	return file_livekit_proto_rawDescGZIP(), []int{38, 1}
+}
+
 type DataPacket_Kind int32
 
 const (
@@ -1114,11 +1168,11 @@ func (x DataPacket_Kind) String() string {
 }
 
 func (DataPacket_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[19].Descriptor()
+	return file_livekit_proto_enumTypes[20].Descriptor()
 }
 
 func (DataPacket_Kind) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[19]
+	return &file_livekit_proto_enumTypes[20]
 }
 
 func (x DataPacket_Kind) Number() protoreflect.EnumNumber {
@@ -1166,11 +1220,11 @@ func (x DataStream_OperationType) String() string {
 }
 
 func (DataStream_OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[20].Descriptor()
+	return file_livekit_proto_enumTypes[21].Descriptor()
 }
 
 func (DataStream_OperationType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[20]
+	return &file_livekit_proto_enumTypes[21]
 }
 
 func (x DataStream_OperationType) Number() protoreflect.EnumNumber {
@@ -1212,11 +1266,11 @@ func (x DataStream_CompressionType) String() string {
 }
 
 func (DataStream_CompressionType) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[21].Descriptor()
+	return file_livekit_proto_enumTypes[22].Descriptor()
 }
 
 func (DataStream_CompressionType) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[21]
+	return &file_livekit_proto_enumTypes[22]
 }
 
 func (x DataStream_CompressionType) Number() protoreflect.EnumNumber {
@@ -1267,11 +1321,11 @@ func (x IngressState_Status) String() string {
 }
 
 func (IngressState_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_livekit_proto_enumTypes[22].Descriptor()
+	return file_livekit_proto_enumTypes[23].Descriptor()
 }
 
 func (IngressState_Status) Type() protoreflect.EnumType {
-	return &file_livekit_proto_enumTypes[22]
+	return &file_livekit_proto_enumTypes[23]
 }
 
 func (x IngressState_Status) Number() protoreflect.EnumNumber {
@@ -3640,27 +3694,29 @@ func (x *ParticipantPermission) GetCanManageAgentSession() bool {
 }
 
 type ParticipantInfo struct {
-	state            protoimpl.MessageState       `protogen:"open.v1"`
-	Sid              string                       `protobuf:"bytes,1,opt,name=sid,proto3" json:"sid,omitempty"`
-	Identity         string                       `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
-	State            ParticipantInfo_State        `protobuf:"varint,3,opt,name=state,proto3,enum=callstate.lkwire.ParticipantInfo_State" json:"state,omitempty"`
-	Metadata         string                       `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	JoinedAt         int64                        `protobuf:"varint,6,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
-	Name             string                       `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
-	Version          uint32                       `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
-	Permission       *ParticipantPermission       `protobuf:"bytes,11,opt,name=permission,proto3" json:"permission,omitempty"`
-	Region           string                       `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
-	IsPublisher      bool                         `protobuf:"varint,13,opt,name=is_publisher,json=isPublisher,proto3" json:"is_publisher,omitempty"`
-	Kind             ParticipantInfo_Kind         `protobuf:"varint,14,opt,name=kind,proto3,enum=callstate.lkwire.ParticipantInfo_Kind" json:"kind,omitempty"`
-	Attributes       map[string]string            `protobuf:"bytes,15,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	DisconnectReason DisconnectReason             `protobuf:"varint,16,opt,name=disconnect_reason,json=disconnectReason,proto3,enum=callstate.lkwire.DisconnectReason" json:"disconnect_reason,omitempty"`
-	JoinedAtMs       int64                        `protobuf:"varint,17,opt,name=joined_at_ms,json=joinedAtMs,proto3" json:"joined_at_ms,omitempty"`
-	ClientProtocol   int32                        `protobuf:"varint,20,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
-	Tracks           []*TrackInfo                 `protobuf:"bytes,4,rep,name=tracks,proto3" json:"tracks,omitempty"`
-	KindDetails      []ParticipantInfo_KindDetail `protobuf:"varint,18,rep,packed,name=kind_details,json=kindDetails,proto3,enum=callstate.lkwire.ParticipantInfo_KindDetail" json:"kind_details,omitempty"`
-	DataTracks       []*DataTrackInfo             `protobuf:"bytes,19,rep,name=data_tracks,json=dataTracks,proto3" json:"data_tracks,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Sid              string                 `protobuf:"bytes,1,opt,name=sid,proto3" json:"sid,omitempty"`
+	Identity         string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	State            ParticipantInfo_State  `protobuf:"varint,3,opt,name=state,proto3,enum=callstate.lkwire.ParticipantInfo_State" json:"state,omitempty"`
+	Metadata         string                 `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	JoinedAt         int64                  `protobuf:"varint,6,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	Name             string                 `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	Version          uint32                 `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
+	Permission       *ParticipantPermission `protobuf:"bytes,11,opt,name=permission,proto3" json:"permission,omitempty"`
+	Region           string                 `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
+	IsPublisher      bool                   `protobuf:"varint,13,opt,name=is_publisher,json=isPublisher,proto3" json:"is_publisher,omitempty"`
+	Kind             ParticipantInfo_Kind   `protobuf:"varint,14,opt,name=kind,proto3,enum=callstate.lkwire.ParticipantInfo_Kind" json:"kind,omitempty"`
+	Attributes       map[string]string      `protobuf:"bytes,15,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DisconnectReason DisconnectReason       `protobuf:"varint,16,opt,name=disconnect_reason,json=disconnectReason,proto3,enum=callstate.lkwire.DisconnectReason" json:"disconnect_reason,omitempty"`
+	JoinedAtMs       int64                  `protobuf:"varint,17,opt,name=joined_at_ms,json=joinedAtMs,proto3" json:"joined_at_ms,omitempty"`
+	ClientProtocol   int32                  `protobuf:"varint,20,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
+	// What the participant's client advertised in its ClientInfo.
+	Capabilities  []ClientInfo_Capability      `protobuf:"varint,21,rep,packed,name=capabilities,proto3,enum=callstate.lkwire.ClientInfo_Capability" json:"capabilities,omitempty"`
+	Tracks        []*TrackInfo                 `protobuf:"bytes,4,rep,name=tracks,proto3" json:"tracks,omitempty"`
+	KindDetails   []ParticipantInfo_KindDetail `protobuf:"varint,18,rep,packed,name=kind_details,json=kindDetails,proto3,enum=callstate.lkwire.ParticipantInfo_KindDetail" json:"kind_details,omitempty"`
+	DataTracks    []*DataTrackInfo             `protobuf:"bytes,19,rep,name=data_tracks,json=dataTracks,proto3" json:"data_tracks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ParticipantInfo) Reset() {
@@ -3796,6 +3852,13 @@ func (x *ParticipantInfo) GetClientProtocol() int32 {
 		return x.ClientProtocol
 	}
 	return 0
+}
+
+func (x *ParticipantInfo) GetCapabilities() []ClientInfo_Capability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
 }
 
 func (x *ParticipantInfo) GetTracks() []*TrackInfo {
@@ -4457,19 +4520,20 @@ func (x *ServerInfo) GetAgentProtocol() int32 {
 }
 
 type ClientInfo struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Sdk            ClientInfo_SDK         `protobuf:"varint,1,opt,name=sdk,proto3,enum=callstate.lkwire.ClientInfo_SDK" json:"sdk,omitempty"`
-	Version        string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Protocol       int32                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	Os             string                 `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
-	OsVersion      string                 `protobuf:"bytes,5,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
-	DeviceModel    string                 `protobuf:"bytes,6,opt,name=device_model,json=deviceModel,proto3" json:"device_model,omitempty"`
-	Browser        string                 `protobuf:"bytes,7,opt,name=browser,proto3" json:"browser,omitempty"`
-	BrowserVersion string                 `protobuf:"bytes,8,opt,name=browser_version,json=browserVersion,proto3" json:"browser_version,omitempty"`
-	Address        string                 `protobuf:"bytes,9,opt,name=address,proto3" json:"address,omitempty"`
-	Network        string                 `protobuf:"bytes,10,opt,name=network,proto3" json:"network,omitempty"`
-	OtherSdks      string                 `protobuf:"bytes,11,opt,name=other_sdks,json=otherSdks,proto3" json:"other_sdks,omitempty"`
-	ClientProtocol int32                  `protobuf:"varint,12,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
+	state          protoimpl.MessageState  `protogen:"open.v1"`
+	Sdk            ClientInfo_SDK          `protobuf:"varint,1,opt,name=sdk,proto3,enum=callstate.lkwire.ClientInfo_SDK" json:"sdk,omitempty"`
+	Version        string                  `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Protocol       int32                   `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Os             string                  `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
+	OsVersion      string                  `protobuf:"bytes,5,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	DeviceModel    string                  `protobuf:"bytes,6,opt,name=device_model,json=deviceModel,proto3" json:"device_model,omitempty"`
+	Browser        string                  `protobuf:"bytes,7,opt,name=browser,proto3" json:"browser,omitempty"`
+	BrowserVersion string                  `protobuf:"bytes,8,opt,name=browser_version,json=browserVersion,proto3" json:"browser_version,omitempty"`
+	Address        string                  `protobuf:"bytes,9,opt,name=address,proto3" json:"address,omitempty"`
+	Network        string                  `protobuf:"bytes,10,opt,name=network,proto3" json:"network,omitempty"`
+	OtherSdks      string                  `protobuf:"bytes,11,opt,name=other_sdks,json=otherSdks,proto3" json:"other_sdks,omitempty"`
+	ClientProtocol int32                   `protobuf:"varint,12,opt,name=client_protocol,json=clientProtocol,proto3" json:"client_protocol,omitempty"`
+	Capabilities   []ClientInfo_Capability `protobuf:"varint,13,rep,packed,name=capabilities,proto3,enum=callstate.lkwire.ClientInfo_Capability" json:"capabilities,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -4586,6 +4650,13 @@ func (x *ClientInfo) GetClientProtocol() int32 {
 		return x.ClientProtocol
 	}
 	return 0
+}
+
+func (x *ClientInfo) GetCapabilities() []ClientInfo_Capability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
 }
 
 type DataPacket struct {
@@ -8368,7 +8439,8 @@ const file_livekit_proto_rawDesc = "" +
 	"\x05agent\x18\v \x01(\bR\x05agent\x122\n" +
 	"\x15can_subscribe_metrics\x18\f \x01(\bR\x13canSubscribeMetrics\x12M\n" +
 	"\x13can_publish_sources\x18\t \x03(\x0e2\x1d.callstate.lkwire.TrackSourceR\x11canPublishSources\x127\n" +
-	"\x18can_manage_agent_session\x18\r \x01(\bR\x15canManageAgentSession\"\xb6\t\n" +
+	"\x18can_manage_agent_session\x18\r \x01(\bR\x15canManageAgentSession\"\x83\n" +
+	"\n" +
 	"\x0fParticipantInfo\x12\x10\n" +
 	"\x03sid\x18\x01 \x01(\tR\x03sid\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12=\n" +
@@ -8390,7 +8462,8 @@ const file_livekit_proto_rawDesc = "" +
 	"\x11disconnect_reason\x18\x10 \x01(\x0e2\".callstate.lkwire.DisconnectReasonR\x10disconnectReason\x12 \n" +
 	"\fjoined_at_ms\x18\x11 \x01(\x03R\n" +
 	"joinedAtMs\x12'\n" +
-	"\x0fclient_protocol\x18\x14 \x01(\x05R\x0eclientProtocol\x123\n" +
+	"\x0fclient_protocol\x18\x14 \x01(\x05R\x0eclientProtocol\x12K\n" +
+	"\fcapabilities\x18\x15 \x03(\x0e2'.callstate.lkwire.ClientInfo.CapabilityR\fcapabilities\x123\n" +
 	"\x06tracks\x18\x04 \x03(\v2\x1b.callstate.lkwire.TrackInfoR\x06tracks\x12O\n" +
 	"\fkind_details\x18\x12 \x03(\x0e2,.callstate.lkwire.ParticipantInfo.KindDetailR\vkindDetails\x12@\n" +
 	"\vdata_tracks\x18\x13 \x03(\v2\x1f.callstate.lkwire.DataTrackInfoR\n" +
@@ -8496,7 +8569,7 @@ const file_livekit_proto_rawDesc = "" +
 	"\x0eagent_protocol\x18\a \x01(\x05R\ragentProtocol\"\"\n" +
 	"\aEdition\x12\f\n" +
 	"\bStandard\x10\x00\x12\t\n" +
-	"\x05Cloud\x10\x01\"\xd0\x03\n" +
+	"\x05Cloud\x10\x01\"\xf4\x04\n" +
 	"\n" +
 	"ClientInfo\x122\n" +
 	"\x03sdk\x18\x01 \x01(\x0e2 .callstate.lkwire.ClientInfo.SDKR\x03sdk\x12\x18\n" +
@@ -8513,14 +8586,21 @@ const file_livekit_proto_rawDesc = "" +
 	" \x01(\tR\anetwork\x12\x1d\n" +
 	"\n" +
 	"other_sdks\x18\v \x01(\tR\totherSdks\x12'\n" +
-	"\x0fclient_protocol\x18\f \x01(\x05R\x0eclientProtocol\"G\n" +
+	"\x0fclient_protocol\x18\f \x01(\x05R\x0eclientProtocol\x12K\n" +
+	"\fcapabilities\x18\r \x03(\x0e2'.callstate.lkwire.ClientInfo.CapabilityR\fcapabilities\"G\n" +
 	"\x03SDK\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\x06\n" +
 	"\x02JS\x10\x01\x12\t\n" +
 	"\x05SWIFT\x10\x02\x12\v\n" +
 	"\aANDROID\x10\x03\x12\v\n" +
 	"\aFLUTTER\x10\x04\x12\x06\n" +
-	"\x02GO\x10\x05\"\xb2\x06\n" +
+	"\x02GO\x10\x05\"U\n" +
+	"\n" +
+	"Capability\x12\x0e\n" +
+	"\n" +
+	"CAP_UNUSED\x10\x00\x12\x16\n" +
+	"\x12CAP_PACKET_TRAILER\x10\x01\x12\x1f\n" +
+	"\x1bCAP_COMPRESSION_DEFLATE_RAW\x10\x02\"\xb2\x06\n" +
 	"\n" +
 	"DataPacket\x125\n" +
 	"\x04kind\x18\x01 \x01(\x0e2!.callstate.lkwire.DataPacket.KindR\x04kind\x121\n" +
@@ -8948,7 +9028,7 @@ func file_livekit_proto_rawDescGZIP() []byte {
 	return file_livekit_proto_rawDescData
 }
 
-var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 23)
+var file_livekit_proto_enumTypes = make([]protoimpl.EnumInfo, 24)
 var file_livekit_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
 var file_livekit_proto_goTypes = []any{
 	(SignalTarget)(0),                                     // 0: callstate.lkwire.SignalTarget
@@ -8970,274 +9050,277 @@ var file_livekit_proto_goTypes = []any{
 	(Encryption_Type)(0),                                  // 16: callstate.lkwire.Encryption.Type
 	(ServerInfo_Edition)(0),                               // 17: callstate.lkwire.ServerInfo.Edition
 	(ClientInfo_SDK)(0),                                   // 18: callstate.lkwire.ClientInfo.SDK
-	(DataPacket_Kind)(0),                                  // 19: callstate.lkwire.DataPacket.Kind
-	(DataStream_OperationType)(0),                         // 20: callstate.lkwire.DataStream.OperationType
-	(DataStream_CompressionType)(0),                       // 21: callstate.lkwire.DataStream.CompressionType
-	(IngressState_Status)(0),                              // 22: callstate.lkwire.IngressState.Status
-	(*SignalRequest)(nil),                                 // 23: callstate.lkwire.SignalRequest
-	(*SignalResponse)(nil),                                // 24: callstate.lkwire.SignalResponse
-	(*SessionDescription)(nil),                            // 25: callstate.lkwire.SessionDescription
-	(*TrickleRequest)(nil),                                // 26: callstate.lkwire.TrickleRequest
-	(*ICEServer)(nil),                                     // 27: callstate.lkwire.ICEServer
-	(*JoinResponse)(nil),                                  // 28: callstate.lkwire.JoinResponse
-	(*ReconnectResponse)(nil),                             // 29: callstate.lkwire.ReconnectResponse
-	(*ClientConfiguration)(nil),                           // 30: callstate.lkwire.ClientConfiguration
-	(*ParticipantUpdate)(nil),                             // 31: callstate.lkwire.ParticipantUpdate
-	(*RoomUpdate)(nil),                                    // 32: callstate.lkwire.RoomUpdate
-	(*LeaveRequest)(nil),                                  // 33: callstate.lkwire.LeaveRequest
-	(*UpdateParticipantMetadata)(nil),                     // 34: callstate.lkwire.UpdateParticipantMetadata
-	(*Ping)(nil),                                          // 35: callstate.lkwire.Ping
-	(*Pong)(nil),                                          // 36: callstate.lkwire.Pong
-	(*RequestResponse)(nil),                               // 37: callstate.lkwire.RequestResponse
-	(*RoomMovedResponse)(nil),                             // 38: callstate.lkwire.RoomMovedResponse
-	(*UpdateSubscription)(nil),                            // 39: callstate.lkwire.UpdateSubscription
-	(*SyncState)(nil),                                     // 40: callstate.lkwire.SyncState
-	(*DataChannelReceiveState)(nil),                       // 41: callstate.lkwire.DataChannelReceiveState
-	(*DataChannelInfo)(nil),                               // 42: callstate.lkwire.DataChannelInfo
-	(*ConnectionSettings)(nil),                            // 43: callstate.lkwire.ConnectionSettings
-	(*JoinRequest)(nil),                                   // 44: callstate.lkwire.JoinRequest
-	(*WrappedJoinRequest)(nil),                            // 45: callstate.lkwire.WrappedJoinRequest
-	(*TimedVersion)(nil),                                  // 46: callstate.lkwire.TimedVersion
-	(*Room)(nil),                                          // 47: callstate.lkwire.Room
-	(*ParticipantPermission)(nil),                         // 48: callstate.lkwire.ParticipantPermission
-	(*ParticipantInfo)(nil),                               // 49: callstate.lkwire.ParticipantInfo
-	(*Encryption)(nil),                                    // 50: callstate.lkwire.Encryption
-	(*DataTrackInfo)(nil),                                 // 51: callstate.lkwire.DataTrackInfo
-	(*PublishDataTrackRequest)(nil),                       // 52: callstate.lkwire.PublishDataTrackRequest
-	(*PublishDataTrackResponse)(nil),                      // 53: callstate.lkwire.PublishDataTrackResponse
-	(*UnpublishDataTrackRequest)(nil),                     // 54: callstate.lkwire.UnpublishDataTrackRequest
-	(*UnpublishDataTrackResponse)(nil),                    // 55: callstate.lkwire.UnpublishDataTrackResponse
-	(*DataTrackSubscriberHandles)(nil),                    // 56: callstate.lkwire.DataTrackSubscriberHandles
-	(*DataTrackSubscriptionOptions)(nil),                  // 57: callstate.lkwire.DataTrackSubscriptionOptions
-	(*UpdateDataSubscription)(nil),                        // 58: callstate.lkwire.UpdateDataSubscription
-	(*TrackInfo)(nil),                                     // 59: callstate.lkwire.TrackInfo
-	(*ServerInfo)(nil),                                    // 60: callstate.lkwire.ServerInfo
-	(*ClientInfo)(nil),                                    // 61: callstate.lkwire.ClientInfo
-	(*DataPacket)(nil),                                    // 62: callstate.lkwire.DataPacket
-	(*UserPacket)(nil),                                    // 63: callstate.lkwire.UserPacket
-	(*ChatMessage)(nil),                                   // 64: callstate.lkwire.ChatMessage
-	(*RpcRequest)(nil),                                    // 65: callstate.lkwire.RpcRequest
-	(*RpcAck)(nil),                                        // 66: callstate.lkwire.RpcAck
-	(*RpcResponse)(nil),                                   // 67: callstate.lkwire.RpcResponse
-	(*RpcError)(nil),                                      // 68: callstate.lkwire.RpcError
-	(*DataStream)(nil),                                    // 69: callstate.lkwire.DataStream
-	(*CreateRoomRequest)(nil),                             // 70: callstate.lkwire.CreateRoomRequest
-	(*ListRoomsRequest)(nil),                              // 71: callstate.lkwire.ListRoomsRequest
-	(*ListRoomsResponse)(nil),                             // 72: callstate.lkwire.ListRoomsResponse
-	(*DeleteRoomRequest)(nil),                             // 73: callstate.lkwire.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),                            // 74: callstate.lkwire.DeleteRoomResponse
-	(*ListParticipantsRequest)(nil),                       // 75: callstate.lkwire.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),                      // 76: callstate.lkwire.ListParticipantsResponse
-	(*RoomParticipantIdentity)(nil),                       // 77: callstate.lkwire.RoomParticipantIdentity
-	(*RemoveParticipantResponse)(nil),                     // 78: callstate.lkwire.RemoveParticipantResponse
-	(*UpdateParticipantRequest)(nil),                      // 79: callstate.lkwire.UpdateParticipantRequest
-	(*SendDataRequest)(nil),                               // 80: callstate.lkwire.SendDataRequest
-	(*SendDataResponse)(nil),                              // 81: callstate.lkwire.SendDataResponse
-	(*UpdateRoomMetadataRequest)(nil),                     // 82: callstate.lkwire.UpdateRoomMetadataRequest
-	(*MuteRoomTrackRequest)(nil),                          // 83: callstate.lkwire.MuteRoomTrackRequest
-	(*MuteRoomTrackResponse)(nil),                         // 84: callstate.lkwire.MuteRoomTrackResponse
-	(*ParticipantTracks)(nil),                             // 85: callstate.lkwire.ParticipantTracks
-	(*UpdateSubscriptionsRequest)(nil),                    // 86: callstate.lkwire.UpdateSubscriptionsRequest
-	(*UpdateSubscriptionsResponse)(nil),                   // 87: callstate.lkwire.UpdateSubscriptionsResponse
-	(*ForwardParticipantRequest)(nil),                     // 88: callstate.lkwire.ForwardParticipantRequest
-	(*ForwardParticipantResponse)(nil),                    // 89: callstate.lkwire.ForwardParticipantResponse
-	(*MoveParticipantRequest)(nil),                        // 90: callstate.lkwire.MoveParticipantRequest
-	(*MoveParticipantResponse)(nil),                       // 91: callstate.lkwire.MoveParticipantResponse
-	(*PerformRpcRequest)(nil),                             // 92: callstate.lkwire.PerformRpcRequest
-	(*PerformRpcResponse)(nil),                            // 93: callstate.lkwire.PerformRpcResponse
-	(*RoomConfiguration)(nil),                             // 94: callstate.lkwire.RoomConfiguration
-	(*RoomAgentDispatch)(nil),                             // 95: callstate.lkwire.RoomAgentDispatch
-	(*WebhookEvent)(nil),                                  // 96: callstate.lkwire.WebhookEvent
-	(*EgressInfo)(nil),                                    // 97: callstate.lkwire.EgressInfo
-	(*IngressState)(nil),                                  // 98: callstate.lkwire.IngressState
-	(*IngressInfo)(nil),                                   // 99: callstate.lkwire.IngressInfo
-	(*SpeakersChanged)(nil),                               // 100: callstate.lkwire.SpeakersChanged
-	(*SpeakerInfo)(nil),                                   // 101: callstate.lkwire.SpeakerInfo
-	(*ConnectionQualityInfo)(nil),                         // 102: callstate.lkwire.ConnectionQualityInfo
-	(*ConnectionQualityUpdate)(nil),                       // 103: callstate.lkwire.ConnectionQualityUpdate
-	(*SimulateScenario)(nil),                              // 104: callstate.lkwire.SimulateScenario
-	nil,                                                   // 105: callstate.lkwire.SessionDescription.MidToTrackIdEntry
-	nil,                                                   // 106: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
-	nil,                                                   // 107: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	nil,                                                   // 108: callstate.lkwire.ParticipantInfo.AttributesEntry
-	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 109: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
-	nil,                                   // 110: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
-	(*UpdateDataSubscription_Update)(nil), // 111: callstate.lkwire.UpdateDataSubscription.Update
-	(*DataStream_TextHeader)(nil),         // 112: callstate.lkwire.DataStream.TextHeader
-	(*DataStream_ByteHeader)(nil),         // 113: callstate.lkwire.DataStream.ByteHeader
-	(*DataStream_Header)(nil),             // 114: callstate.lkwire.DataStream.Header
-	(*DataStream_Chunk)(nil),              // 115: callstate.lkwire.DataStream.Chunk
-	(*DataStream_Trailer)(nil),            // 116: callstate.lkwire.DataStream.Trailer
-	nil,                                   // 117: callstate.lkwire.DataStream.Header.AttributesEntry
-	nil,                                   // 118: callstate.lkwire.DataStream.Trailer.AttributesEntry
-	nil,                                   // 119: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	nil,                                   // 120: callstate.lkwire.RoomConfiguration.TagsEntry
-	nil,                                   // 121: callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	(ClientInfo_Capability)(0),                            // 19: callstate.lkwire.ClientInfo.Capability
+	(DataPacket_Kind)(0),                                  // 20: callstate.lkwire.DataPacket.Kind
+	(DataStream_OperationType)(0),                         // 21: callstate.lkwire.DataStream.OperationType
+	(DataStream_CompressionType)(0),                       // 22: callstate.lkwire.DataStream.CompressionType
+	(IngressState_Status)(0),                              // 23: callstate.lkwire.IngressState.Status
+	(*SignalRequest)(nil),                                 // 24: callstate.lkwire.SignalRequest
+	(*SignalResponse)(nil),                                // 25: callstate.lkwire.SignalResponse
+	(*SessionDescription)(nil),                            // 26: callstate.lkwire.SessionDescription
+	(*TrickleRequest)(nil),                                // 27: callstate.lkwire.TrickleRequest
+	(*ICEServer)(nil),                                     // 28: callstate.lkwire.ICEServer
+	(*JoinResponse)(nil),                                  // 29: callstate.lkwire.JoinResponse
+	(*ReconnectResponse)(nil),                             // 30: callstate.lkwire.ReconnectResponse
+	(*ClientConfiguration)(nil),                           // 31: callstate.lkwire.ClientConfiguration
+	(*ParticipantUpdate)(nil),                             // 32: callstate.lkwire.ParticipantUpdate
+	(*RoomUpdate)(nil),                                    // 33: callstate.lkwire.RoomUpdate
+	(*LeaveRequest)(nil),                                  // 34: callstate.lkwire.LeaveRequest
+	(*UpdateParticipantMetadata)(nil),                     // 35: callstate.lkwire.UpdateParticipantMetadata
+	(*Ping)(nil),                                          // 36: callstate.lkwire.Ping
+	(*Pong)(nil),                                          // 37: callstate.lkwire.Pong
+	(*RequestResponse)(nil),                               // 38: callstate.lkwire.RequestResponse
+	(*RoomMovedResponse)(nil),                             // 39: callstate.lkwire.RoomMovedResponse
+	(*UpdateSubscription)(nil),                            // 40: callstate.lkwire.UpdateSubscription
+	(*SyncState)(nil),                                     // 41: callstate.lkwire.SyncState
+	(*DataChannelReceiveState)(nil),                       // 42: callstate.lkwire.DataChannelReceiveState
+	(*DataChannelInfo)(nil),                               // 43: callstate.lkwire.DataChannelInfo
+	(*ConnectionSettings)(nil),                            // 44: callstate.lkwire.ConnectionSettings
+	(*JoinRequest)(nil),                                   // 45: callstate.lkwire.JoinRequest
+	(*WrappedJoinRequest)(nil),                            // 46: callstate.lkwire.WrappedJoinRequest
+	(*TimedVersion)(nil),                                  // 47: callstate.lkwire.TimedVersion
+	(*Room)(nil),                                          // 48: callstate.lkwire.Room
+	(*ParticipantPermission)(nil),                         // 49: callstate.lkwire.ParticipantPermission
+	(*ParticipantInfo)(nil),                               // 50: callstate.lkwire.ParticipantInfo
+	(*Encryption)(nil),                                    // 51: callstate.lkwire.Encryption
+	(*DataTrackInfo)(nil),                                 // 52: callstate.lkwire.DataTrackInfo
+	(*PublishDataTrackRequest)(nil),                       // 53: callstate.lkwire.PublishDataTrackRequest
+	(*PublishDataTrackResponse)(nil),                      // 54: callstate.lkwire.PublishDataTrackResponse
+	(*UnpublishDataTrackRequest)(nil),                     // 55: callstate.lkwire.UnpublishDataTrackRequest
+	(*UnpublishDataTrackResponse)(nil),                    // 56: callstate.lkwire.UnpublishDataTrackResponse
+	(*DataTrackSubscriberHandles)(nil),                    // 57: callstate.lkwire.DataTrackSubscriberHandles
+	(*DataTrackSubscriptionOptions)(nil),                  // 58: callstate.lkwire.DataTrackSubscriptionOptions
+	(*UpdateDataSubscription)(nil),                        // 59: callstate.lkwire.UpdateDataSubscription
+	(*TrackInfo)(nil),                                     // 60: callstate.lkwire.TrackInfo
+	(*ServerInfo)(nil),                                    // 61: callstate.lkwire.ServerInfo
+	(*ClientInfo)(nil),                                    // 62: callstate.lkwire.ClientInfo
+	(*DataPacket)(nil),                                    // 63: callstate.lkwire.DataPacket
+	(*UserPacket)(nil),                                    // 64: callstate.lkwire.UserPacket
+	(*ChatMessage)(nil),                                   // 65: callstate.lkwire.ChatMessage
+	(*RpcRequest)(nil),                                    // 66: callstate.lkwire.RpcRequest
+	(*RpcAck)(nil),                                        // 67: callstate.lkwire.RpcAck
+	(*RpcResponse)(nil),                                   // 68: callstate.lkwire.RpcResponse
+	(*RpcError)(nil),                                      // 69: callstate.lkwire.RpcError
+	(*DataStream)(nil),                                    // 70: callstate.lkwire.DataStream
+	(*CreateRoomRequest)(nil),                             // 71: callstate.lkwire.CreateRoomRequest
+	(*ListRoomsRequest)(nil),                              // 72: callstate.lkwire.ListRoomsRequest
+	(*ListRoomsResponse)(nil),                             // 73: callstate.lkwire.ListRoomsResponse
+	(*DeleteRoomRequest)(nil),                             // 74: callstate.lkwire.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),                            // 75: callstate.lkwire.DeleteRoomResponse
+	(*ListParticipantsRequest)(nil),                       // 76: callstate.lkwire.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),                      // 77: callstate.lkwire.ListParticipantsResponse
+	(*RoomParticipantIdentity)(nil),                       // 78: callstate.lkwire.RoomParticipantIdentity
+	(*RemoveParticipantResponse)(nil),                     // 79: callstate.lkwire.RemoveParticipantResponse
+	(*UpdateParticipantRequest)(nil),                      // 80: callstate.lkwire.UpdateParticipantRequest
+	(*SendDataRequest)(nil),                               // 81: callstate.lkwire.SendDataRequest
+	(*SendDataResponse)(nil),                              // 82: callstate.lkwire.SendDataResponse
+	(*UpdateRoomMetadataRequest)(nil),                     // 83: callstate.lkwire.UpdateRoomMetadataRequest
+	(*MuteRoomTrackRequest)(nil),                          // 84: callstate.lkwire.MuteRoomTrackRequest
+	(*MuteRoomTrackResponse)(nil),                         // 85: callstate.lkwire.MuteRoomTrackResponse
+	(*ParticipantTracks)(nil),                             // 86: callstate.lkwire.ParticipantTracks
+	(*UpdateSubscriptionsRequest)(nil),                    // 87: callstate.lkwire.UpdateSubscriptionsRequest
+	(*UpdateSubscriptionsResponse)(nil),                   // 88: callstate.lkwire.UpdateSubscriptionsResponse
+	(*ForwardParticipantRequest)(nil),                     // 89: callstate.lkwire.ForwardParticipantRequest
+	(*ForwardParticipantResponse)(nil),                    // 90: callstate.lkwire.ForwardParticipantResponse
+	(*MoveParticipantRequest)(nil),                        // 91: callstate.lkwire.MoveParticipantRequest
+	(*MoveParticipantResponse)(nil),                       // 92: callstate.lkwire.MoveParticipantResponse
+	(*PerformRpcRequest)(nil),                             // 93: callstate.lkwire.PerformRpcRequest
+	(*PerformRpcResponse)(nil),                            // 94: callstate.lkwire.PerformRpcResponse
+	(*RoomConfiguration)(nil),                             // 95: callstate.lkwire.RoomConfiguration
+	(*RoomAgentDispatch)(nil),                             // 96: callstate.lkwire.RoomAgentDispatch
+	(*WebhookEvent)(nil),                                  // 97: callstate.lkwire.WebhookEvent
+	(*EgressInfo)(nil),                                    // 98: callstate.lkwire.EgressInfo
+	(*IngressState)(nil),                                  // 99: callstate.lkwire.IngressState
+	(*IngressInfo)(nil),                                   // 100: callstate.lkwire.IngressInfo
+	(*SpeakersChanged)(nil),                               // 101: callstate.lkwire.SpeakersChanged
+	(*SpeakerInfo)(nil),                                   // 102: callstate.lkwire.SpeakerInfo
+	(*ConnectionQualityInfo)(nil),                         // 103: callstate.lkwire.ConnectionQualityInfo
+	(*ConnectionQualityUpdate)(nil),                       // 104: callstate.lkwire.ConnectionQualityUpdate
+	(*SimulateScenario)(nil),                              // 105: callstate.lkwire.SimulateScenario
+	nil,                                                   // 106: callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	nil,                                                   // 107: callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	nil,                                                   // 108: callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	nil,                                                   // 109: callstate.lkwire.ParticipantInfo.AttributesEntry
+	(*DataTrackSubscriberHandles_PublishedDataTrack)(nil), // 110: callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	nil,                                   // 111: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	(*UpdateDataSubscription_Update)(nil), // 112: callstate.lkwire.UpdateDataSubscription.Update
+	(*DataStream_TextHeader)(nil),         // 113: callstate.lkwire.DataStream.TextHeader
+	(*DataStream_ByteHeader)(nil),         // 114: callstate.lkwire.DataStream.ByteHeader
+	(*DataStream_Header)(nil),             // 115: callstate.lkwire.DataStream.Header
+	(*DataStream_Chunk)(nil),              // 116: callstate.lkwire.DataStream.Chunk
+	(*DataStream_Trailer)(nil),            // 117: callstate.lkwire.DataStream.Trailer
+	nil,                                   // 118: callstate.lkwire.DataStream.Header.AttributesEntry
+	nil,                                   // 119: callstate.lkwire.DataStream.Trailer.AttributesEntry
+	nil,                                   // 120: callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	nil,                                   // 121: callstate.lkwire.RoomConfiguration.TagsEntry
+	nil,                                   // 122: callstate.lkwire.RoomAgentDispatch.AttributesEntry
 }
 var file_livekit_proto_depIdxs = []int32{
-	25,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
-	25,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
-	26,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
-	33,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
-	40,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
-	104, // 5: callstate.lkwire.SignalRequest.simulate:type_name -> callstate.lkwire.SimulateScenario
-	34,  // 6: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	35,  // 7: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
-	52,  // 8: callstate.lkwire.SignalRequest.publish_data_track_request:type_name -> callstate.lkwire.PublishDataTrackRequest
-	54,  // 9: callstate.lkwire.SignalRequest.unpublish_data_track_request:type_name -> callstate.lkwire.UnpublishDataTrackRequest
-	58,  // 10: callstate.lkwire.SignalRequest.update_data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
-	28,  // 11: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
-	25,  // 12: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
-	25,  // 13: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
-	26,  // 14: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	31,  // 15: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
-	33,  // 16: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
-	100, // 17: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
-	32,  // 18: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
-	103, // 19: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
-	29,  // 20: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
-	36,  // 21: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
-	37,  // 22: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
-	38,  // 23: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
-	53,  // 24: callstate.lkwire.SignalResponse.publish_data_track_response:type_name -> callstate.lkwire.PublishDataTrackResponse
-	55,  // 25: callstate.lkwire.SignalResponse.unpublish_data_track_response:type_name -> callstate.lkwire.UnpublishDataTrackResponse
-	56,  // 26: callstate.lkwire.SignalResponse.data_track_subscriber_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles
-	105, // 27: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
+	26,  // 0: callstate.lkwire.SignalRequest.offer:type_name -> callstate.lkwire.SessionDescription
+	26,  // 1: callstate.lkwire.SignalRequest.answer:type_name -> callstate.lkwire.SessionDescription
+	27,  // 2: callstate.lkwire.SignalRequest.trickle:type_name -> callstate.lkwire.TrickleRequest
+	34,  // 3: callstate.lkwire.SignalRequest.leave:type_name -> callstate.lkwire.LeaveRequest
+	41,  // 4: callstate.lkwire.SignalRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	105, // 5: callstate.lkwire.SignalRequest.simulate:type_name -> callstate.lkwire.SimulateScenario
+	35,  // 6: callstate.lkwire.SignalRequest.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	36,  // 7: callstate.lkwire.SignalRequest.ping_req:type_name -> callstate.lkwire.Ping
+	53,  // 8: callstate.lkwire.SignalRequest.publish_data_track_request:type_name -> callstate.lkwire.PublishDataTrackRequest
+	55,  // 9: callstate.lkwire.SignalRequest.unpublish_data_track_request:type_name -> callstate.lkwire.UnpublishDataTrackRequest
+	59,  // 10: callstate.lkwire.SignalRequest.update_data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
+	29,  // 11: callstate.lkwire.SignalResponse.join:type_name -> callstate.lkwire.JoinResponse
+	26,  // 12: callstate.lkwire.SignalResponse.answer:type_name -> callstate.lkwire.SessionDescription
+	26,  // 13: callstate.lkwire.SignalResponse.offer:type_name -> callstate.lkwire.SessionDescription
+	27,  // 14: callstate.lkwire.SignalResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	32,  // 15: callstate.lkwire.SignalResponse.update:type_name -> callstate.lkwire.ParticipantUpdate
+	34,  // 16: callstate.lkwire.SignalResponse.leave:type_name -> callstate.lkwire.LeaveRequest
+	101, // 17: callstate.lkwire.SignalResponse.speakers_changed:type_name -> callstate.lkwire.SpeakersChanged
+	33,  // 18: callstate.lkwire.SignalResponse.room_update:type_name -> callstate.lkwire.RoomUpdate
+	104, // 19: callstate.lkwire.SignalResponse.connection_quality:type_name -> callstate.lkwire.ConnectionQualityUpdate
+	30,  // 20: callstate.lkwire.SignalResponse.reconnect:type_name -> callstate.lkwire.ReconnectResponse
+	37,  // 21: callstate.lkwire.SignalResponse.pong_resp:type_name -> callstate.lkwire.Pong
+	38,  // 22: callstate.lkwire.SignalResponse.request_response:type_name -> callstate.lkwire.RequestResponse
+	39,  // 23: callstate.lkwire.SignalResponse.room_moved:type_name -> callstate.lkwire.RoomMovedResponse
+	54,  // 24: callstate.lkwire.SignalResponse.publish_data_track_response:type_name -> callstate.lkwire.PublishDataTrackResponse
+	56,  // 25: callstate.lkwire.SignalResponse.unpublish_data_track_response:type_name -> callstate.lkwire.UnpublishDataTrackResponse
+	57,  // 26: callstate.lkwire.SignalResponse.data_track_subscriber_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles
+	106, // 27: callstate.lkwire.SessionDescription.mid_to_track_id:type_name -> callstate.lkwire.SessionDescription.MidToTrackIdEntry
 	0,   // 28: callstate.lkwire.TrickleRequest.target:type_name -> callstate.lkwire.SignalTarget
-	47,  // 29: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
-	49,  // 30: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	49,  // 31: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	27,  // 32: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	30,  // 33: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	60,  // 34: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
-	27,  // 35: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
-	30,  // 36: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
-	60,  // 37: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	48,  // 29: callstate.lkwire.JoinResponse.room:type_name -> callstate.lkwire.Room
+	50,  // 30: callstate.lkwire.JoinResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	50,  // 31: callstate.lkwire.JoinResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	28,  // 32: callstate.lkwire.JoinResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	31,  // 33: callstate.lkwire.JoinResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	61,  // 34: callstate.lkwire.JoinResponse.server_info:type_name -> callstate.lkwire.ServerInfo
+	28,  // 35: callstate.lkwire.ReconnectResponse.ice_servers:type_name -> callstate.lkwire.ICEServer
+	31,  // 36: callstate.lkwire.ReconnectResponse.client_configuration:type_name -> callstate.lkwire.ClientConfiguration
+	61,  // 37: callstate.lkwire.ReconnectResponse.server_info:type_name -> callstate.lkwire.ServerInfo
 	1,   // 38: callstate.lkwire.ClientConfiguration.resume_connection:type_name -> callstate.lkwire.ClientConfigSetting
 	1,   // 39: callstate.lkwire.ClientConfiguration.force_relay:type_name -> callstate.lkwire.ClientConfigSetting
-	49,  // 40: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
-	47,  // 41: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
+	50,  // 40: callstate.lkwire.ParticipantUpdate.participants:type_name -> callstate.lkwire.ParticipantInfo
+	48,  // 41: callstate.lkwire.RoomUpdate.room:type_name -> callstate.lkwire.Room
 	4,   // 42: callstate.lkwire.LeaveRequest.reason:type_name -> callstate.lkwire.DisconnectReason
 	10,  // 43: callstate.lkwire.LeaveRequest.action:type_name -> callstate.lkwire.LeaveRequest.Action
-	106, // 44: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
+	107, // 44: callstate.lkwire.UpdateParticipantMetadata.attributes:type_name -> callstate.lkwire.UpdateParticipantMetadata.AttributesEntry
 	11,  // 45: callstate.lkwire.RequestResponse.reason:type_name -> callstate.lkwire.RequestResponse.Reason
-	26,  // 46: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
-	34,  // 47: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
-	52,  // 48: callstate.lkwire.RequestResponse.publish_data_track:type_name -> callstate.lkwire.PublishDataTrackRequest
-	54,  // 49: callstate.lkwire.RequestResponse.unpublish_data_track:type_name -> callstate.lkwire.UnpublishDataTrackRequest
-	47,  // 50: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
-	49,  // 51: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
-	49,  // 52: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
-	25,  // 53: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
-	39,  // 54: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
-	42,  // 55: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
-	25,  // 56: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
-	41,  // 57: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
-	53,  // 58: callstate.lkwire.SyncState.publish_data_tracks:type_name -> callstate.lkwire.PublishDataTrackResponse
-	58,  // 59: callstate.lkwire.SyncState.data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
+	27,  // 46: callstate.lkwire.RequestResponse.trickle:type_name -> callstate.lkwire.TrickleRequest
+	35,  // 47: callstate.lkwire.RequestResponse.update_metadata:type_name -> callstate.lkwire.UpdateParticipantMetadata
+	53,  // 48: callstate.lkwire.RequestResponse.publish_data_track:type_name -> callstate.lkwire.PublishDataTrackRequest
+	55,  // 49: callstate.lkwire.RequestResponse.unpublish_data_track:type_name -> callstate.lkwire.UnpublishDataTrackRequest
+	48,  // 50: callstate.lkwire.RoomMovedResponse.room:type_name -> callstate.lkwire.Room
+	50,  // 51: callstate.lkwire.RoomMovedResponse.participant:type_name -> callstate.lkwire.ParticipantInfo
+	50,  // 52: callstate.lkwire.RoomMovedResponse.other_participants:type_name -> callstate.lkwire.ParticipantInfo
+	26,  // 53: callstate.lkwire.SyncState.answer:type_name -> callstate.lkwire.SessionDescription
+	40,  // 54: callstate.lkwire.SyncState.subscription:type_name -> callstate.lkwire.UpdateSubscription
+	43,  // 55: callstate.lkwire.SyncState.data_channels:type_name -> callstate.lkwire.DataChannelInfo
+	26,  // 56: callstate.lkwire.SyncState.offer:type_name -> callstate.lkwire.SessionDescription
+	42,  // 57: callstate.lkwire.SyncState.datachannel_receive_states:type_name -> callstate.lkwire.DataChannelReceiveState
+	54,  // 58: callstate.lkwire.SyncState.publish_data_tracks:type_name -> callstate.lkwire.PublishDataTrackResponse
+	59,  // 59: callstate.lkwire.SyncState.data_subscription:type_name -> callstate.lkwire.UpdateDataSubscription
 	0,   // 60: callstate.lkwire.DataChannelInfo.target:type_name -> callstate.lkwire.SignalTarget
-	61,  // 61: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
-	43,  // 62: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
-	107, // 63: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
-	25,  // 64: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
+	62,  // 61: callstate.lkwire.JoinRequest.client_info:type_name -> callstate.lkwire.ClientInfo
+	44,  // 62: callstate.lkwire.JoinRequest.connection_settings:type_name -> callstate.lkwire.ConnectionSettings
+	108, // 63: callstate.lkwire.JoinRequest.participant_attributes:type_name -> callstate.lkwire.JoinRequest.ParticipantAttributesEntry
+	26,  // 64: callstate.lkwire.JoinRequest.publisher_offer:type_name -> callstate.lkwire.SessionDescription
 	5,   // 65: callstate.lkwire.JoinRequest.reconnect_reason:type_name -> callstate.lkwire.ReconnectReason
-	40,  // 66: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
+	41,  // 66: callstate.lkwire.JoinRequest.sync_state:type_name -> callstate.lkwire.SyncState
 	12,  // 67: callstate.lkwire.WrappedJoinRequest.compression:type_name -> callstate.lkwire.WrappedJoinRequest.Compression
-	46,  // 68: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
+	47,  // 68: callstate.lkwire.Room.version:type_name -> callstate.lkwire.TimedVersion
 	3,   // 69: callstate.lkwire.ParticipantPermission.can_publish_sources:type_name -> callstate.lkwire.TrackSource
 	13,  // 70: callstate.lkwire.ParticipantInfo.state:type_name -> callstate.lkwire.ParticipantInfo.State
-	48,  // 71: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
+	49,  // 71: callstate.lkwire.ParticipantInfo.permission:type_name -> callstate.lkwire.ParticipantPermission
 	14,  // 72: callstate.lkwire.ParticipantInfo.kind:type_name -> callstate.lkwire.ParticipantInfo.Kind
-	108, // 73: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
+	109, // 73: callstate.lkwire.ParticipantInfo.attributes:type_name -> callstate.lkwire.ParticipantInfo.AttributesEntry
 	4,   // 74: callstate.lkwire.ParticipantInfo.disconnect_reason:type_name -> callstate.lkwire.DisconnectReason
-	59,  // 75: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
-	15,  // 76: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
-	51,  // 77: callstate.lkwire.ParticipantInfo.data_tracks:type_name -> callstate.lkwire.DataTrackInfo
-	16,  // 78: callstate.lkwire.DataTrackInfo.encryption:type_name -> callstate.lkwire.Encryption.Type
-	16,  // 79: callstate.lkwire.PublishDataTrackRequest.encryption:type_name -> callstate.lkwire.Encryption.Type
-	51,  // 80: callstate.lkwire.PublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
-	51,  // 81: callstate.lkwire.UnpublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
-	110, // 82: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
-	111, // 83: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
-	2,   // 84: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
-	3,   // 85: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
-	17,  // 86: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
-	18,  // 87: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
-	19,  // 88: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	63,  // 89: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
-	114, // 90: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
-	115, // 91: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
-	116, // 92: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
-	64,  // 93: callstate.lkwire.DataPacket.chat_message:type_name -> callstate.lkwire.ChatMessage
-	65,  // 94: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
-	66,  // 95: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
-	67,  // 96: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
-	68,  // 97: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
-	47,  // 98: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
-	49,  // 99: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
-	48,  // 100: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
-	119, // 101: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
-	19,  // 102: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
-	59,  // 103: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
-	85,  // 104: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
-	95,  // 105: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
-	120, // 106: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
-	121, // 107: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
-	47,  // 108: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
-	49,  // 109: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
-	97,  // 110: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
-	99,  // 111: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
-	59,  // 112: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
-	6,   // 113: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
-	22,  // 114: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
-	59,  // 115: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
-	7,   // 116: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
-	98,  // 117: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
-	101, // 118: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
-	8,   // 119: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
-	102, // 120: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
-	9,   // 121: callstate.lkwire.SimulateScenario.switch_candidate_protocol:type_name -> callstate.lkwire.CandidateProtocol
-	109, // 122: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
-	57,  // 123: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
-	20,  // 124: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
-	117, // 125: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
-	112, // 126: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
-	113, // 127: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
-	21,  // 128: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
-	118, // 129: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
-	70,  // 130: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
-	71,  // 131: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
-	73,  // 132: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
-	75,  // 133: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
-	77,  // 134: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	77,  // 135: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
-	79,  // 136: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
-	80,  // 137: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
-	82,  // 138: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
-	83,  // 139: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
-	86,  // 140: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
-	88,  // 141: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
-	90,  // 142: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
-	92,  // 143: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
-	47,  // 144: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
-	72,  // 145: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
-	74,  // 146: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
-	76,  // 147: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
-	49,  // 148: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	78,  // 149: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
-	49,  // 150: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
-	81,  // 151: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
-	47,  // 152: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
-	84,  // 153: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
-	87,  // 154: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
-	89,  // 155: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
-	91,  // 156: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
-	93,  // 157: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
-	144, // [144:158] is the sub-list for method output_type
-	130, // [130:144] is the sub-list for method input_type
-	130, // [130:130] is the sub-list for extension type_name
-	130, // [130:130] is the sub-list for extension extendee
-	0,   // [0:130] is the sub-list for field type_name
+	19,  // 75: callstate.lkwire.ParticipantInfo.capabilities:type_name -> callstate.lkwire.ClientInfo.Capability
+	60,  // 76: callstate.lkwire.ParticipantInfo.tracks:type_name -> callstate.lkwire.TrackInfo
+	15,  // 77: callstate.lkwire.ParticipantInfo.kind_details:type_name -> callstate.lkwire.ParticipantInfo.KindDetail
+	52,  // 78: callstate.lkwire.ParticipantInfo.data_tracks:type_name -> callstate.lkwire.DataTrackInfo
+	16,  // 79: callstate.lkwire.DataTrackInfo.encryption:type_name -> callstate.lkwire.Encryption.Type
+	16,  // 80: callstate.lkwire.PublishDataTrackRequest.encryption:type_name -> callstate.lkwire.Encryption.Type
+	52,  // 81: callstate.lkwire.PublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
+	52,  // 82: callstate.lkwire.UnpublishDataTrackResponse.info:type_name -> callstate.lkwire.DataTrackInfo
+	111, // 83: callstate.lkwire.DataTrackSubscriberHandles.sub_handles:type_name -> callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry
+	112, // 84: callstate.lkwire.UpdateDataSubscription.updates:type_name -> callstate.lkwire.UpdateDataSubscription.Update
+	2,   // 85: callstate.lkwire.TrackInfo.type:type_name -> callstate.lkwire.TrackType
+	3,   // 86: callstate.lkwire.TrackInfo.source:type_name -> callstate.lkwire.TrackSource
+	17,  // 87: callstate.lkwire.ServerInfo.edition:type_name -> callstate.lkwire.ServerInfo.Edition
+	18,  // 88: callstate.lkwire.ClientInfo.sdk:type_name -> callstate.lkwire.ClientInfo.SDK
+	19,  // 89: callstate.lkwire.ClientInfo.capabilities:type_name -> callstate.lkwire.ClientInfo.Capability
+	20,  // 90: callstate.lkwire.DataPacket.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	64,  // 91: callstate.lkwire.DataPacket.user:type_name -> callstate.lkwire.UserPacket
+	115, // 92: callstate.lkwire.DataPacket.stream_header:type_name -> callstate.lkwire.DataStream.Header
+	116, // 93: callstate.lkwire.DataPacket.stream_chunk:type_name -> callstate.lkwire.DataStream.Chunk
+	117, // 94: callstate.lkwire.DataPacket.stream_trailer:type_name -> callstate.lkwire.DataStream.Trailer
+	65,  // 95: callstate.lkwire.DataPacket.chat_message:type_name -> callstate.lkwire.ChatMessage
+	66,  // 96: callstate.lkwire.DataPacket.rpc_request:type_name -> callstate.lkwire.RpcRequest
+	67,  // 97: callstate.lkwire.DataPacket.rpc_ack:type_name -> callstate.lkwire.RpcAck
+	68,  // 98: callstate.lkwire.DataPacket.rpc_response:type_name -> callstate.lkwire.RpcResponse
+	69,  // 99: callstate.lkwire.RpcResponse.error:type_name -> callstate.lkwire.RpcError
+	48,  // 100: callstate.lkwire.ListRoomsResponse.rooms:type_name -> callstate.lkwire.Room
+	50,  // 101: callstate.lkwire.ListParticipantsResponse.participants:type_name -> callstate.lkwire.ParticipantInfo
+	49,  // 102: callstate.lkwire.UpdateParticipantRequest.permission:type_name -> callstate.lkwire.ParticipantPermission
+	120, // 103: callstate.lkwire.UpdateParticipantRequest.attributes:type_name -> callstate.lkwire.UpdateParticipantRequest.AttributesEntry
+	20,  // 104: callstate.lkwire.SendDataRequest.kind:type_name -> callstate.lkwire.DataPacket.Kind
+	60,  // 105: callstate.lkwire.MuteRoomTrackResponse.track:type_name -> callstate.lkwire.TrackInfo
+	86,  // 106: callstate.lkwire.UpdateSubscriptionsRequest.participant_tracks:type_name -> callstate.lkwire.ParticipantTracks
+	96,  // 107: callstate.lkwire.RoomConfiguration.agents:type_name -> callstate.lkwire.RoomAgentDispatch
+	121, // 108: callstate.lkwire.RoomConfiguration.tags:type_name -> callstate.lkwire.RoomConfiguration.TagsEntry
+	122, // 109: callstate.lkwire.RoomAgentDispatch.attributes:type_name -> callstate.lkwire.RoomAgentDispatch.AttributesEntry
+	48,  // 110: callstate.lkwire.WebhookEvent.room:type_name -> callstate.lkwire.Room
+	50,  // 111: callstate.lkwire.WebhookEvent.participant:type_name -> callstate.lkwire.ParticipantInfo
+	98,  // 112: callstate.lkwire.WebhookEvent.egress_info:type_name -> callstate.lkwire.EgressInfo
+	100, // 113: callstate.lkwire.WebhookEvent.ingress_info:type_name -> callstate.lkwire.IngressInfo
+	60,  // 114: callstate.lkwire.WebhookEvent.track:type_name -> callstate.lkwire.TrackInfo
+	6,   // 115: callstate.lkwire.EgressInfo.status:type_name -> callstate.lkwire.EgressStatus
+	23,  // 116: callstate.lkwire.IngressState.status:type_name -> callstate.lkwire.IngressState.Status
+	60,  // 117: callstate.lkwire.IngressState.tracks:type_name -> callstate.lkwire.TrackInfo
+	7,   // 118: callstate.lkwire.IngressInfo.input_type:type_name -> callstate.lkwire.IngressInput
+	99,  // 119: callstate.lkwire.IngressInfo.state:type_name -> callstate.lkwire.IngressState
+	102, // 120: callstate.lkwire.SpeakersChanged.speakers:type_name -> callstate.lkwire.SpeakerInfo
+	8,   // 121: callstate.lkwire.ConnectionQualityInfo.quality:type_name -> callstate.lkwire.ConnectionQuality
+	103, // 122: callstate.lkwire.ConnectionQualityUpdate.updates:type_name -> callstate.lkwire.ConnectionQualityInfo
+	9,   // 123: callstate.lkwire.SimulateScenario.switch_candidate_protocol:type_name -> callstate.lkwire.CandidateProtocol
+	110, // 124: callstate.lkwire.DataTrackSubscriberHandles.SubHandlesEntry.value:type_name -> callstate.lkwire.DataTrackSubscriberHandles.PublishedDataTrack
+	58,  // 125: callstate.lkwire.UpdateDataSubscription.Update.options:type_name -> callstate.lkwire.DataTrackSubscriptionOptions
+	21,  // 126: callstate.lkwire.DataStream.TextHeader.operation_type:type_name -> callstate.lkwire.DataStream.OperationType
+	118, // 127: callstate.lkwire.DataStream.Header.attributes:type_name -> callstate.lkwire.DataStream.Header.AttributesEntry
+	113, // 128: callstate.lkwire.DataStream.Header.text_header:type_name -> callstate.lkwire.DataStream.TextHeader
+	114, // 129: callstate.lkwire.DataStream.Header.byte_header:type_name -> callstate.lkwire.DataStream.ByteHeader
+	22,  // 130: callstate.lkwire.DataStream.Header.compression:type_name -> callstate.lkwire.DataStream.CompressionType
+	119, // 131: callstate.lkwire.DataStream.Trailer.attributes:type_name -> callstate.lkwire.DataStream.Trailer.AttributesEntry
+	71,  // 132: callstate.lkwire.RoomService.CreateRoom:input_type -> callstate.lkwire.CreateRoomRequest
+	72,  // 133: callstate.lkwire.RoomService.ListRooms:input_type -> callstate.lkwire.ListRoomsRequest
+	74,  // 134: callstate.lkwire.RoomService.DeleteRoom:input_type -> callstate.lkwire.DeleteRoomRequest
+	76,  // 135: callstate.lkwire.RoomService.ListParticipants:input_type -> callstate.lkwire.ListParticipantsRequest
+	78,  // 136: callstate.lkwire.RoomService.GetParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	78,  // 137: callstate.lkwire.RoomService.RemoveParticipant:input_type -> callstate.lkwire.RoomParticipantIdentity
+	80,  // 138: callstate.lkwire.RoomService.UpdateParticipant:input_type -> callstate.lkwire.UpdateParticipantRequest
+	81,  // 139: callstate.lkwire.RoomService.SendData:input_type -> callstate.lkwire.SendDataRequest
+	83,  // 140: callstate.lkwire.RoomService.UpdateRoomMetadata:input_type -> callstate.lkwire.UpdateRoomMetadataRequest
+	84,  // 141: callstate.lkwire.RoomService.MutePublishedTrack:input_type -> callstate.lkwire.MuteRoomTrackRequest
+	87,  // 142: callstate.lkwire.RoomService.UpdateSubscriptions:input_type -> callstate.lkwire.UpdateSubscriptionsRequest
+	89,  // 143: callstate.lkwire.RoomService.ForwardParticipant:input_type -> callstate.lkwire.ForwardParticipantRequest
+	91,  // 144: callstate.lkwire.RoomService.MoveParticipant:input_type -> callstate.lkwire.MoveParticipantRequest
+	93,  // 145: callstate.lkwire.RoomService.PerformRpc:input_type -> callstate.lkwire.PerformRpcRequest
+	48,  // 146: callstate.lkwire.RoomService.CreateRoom:output_type -> callstate.lkwire.Room
+	73,  // 147: callstate.lkwire.RoomService.ListRooms:output_type -> callstate.lkwire.ListRoomsResponse
+	75,  // 148: callstate.lkwire.RoomService.DeleteRoom:output_type -> callstate.lkwire.DeleteRoomResponse
+	77,  // 149: callstate.lkwire.RoomService.ListParticipants:output_type -> callstate.lkwire.ListParticipantsResponse
+	50,  // 150: callstate.lkwire.RoomService.GetParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	79,  // 151: callstate.lkwire.RoomService.RemoveParticipant:output_type -> callstate.lkwire.RemoveParticipantResponse
+	50,  // 152: callstate.lkwire.RoomService.UpdateParticipant:output_type -> callstate.lkwire.ParticipantInfo
+	82,  // 153: callstate.lkwire.RoomService.SendData:output_type -> callstate.lkwire.SendDataResponse
+	48,  // 154: callstate.lkwire.RoomService.UpdateRoomMetadata:output_type -> callstate.lkwire.Room
+	85,  // 155: callstate.lkwire.RoomService.MutePublishedTrack:output_type -> callstate.lkwire.MuteRoomTrackResponse
+	88,  // 156: callstate.lkwire.RoomService.UpdateSubscriptions:output_type -> callstate.lkwire.UpdateSubscriptionsResponse
+	90,  // 157: callstate.lkwire.RoomService.ForwardParticipant:output_type -> callstate.lkwire.ForwardParticipantResponse
+	92,  // 158: callstate.lkwire.RoomService.MoveParticipant:output_type -> callstate.lkwire.MoveParticipantResponse
+	94,  // 159: callstate.lkwire.RoomService.PerformRpc:output_type -> callstate.lkwire.PerformRpcResponse
+	146, // [146:160] is the sub-list for method output_type
+	132, // [132:146] is the sub-list for method input_type
+	132, // [132:132] is the sub-list for extension type_name
+	132, // [132:132] is the sub-list for extension extendee
+	0,   // [0:132] is the sub-list for field type_name
 }
 
 func init() { file_livekit_proto_init() }
@@ -9324,7 +9407,7 @@ func file_livekit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livekit_proto_rawDesc), len(file_livekit_proto_rawDesc)),
-			NumEnums:      23,
+			NumEnums:      24,
 			NumMessages:   99,
 			NumExtensions: 0,
 			NumServices:   1,
