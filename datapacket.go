@@ -312,6 +312,12 @@ type DataStats struct {
 	// StreamsReceived counts data streams delivered whole; StreamsAborted
 	// those their sender ended with an error.
 	StreamsReceived, StreamsAborted uint64
+	// CompressedStreamsSent counts the data streams SendText, SendBytes,
+	// SendFile and SendChatMessage sent compressed (see
+	// StreamOptions.NoCompression); CompressedStreamsReceived the
+	// compressed streams received, delivered whole or handed to a stream
+	// handler.
+	CompressedStreamsSent, CompressedStreamsReceived uint64
 	// DroppedIncomplete counts partly received messages discarded whole
 	// because a fragment or chunk did not arrive in time (or their sender
 	// left).
@@ -347,12 +353,15 @@ func dataStatsFrom(s chunk.Stats) DataStats {
 		MessagesReassembled: s.MessagesReassembled,
 		StreamsReceived:     s.StreamsReceived,
 		StreamsAborted:      s.StreamsAborted,
-		DroppedIncomplete:   s.DroppedIncomplete,
-		RejectedMalformed:   s.RejectedMalformed,
-		RejectedLimit:       s.RejectedLimit,
-		Duplicates:          s.Duplicates,
-		Partial:             s.Partial,
-		Buffered:            s.Buffered,
+
+		CompressedStreamsReceived: s.CompressedReceived,
+
+		DroppedIncomplete: s.DroppedIncomplete,
+		RejectedMalformed: s.RejectedMalformed,
+		RejectedLimit:     s.RejectedLimit,
+		Duplicates:        s.Duplicates,
+		Partial:           s.Partial,
+		Buffered:          s.Buffered,
 	}
 }
 

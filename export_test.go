@@ -68,3 +68,14 @@ func (r *Room) PublishDataTrackWithHandle(ctx context.Context, name string, hand
 // HTTPClient returns the HTTP client the Room uses for its handshakes and
 // server API calls.
 func (r *Room) HTTPClient() *http.Client { return r.opts.HTTPClient }
+
+// WithoutCapabilities returns o (a new JoinOptions when nil) joining with
+// no ClientInfo capabilities, as a client that cannot inflate compressed
+// data streams does.
+func WithoutCapabilities(o *JoinOptions) *JoinOptions {
+	if o == nil {
+		o = &JoinOptions{}
+	}
+	o.withoutCapabilities = true
+	return o
+}

@@ -181,6 +181,8 @@ func (r *Room) dialSession(ctx context.Context, token, metadata string, attrs ma
 		HTTPClient:    o.HTTPClient,
 		Handler:       r.handleSignal,
 		Raw:           r.rawSignalHook(),
+
+		WithoutCapabilities: o.withoutCapabilities,
 	}
 	trCfg := rtc.Config{
 		Loopback:      o.loopback,

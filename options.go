@@ -155,6 +155,9 @@ type JoinOptions struct {
 	// packet sent and received (before reassembly) and may drop it.
 	dataTrackSendFilter func(pkt []byte) (keep bool)
 	dataTrackRecvFilter func(pkt []byte) (keep bool)
+	// withoutCapabilities joins advertising no ClientInfo capabilities, as
+	// a client that cannot inflate compressed streams does.
+	withoutCapabilities bool
 }
 
 // options are JoinOptions with the defaults applied, as the Room uses them.

@@ -50,6 +50,15 @@ type Participant struct {
 	// SubscribeDataTrack), in the server's order. callstate's own presence
 	// track is not listed.
 	DataTracks []DataTrackInfo
+	// DeflateStreams is true when the participant's client advertised, as
+	// it joined, that it inflates data streams compressed with raw deflate
+	// (LiveKit's ClientInfo capability CAP_COMPRESSION_DEFLATE_RAW, which
+	// the server copies to the participant's info): livekit-client 2.23 and
+	// later where the browser can inflate deflate-raw, and callstate.
+	// SendText, SendBytes and SendFile compress a stream only when every
+	// recipient has it (see StreamOptions.NoCompression). It is not part of
+	// the JSON encoding of a Participant.
+	DeflateStreams bool
 
 	// clientProtocol is the participant's ClientInfo.client_protocol: which
 	// RPC and data stream formats it understands.
@@ -147,6 +156,8 @@ func participantFromInfo(pi *lkpb.ParticipantInfo) Participant {
 		IsPublisher: pi.GetIsPublisher(),
 		Version:     pi.GetVersion(),
 		DataTracks:  dataTracksFromInfo(pi.GetDataTracks()),
+
+		DeflateStreams: slices.Contains(pi.GetCapabilities(), lkpb.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW),
 
 		clientProtocol: pi.GetClientProtocol(),
 	}

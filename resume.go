@@ -204,6 +204,8 @@ func (r *Room) resumeOnce() attemptResult {
 		Reconnect:     true,
 		SID:           sid,
 		SinglePC:      r.transport().SinglePC(),
+
+		WithoutCapabilities: r.opts.withoutCapabilities,
 	})
 	if err != nil {
 		if r.checkOpen() != nil {

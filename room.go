@@ -443,6 +443,8 @@ func (r *Room) Stats() Stats {
 		LossyDropped: r.lossyDropped.Load(), Resumed: r.recoveredAs[RecoveryResumed].Load(),
 		ICERestarts: r.recoveredAs[RecoveryICERestart].Load(), Rejoined: r.recoveredAs[RecoveryRejoined].Load()}
 	st.Data.StreamsRefused, st.Data.StreamsTooSlow = r.streams.refused.Load(), r.streams.tooSlow.Load()
+	st.Data.CompressedStreamsSent = r.streams.compressedSent.Load()
+	st.Data.CompressedStreamsReceived += r.streams.compressedRead.Load()
 	st.Data.RpcBusy, st.Data.RpcDropped = r.rpc.busy.Load(), r.rpc.dropped.Load()
 	r.retainMu.Lock()
 	st.Retained = len(r.retained)

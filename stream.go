@@ -67,8 +67,23 @@ type StreamOptions struct {
 	Size int64
 	// OnProgress, if set, is called after each chunk is handed to the
 	// transport with the bytes sent so far and the stream's size (-1 when
-	// unknown). It runs on the sending goroutine and should return quickly.
+	// unknown). Both count the content as given, before any compression.
+	// It runs on the sending goroutine and should return quickly.
 	OnProgress func(sent, total int64)
+	// NoCompression sends the content as it is. By default SendText,
+	// SendBytes and SendFile compress non-empty content with raw deflate,
+	// as livekit-client's sendText, sendBytes and sendFile do, when every
+	// recipient (those of To, or everyone else in the room; an empty room
+	// counts as able) speaks client protocol 2 and advertises
+	// Participant.DeflateStreams. A stream that fits one packet carries
+	// the compressed form only when it is smaller; a longer one is
+	// compressed whole, as one raw deflate stream cut into chunks. The
+	// header's size is the content's size before compression either way.
+	// StreamText and StreamBytes never compress (neither does
+	// livekit-client's stream writer): each write must reach the
+	// receivers as it is made, and a deflate stream flushed at every write
+	// gains little.
+	NoCompression bool
 }
 
 // Errors of data streams.
@@ -104,8 +119,9 @@ func checkStreamTopic(op, topic string) error {
 // description. Text of any length up to the Room's maximum message size is
 // sent; longer text should go through StreamText. When every recipient
 // understands it (client protocol 2) and the text fits one packet, it
-// travels inside the stream's header. It returns once the whole text is
-// handed to the transport; ctx bounds the wait.
+// travels inside the stream's header. The text is compressed when every
+// recipient can inflate it (see StreamOptions.NoCompression). It returns
+// once the whole text is handed to the transport; ctx bounds the wait.
 func (r *Room) SendText(ctx context.Context, text string, opts *StreamOptions) (StreamInfo, error) {
 	if len(text) > r.opts.MaxMessageSize {
 		return StreamInfo{}, &SizeError{What: "text stream", Size: len(text), Limit: r.opts.MaxMessageSize}
@@ -125,7 +141,7 @@ func (r *Room) SendBytes(ctx context.Context, data []byte, opts *StreamOptions) 
 func (r *Room) sendWhole(ctx context.Context, op string, text bool, data []byte, opts *StreamOptions) (StreamInfo, error) {
 	o := streamOptions(opts)
 	o.Size = int64(len(data))
-	w, err := r.openStream(ctx, op, text, o, data)
+	w, err := r.openStream(ctx, op, text, o, data, true)
 	if err != nil {
 		return StreamInfo{}, err
 	}
@@ -142,7 +158,9 @@ func (r *Room) sendWhole(ctx context.Context, op string, text bool, data []byte,
 // SendFile sends the file at path as a LiveKit byte stream, read and sent
 // a chunk at a time so that files of any size pass with little memory.
 // The stream's name defaults to the file's base name and its MIME type to
-// the type of its extension. If the file cannot be read to its end, the
+// the type of its extension. The content is compressed as it is read when
+// every recipient can inflate it (see StreamOptions.NoCompression), so
+// memory stays small then too. If the file cannot be read to its end, the
 // stream is aborted with the error as reason.
 func (r *Room) SendFile(ctx context.Context, path string, opts *StreamOptions) (StreamInfo, error) {
 	const op = "SendFile"
@@ -166,7 +184,7 @@ func (r *Room) SendFile(ctx context.Context, path string, opts *StreamOptions) (
 	if o.MimeType == "" {
 		o.MimeType = mime.TypeByExtension(filepath.Ext(path))
 	}
-	w, err := r.openStream(ctx, op, false, o, nil)
+	w, err := r.openStream(ctx, op, false, o, nil, true)
 	if err != nil {
 		return StreamInfo{}, err
 	}
@@ -183,13 +201,13 @@ func (r *Room) SendFile(ctx context.Context, path string, opts *StreamOptions) (
 // CloseWithError aborts it with a reason. ctx bounds every write of the
 // stream: when it ends, writes fail and the stream is aborted.
 func (r *Room) StreamText(ctx context.Context, opts *StreamOptions) (*StreamWriter, error) {
-	return r.openStream(ctx, "StreamText", true, streamOptions(opts), nil)
+	return r.openStream(ctx, "StreamText", true, streamOptions(opts), nil, false)
 }
 
 // StreamBytes opens a byte stream for content produced over time; see
 // StreamText.
 func (r *Room) StreamBytes(ctx context.Context, opts *StreamOptions) (*StreamWriter, error) {
-	return r.openStream(ctx, "StreamBytes", false, streamOptions(opts), nil)
+	return r.openStream(ctx, "StreamBytes", false, streamOptions(opts), nil, false)
 }
 
 func streamOptions(opts *StreamOptions) StreamOptions {

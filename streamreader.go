@@ -58,6 +58,9 @@ type streamState struct {
 	open    map[streamKey]*inStream
 	refused atomic.Uint64
 	tooSlow atomic.Uint64
+	// compressedSent and compressedRead count the compressed streams sent
+	// and those handed to a handler.
+	compressedSent, compressedRead atomic.Uint64
 }
 
 func (s *streamState) init() {
@@ -511,6 +514,9 @@ func (r *Room) onStreamHeader(now time.Time, pkt *lkpb.DataPacket, h *lkpb.DataS
 	}
 
 	var src io.Reader = s
+	if comp != "" {
+		r.streams.compressedRead.Add(1)
+	}
 	switch comp {
 	case "deflate-raw":
 		src = flate.NewReader(s)

@@ -117,7 +117,7 @@ type Assembler struct {
 // recvStats are the Assembler's counters.
 type recvStats struct {
 	plain, fragments, reassembled, chunks, streams, aborted,
-	dropped, malformed, limit, duplicates, ignored, bytes atomic.Uint64
+	dropped, malformed, limit, duplicates, ignored, bytes, compressed atomic.Uint64
 }
 
 // senderKey names a sender. The server stamps the session id of the
@@ -640,6 +640,9 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 	case ViaStream:
 		a.st.streams.Add(1)
 		a.st.bytes.Add(uint64(len(r.Payload)))
+		if p.compression != "" {
+			a.st.compressed.Add(1)
+		}
 	}
 	return r, true
 }
@@ -715,6 +718,7 @@ func (a *Assembler) Stats() Stats {
 		ChunksReceived:      a.st.chunks.Load(),
 		StreamsReceived:     a.st.streams.Load(),
 		StreamsAborted:      a.st.aborted.Load(),
+		CompressedReceived:  a.st.compressed.Load(),
 		DroppedIncomplete:   a.st.dropped.Load(),
 		RejectedMalformed:   a.st.malformed.Load(),
 		RejectedLimit:       a.st.limit.Load(),

@@ -31,6 +31,9 @@ type Stats struct {
 	ChunksReceived uint64
 	// StreamsReceived counts data streams delivered whole.
 	StreamsReceived uint64
+	// CompressedReceived counts the data streams delivered whole whose
+	// content travelled compressed (gzip or raw deflate).
+	CompressedReceived uint64
 	// StreamsAborted counts data streams whose sender ended them with a
 	// reason (an error or an interruption).
 	StreamsAborted uint64
@@ -78,6 +81,7 @@ func (s Stats) Add(o Stats) Stats {
 	s.MessagesReassembled += o.MessagesReassembled
 	s.ChunksReceived += o.ChunksReceived
 	s.StreamsReceived += o.StreamsReceived
+	s.CompressedReceived += o.CompressedReceived
 	s.StreamsAborted += o.StreamsAborted
 	s.DroppedIncomplete += o.DroppedIncomplete
 	s.RejectedMalformed += o.RejectedMalformed

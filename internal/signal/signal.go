@@ -53,6 +53,14 @@ const (
 // than callstate understands.
 const ClientProtocol = 2
 
+// Capabilities are the optional features callstate advertises in its
+// ClientInfo: it inflates raw-deflate data stream content (handlers' readers
+// and whole messages alike, within the Assembler's decompression budgets).
+// The server copies them to the participant's ParticipantInfo, where
+// livekit-client reads them to decide whether to compress what it sends to
+// callstate. Packet trailers concern media only and are not claimed.
+var Capabilities = []lkpb.ClientInfo_Capability{lkpb.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}
+
 // MaxFrameSize bounds one signalling frame read from the server. A
 // JoinResponse carries every participant's metadata (up to 512 KiB each), so
 // the limit is generous; a larger frame closes the connection.
@@ -85,6 +93,9 @@ type Options struct {
 	PublisherOffer *lkpb.SessionDescription
 	// HTTPClient is used for the WebSocket handshake; nil means the default.
 	HTTPClient *http.Client
+	// WithoutCapabilities advertises no Capabilities, as a client that
+	// cannot inflate compressed streams would (for tests).
+	WithoutCapabilities bool
 	// Raw, when set, receives the bytes of every binary frame before it is
 	// decoded (for capturing test vectors).
 	Raw func([]byte)
@@ -198,6 +209,14 @@ func JoinURL(opts Options) (string, error) {
 	u.Path = base + PathV0
 	q.Set("protocol", strconv.Itoa(ProtocolVersion))
 	q.Set("client_protocol", strconv.Itoa(ClientProtocol))
+	if caps := capabilities(opts); len(caps) > 0 {
+		// The server reads a comma-separated list of the enum's names.
+		names := make([]string, len(caps))
+		for i, c := range caps {
+			names[i] = c.String()
+		}
+		q.Set("capabilities", strings.Join(names, ","))
+	}
 	q.Set("sdk", "go")
 	q.Set("version", opts.SDKVersion)
 	q.Set("auto_subscribe", boolParam(opts.AutoSubscribe))
@@ -227,6 +246,7 @@ func joinRequest(opts Options) *lkpb.JoinRequest {
 			Protocol: ProtocolVersion,
 
 			ClientProtocol: ClientProtocol,
+			Capabilities:   capabilities(opts),
 		},
 		ConnectionSettings: &lkpb.ConnectionSettings{
 			AutoSubscribe: opts.AutoSubscribe,
@@ -246,6 +266,14 @@ func joinRequest(opts Options) *lkpb.JoinRequest {
 		jr.PublisherOffer = nil
 	}
 	return jr
+}
+
+// capabilities returns the capabilities to advertise with opts.
+func capabilities(opts Options) []lkpb.ClientInfo_Capability {
+	if opts.WithoutCapabilities {
+		return nil
+	}
+	return Capabilities
 }
 
 func boolParam(b bool) string {

@@ -58,6 +58,12 @@ func TestJoinURL(t *testing.T) {
 		assert.Contains(t, u, p)
 	}
 	assert.NotContains(t, u, "reconnect")
+	pu, err := url.Parse(u)
+	require.NoError(t, err)
+	assert.Equal(t, "CAP_COMPRESSION_DEFLATE_RAW", pu.Query().Get("capabilities"))
+	u, err = JoinURL(Options{URL: "ws://h", WithoutCapabilities: true})
+	require.NoError(t, err)
+	assert.NotContains(t, u, "capabilities")
 	u, err = JoinURL(Options{URL: "ws://h", Reconnect: true, SID: "PA_1"})
 	require.NoError(t, err)
 	assert.Contains(t, u, "reconnect=1")
@@ -94,6 +100,7 @@ func TestJoinURLv1CarriesTheJoinRequest(t *testing.T) {
 	assert.Equal(t, map[string]string{"k": "v"}, jr.GetParticipantAttributes())
 	assert.True(t, proto.Equal(offer, jr.GetPublisherOffer()))
 	assert.False(t, jr.GetReconnect())
+	assert.Equal(t, []lkpb.ClientInfo_Capability{lkpb.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}, jr.GetClientInfo().GetCapabilities())
 
 	// A resume names the session and offers nothing: the PeerConnection
 	// stays as it is.
