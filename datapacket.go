@@ -88,6 +88,7 @@ func dataFromReceived(m chunk.Received) Data {
 			Attributes: maps.Clone(m.Attributes),
 			Size:       int64(len(m.Payload)),
 			Timestamp:  m.Timestamp,
+			Compressed: m.Compressed,
 		}
 	}
 	return d

@@ -36,6 +36,11 @@ type StreamInfo struct {
 	// Timestamp is when the sender started the stream, by its clock; zero
 	// when unknown.
 	Timestamp time.Time
+	// Compressed is true when the content travels compressed (raw deflate,
+	// or gzip from older clients); Size and what readers read are the
+	// content before compression all the same. It is not part of the JSON
+	// encoding of events.
+	Compressed bool
 }
 
 // StreamOptions configures a data stream sent with SendText, SendBytes,
@@ -152,7 +157,8 @@ func (r *Room) sendWhole(ctx context.Context, op string, text bool, data []byte,
 		_ = w.CloseWithError(err)
 		return w.Info(), err
 	}
-	return w.Info(), w.Close()
+	err = w.Close() // before Info, which Close completes
+	return w.Info(), err
 }
 
 // SendFile sends the file at path as a LiveKit byte stream, read and sent
@@ -192,7 +198,8 @@ func (r *Room) SendFile(ctx context.Context, path string, opts *StreamOptions) (
 		_ = w.CloseWithError(err)
 		return w.Info(), err
 	}
-	return w.Info(), w.Close()
+	err = w.Close() // before Info, which Close completes
+	return w.Info(), err
 }
 
 // StreamText opens a text stream for text produced over time: each Write

@@ -79,7 +79,7 @@ func (l *wireLog) filter(reliable bool, raw []byte) bool {
 	return true
 }
 
-func (l *wireLog) stream(t *testing.T, id string) wireStream {
+func (l *wireLog) stream(t testing.TB, id string) wireStream {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -90,14 +90,14 @@ func (l *wireLog) stream(t *testing.T, id string) wireStream {
 }
 
 // compressPair joins a, whose sends are logged, and b.
-func compressPair(t *testing.T, bOpts *callstate.JoinOptions) (log *wireLog, a, b *callstate.Room) {
+func compressPair(t testing.TB, bOpts *callstate.JoinOptions) (log *wireLog, a, b *callstate.Room) {
 	t.Helper()
 	srv := calltest.Shared(t)
 	room := srv.RoomName(t)
 	log = &wireLog{}
 	a = srv.Join(t, room, "a", callstate.WithSendFilter(nil, log.filter))
 	b = srv.Join(t, room, "b", bOpts)
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	_, err := a.WaitForParticipant(ctx, "b")
 	require.NoError(t, err)
@@ -106,7 +106,7 @@ func compressPair(t *testing.T, bOpts *callstate.JoinOptions) (log *wireLog, a, 
 	return log, a, b
 }
 
-func textSink(t *testing.T, r *callstate.Room, topic string) <-chan readResult {
+func textSink(t testing.TB, r *callstate.Room, topic string) <-chan readResult {
 	t.Helper()
 	out := make(chan readResult, 4)
 	require.NoError(t, r.RegisterTextStreamHandler(topic, func(tr *callstate.TextStreamReader) {
@@ -145,10 +145,12 @@ func TestCompressedStreams(t *testing.T) {
 		s := compressed(info.ID, len(text))
 		assert.Equal(t, 1, s.packets, "a single packet")
 		assert.NotNil(t, s.header.InlineContent)
+		assert.True(t, info.Compressed)
 		res := awaitRead(t, texts)
 		require.NoError(t, res.err)
 		assert.Equal(t, text, string(res.data))
 		assert.Equal(t, int64(len(text)), res.info.Size)
+		assert.True(t, res.info.Compressed)
 	})
 
 	t.Run("TinyTextStaysPlain", func(t *testing.T) {
@@ -157,9 +159,11 @@ func TestCompressedStreams(t *testing.T) {
 		s := log.stream(t, info.ID)
 		assert.Equal(t, lkpb.DataStream_NONE, s.header.GetCompression(), "compression would make it longer")
 		assert.Equal(t, "hi", string(s.header.InlineContent))
+		assert.False(t, info.Compressed)
 		res := awaitRead(t, texts)
 		require.NoError(t, res.err)
 		assert.Equal(t, "hi", string(res.data))
+		assert.False(t, res.info.Compressed)
 	})
 
 	t.Run("ChunkedText", func(t *testing.T) {
@@ -214,6 +218,8 @@ func TestCompressedStreams(t *testing.T) {
 		assert.Equal(t, data, res.data)
 		assert.Equal(t, "records.json", res.info.Name)
 		assert.Equal(t, int64(len(data)), res.info.Size)
+		assert.True(t, res.info.Compressed)
+		assert.True(t, info.Compressed)
 	})
 
 	// Without a handler the stream is delivered whole, inflated.
@@ -228,6 +234,7 @@ func TestCompressedStreams(t *testing.T) {
 			assert.Equal(t, text, string(ev.Data.Payload))
 			require.NotNil(t, ev.Data.Stream)
 			assert.Equal(t, info.ID, ev.Data.Stream.ID)
+			assert.True(t, ev.Data.Stream.Compressed)
 		}
 	})
 
@@ -238,9 +245,11 @@ func TestCompressedStreams(t *testing.T) {
 		s := log.stream(t, info.ID)
 		assert.Equal(t, lkpb.DataStream_NONE, s.header.GetCompression())
 		assert.Greater(t, s.bytes, len(text))
+		assert.False(t, info.Compressed)
 		res := awaitRead(t, texts)
 		require.NoError(t, res.err)
 		assert.Equal(t, text, string(res.data))
+		assert.False(t, res.info.Compressed)
 	})
 
 	// Writers send each write as it comes: never compressed.
@@ -303,4 +312,37 @@ func TestNoCompressionForARecipientWithoutTheCapability(t *testing.T) {
 	res = awaitRead(t, bTexts)
 	require.NoError(t, res.err)
 	assert.Equal(t, text, string(res.data))
+}
+
+// BenchmarkSendCompressibleText sends 1 MiB of JSON from one callstate
+// participant to another, compressed and not, each until the receiver's
+// handler has read it all; it reports the bytes on the wire per send.
+func BenchmarkSendCompressibleText(b *testing.B) {
+	text := jsonText(1<<20, 8)
+	for _, noCompression := range []bool{false, true} {
+		name := "deflate"
+		if noCompression {
+			name = "plain"
+		}
+		b.Run(name, func(b *testing.B) {
+			log, a, rb := compressPair(b, nil)
+			texts := textSink(b, rb, "bench")
+			ctx := context.Background()
+			wire := 0
+			b.SetBytes(int64(len(text)))
+			b.ResetTimer()
+			for range b.N {
+				info, err := a.SendText(ctx, text, &callstate.StreamOptions{Topic: "bench", NoCompression: noCompression})
+				if err != nil {
+					b.Fatal(err)
+				}
+				res := <-texts
+				if res.err != nil || len(res.data) != len(text) {
+					b.Fatalf("received %d bytes, %v", len(res.data), res.err)
+				}
+				wire += log.stream(b, info.ID).bytes
+			}
+			b.ReportMetric(float64(wire)/float64(b.N), "wire-bytes/op")
+		})
+	}
 }

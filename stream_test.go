@@ -30,7 +30,7 @@ type readResult struct {
 	firstRecv int64 // BytesReceived at the first Read's return
 }
 
-func byteSink(t *testing.T, r *callstate.Room, topic string) <-chan readResult {
+func byteSink(t testing.TB, r *callstate.Room, topic string) <-chan readResult {
 	t.Helper()
 	out := make(chan readResult, 4)
 	require.NoError(t, r.RegisterByteStreamHandler(topic, func(br *callstate.ByteStreamReader) {
@@ -54,7 +54,7 @@ func byteSink(t *testing.T, r *callstate.Room, topic string) <-chan readResult {
 	return out
 }
 
-func awaitRead(t *testing.T, c <-chan readResult) readResult {
+func awaitRead(t testing.TB, c <-chan readResult) readResult {
 	t.Helper()
 	select {
 	case r := <-c:

@@ -291,7 +291,9 @@ func (r *streamReader) Info() StreamInfo {
 func (r *streamReader) From() string { return r.s.from }
 
 // BytesReceived is how many bytes of the stream have arrived so far, read
-// or not: with Info().Size, the transfer's progress.
+// or not: with Info().Size, the transfer's progress. For a compressed
+// stream (Info().Compressed) they are compressed bytes, fewer than Size
+// counts.
 func (r *streamReader) BytesReceived() int64 {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
@@ -456,6 +458,7 @@ func (r *Room) onStreamHeader(now time.Time, pkt *lkpb.DataPacket, h *lkpb.DataS
 			Text:       text,
 			Attributes: attrs,
 			Size:       -1,
+			Compressed: comp != "",
 		},
 		closing:  r.closing,
 		tooSlow:  &r.streams.tooSlow,

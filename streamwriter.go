@@ -227,6 +227,7 @@ func (r *Room) openStream(ctx context.Context, op string, text bool, o StreamOpt
 	}
 	if oneShot && !o.NoCompression && w.info.Size > 0 && r.allRecipients(o.To, canDeflate) {
 		h.Compression = lkpb.DataStream_DEFLATE_RAW
+		w.info.Compressed = true
 		w.z = &deflater{w: w, zw: deflaters.Get().(*flate.Writer)}
 		w.z.zw.Reset(w.z)
 		if whole != nil {
@@ -452,6 +453,7 @@ func (w *StreamWriter) closeDeflatedLocked() error {
 		} else {
 			h.InlineContent = d.whole
 			h.Compression = lkpb.DataStream_NONE
+			w.info.Compressed = false
 		}
 		w.hdr = nil
 		err := w.r.sendPacket(w.ctx, w.op, pkt)

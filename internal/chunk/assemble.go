@@ -51,6 +51,8 @@ type Received struct {
 	// Timestamp is when the sender started the data stream, by its clock;
 	// zero when unknown.
 	Timestamp time.Time
+	// Compressed reports a data stream whose content travelled compressed.
+	Compressed bool
 }
 
 // Per-item memory, beyond the bytes of the content, charged against the
@@ -618,6 +620,7 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 			return Received{}, false
 		}
 		r.Payload = out
+		r.Compressed = true
 	case p.chunks == nil:
 	case len(p.chunks) == 1:
 		r.Payload = p.chunks[0]
@@ -640,7 +643,7 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 	case ViaStream:
 		a.st.streams.Add(1)
 		a.st.bytes.Add(uint64(len(r.Payload)))
-		if p.compression != "" {
+		if r.Compressed {
 			a.st.compressed.Add(1)
 		}
 	}
