@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -61,6 +62,12 @@ type primitivesResults struct {
 		From string `json:"from"`
 		Text string `json:"text"`
 	} `json:"chats"`
+	Compressed []struct {
+		Topic string `json:"topic"`
+		Size  *int   `json:"size"`
+		N     int    `json:"n"`
+		OK    bool   `json:"ok"`
+	} `json:"compressed"`
 	BrowserDone bool `json:"browserDone"`
 	Left        bool `json:"left"`
 }
@@ -71,7 +78,9 @@ type primitivesResults struct {
 // timeout, a payload over the v1 limit through v2, the caller leaving, the
 // callee leaving), the browser's sendFile and streamText read incrementally
 // by callstate's handlers, callstate's writers read by the browser's
-// handlers, and chat both ways (streams and the legacy packet).
+// handlers, chat both ways (streams and the legacy packet), and raw deflate
+// compression both ways (the browser's sendText and sendFile, callstate's
+// SendText and SendBytes), each side having seen the other's capability.
 func TestBrowserPrimitives(t *testing.T) {
 	if os.Getenv("CALLSTATE_BROWSER_TESTS") != "1" {
 		t.Skip("browser interoperability test; run it with: bash interop/setup.sh && CALLSTATE_BROWSER_TESTS=1 go test ./interop")
@@ -137,6 +146,20 @@ func TestBrowserPrimitives(t *testing.T) {
 			}
 		}
 		files <- res
+	}))
+	type zRead struct {
+		info callstate.StreamInfo
+		data string
+		err  error
+	}
+	zreads := make(chan zRead, 3)
+	require.NoError(t, bot.RegisterTextStreamHandler("browser-ztext", func(tr *callstate.TextStreamReader) {
+		s, err := tr.ReadAll()
+		zreads <- zRead{tr.Info(), s, err}
+	}))
+	require.NoError(t, bot.RegisterByteStreamHandler("browser-zfile", func(br *callstate.ByteStreamReader) {
+		b, err := io.ReadAll(br)
+		zreads <- zRead{br.Info(), string(b), err}
 	}))
 	texts := make(chan string, 1)
 	require.NoError(t, bot.RegisterTextStreamHandler("browser-text", func(tr *callstate.TextStreamReader) {
@@ -236,6 +259,20 @@ func TestBrowserPrimitives(t *testing.T) {
 	_, err = bot.SendChatMessage(ctx, "hello from go chat", nil)
 	require.NoError(t, err)
 
+	// Go's one-shot sends, compressed for the browser, which advertises
+	// raw deflate: a text inline in its header, a text and bytes in chunks.
+	pb, ok := bot.Participant(browserID)
+	require.True(t, ok)
+	assert.True(t, pb.DeflateStreams, "livekit-client in Chromium advertises deflate-raw")
+	for _, n := range []int{6000, 300_000} {
+		info, err := bot.SendText(ctx, jsonish(n), &callstate.StreamOptions{Topic: "go-ztext", To: []string{browserID}})
+		require.NoError(t, err)
+		assert.True(t, info.Compressed, "%d bytes of text sent compressed", n)
+	}
+	info, err := bot.SendBytes(ctx, []byte(jsonish(500_000)), &callstate.StreamOptions{Topic: "go-zbytes", To: []string{browserID}})
+	require.NoError(t, err)
+	assert.True(t, info.Compressed)
+
 	// The browser's streams, read incrementally.
 	select {
 	case f := <-files:
@@ -255,6 +292,23 @@ func TestBrowserPrimitives(t *testing.T) {
 		assert.Equal(t, "part one|part two", s)
 	case <-driverCtx.Done():
 		t.Fatal("no text stream from the browser")
+	}
+	// The browser's compressed sends, inflated byte-exact.
+	for _, want := range []struct {
+		topic string
+		n     int
+	}{{"browser-ztext", 6000}, {"browser-ztext", 200000}, {"browser-zfile", 1 << 20}} {
+		select {
+		case z := <-zreads:
+			require.NoError(t, z.err)
+			assert.Equal(t, want.topic, z.info.Topic)
+			assert.True(t, z.info.Compressed, "%s of %d bytes came compressed", want.topic, want.n)
+			assert.Equal(t, int64(want.n), z.info.Size, "the size before compression")
+			assert.Equal(t, len(jsonish(want.n)), len(z.data))
+			assert.True(t, z.data == jsonish(want.n), "%s of %d bytes as sent", want.topic, want.n)
+		case <-driverCtx.Done():
+			t.Fatalf("no %s of %d bytes from the browser", want.topic, want.n)
+		}
 	}
 	// Chat from the browser: the text stream and the legacy packet.
 	var stream, legacy bool
@@ -332,4 +386,25 @@ func TestBrowserPrimitives(t *testing.T) {
 	require.Len(t, res.Chats, 1)
 	assert.Equal(t, "hello from go chat", res.Chats[0].Text)
 	assert.Equal(t, goID, res.Chats[0].From)
+	// Go's compressed streams, as the browser's handlers read them.
+	// The handlers run concurrently: matched by topic and length.
+	require.Len(t, res.Compressed, 3)
+	seen := map[string]bool{}
+	for _, z := range res.Compressed {
+		seen[fmt.Sprint(z.Topic, " ", z.N)] = true
+		require.NotNil(t, z.Size)
+		assert.Equal(t, z.N, *z.Size)
+		assert.True(t, z.OK, "%s of %d bytes as sent", z.Topic, z.N)
+	}
+	assert.Equal(t, map[string]bool{"go-ztext 6000": true, "go-ztext 300000": true, "go-zbytes 500000": true}, seen)
+}
+
+// jsonish returns n bytes of JSON-like records, as web/primitives.js's
+// jsonish does.
+func jsonish(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, `{"id":%d,"name":"user-%d","ok":%t},`, i, (i*7919)%10007, i%3 == 0)
+	}
+	return b.String()[:n]
 }

@@ -6,6 +6,14 @@ import { Room, RoomEvent, RpcError } from 'livekit-client';
 
 const text = new TextDecoder();
 
+// jsonish returns n bytes (ASCII) of JSON-like records, which deflate
+// shrinks; interop's jsonish in Go makes the same.
+export function jsonish(n) {
+  let s = '';
+  for (let i = 0; s.length < n; i++) s += `{"id":${i},"name":"user-${(i * 7919) % 10007}","ok":${i % 3 === 0}},`;
+  return s.slice(0, n);
+}
+
 export function runPrimitives(q) {
   const peer = q.get('peer');
   const results = {
@@ -16,6 +24,7 @@ export function runPrimitives(q) {
     bytes: [], // byte streams from Go
     texts: [], // text streams from Go
     chats: [], // lk.chat text streams from Go
+    compressed: [], // Go's compressed sendText / sendBytes: {topic, size, n, ok}
     legacyChats: [], // RoomEvent.ChatMessage
     browserDone: false,
     left: false,
@@ -26,7 +35,12 @@ export function runPrimitives(q) {
   };
   const check = () => {
     results.done =
-      results.browserDone && results.left && results.bytes.length > 0 && results.texts.length > 0 && results.chats.length > 0;
+      results.browserDone &&
+      results.left &&
+      results.bytes.length > 0 &&
+      results.texts.length > 0 &&
+      results.chats.length > 0 &&
+      results.compressed.length >= 3;
   };
 
   const room = new Room({ adaptiveStream: false, dynacast: false });
@@ -63,6 +77,20 @@ export function runPrimitives(q) {
     const parts = [];
     for await (const c of reader) parts.push(c);
     results.texts.push({ from: p.identity, parts: parts.length, text: parts.join(''), attrs: reader.info.attributes });
+    check();
+  });
+  // Go compresses these (the browser advertises deflate-raw); the content
+  // is jsonish of its length.
+  room.registerTextStreamHandler('go-ztext', async (reader) => {
+    const s = await reader.readAll();
+    results.compressed.push({ topic: 'go-ztext', size: reader.info.size ?? null, n: s.length, ok: s === jsonish(s.length) });
+    check();
+  });
+  room.registerByteStreamHandler('go-zbytes', async (reader) => {
+    const parts = [];
+    for await (const c of reader) parts.push(c);
+    const s = text.decode(await new Blob(parts).arrayBuffer());
+    results.compressed.push({ topic: 'go-zbytes', size: reader.info.size ?? null, n: s.length, ok: s === jsonish(s.length) });
     check();
   });
   room.registerTextStreamHandler('lk.chat', async (reader, p) => {
@@ -106,8 +134,20 @@ export function runPrimitives(q) {
 
     const file = new Uint8Array(3 << 20);
     for (let i = 0; i < file.length; i++) file[i] = i & 255;
+    // Sent as it is (compress: false): its periodic content would deflate
+    // to a chunk or two, and this file is the test of an incremental read.
     await lp().sendFile(new File([file], 'browser.bin', { type: 'application/x-browser' }), {
       topic: 'browser-file',
+      destinationIdentities: [peer],
+      compress: false,
+    });
+    // Compressed, as callstate advertises deflate-raw: a text inline in
+    // its header, a text in chunks, a file.
+    await lp().sendText(jsonish(6000), { topic: 'browser-ztext', destinationIdentities: [peer] });
+    await lp().sendText(jsonish(200000), { topic: 'browser-ztext', destinationIdentities: [peer] });
+    const records = new TextEncoder().encode(jsonish(1 << 20));
+    await lp().sendFile(new File([records], 'records.json', { type: 'application/json' }), {
+      topic: 'browser-zfile',
       destinationIdentities: [peer],
     });
 
