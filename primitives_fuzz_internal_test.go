@@ -1,6 +1,8 @@
 package callstate
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"io"
@@ -48,6 +50,33 @@ func FuzzPrimitives(f *testing.F) {
 	inline.GetStreamHeader().InlineContent = []byte("inline")
 	inline.GetStreamHeader().Compression = lkpb.DataStream_DEFLATE_RAW
 	f.Add(pack(inline))
+	// Real raw deflate, as SendText and SendBytes send it: inside a text
+	// header, cut across chunks of a byte stream, and to a topic without
+	// a handler (delivered whole); then one that inflates to more than its
+	// header says.
+	var z bytes.Buffer
+	zw, _ := flate.NewWriter(&z, streamDeflateLevel)
+	_, _ = zw.Write([]byte("hello"))
+	_ = zw.Close()
+	deflated := z.Bytes()
+	ztext := hdr("text", true)
+	ztext.GetStreamHeader().InlineContent = deflated
+	ztext.GetStreamHeader().Compression = lkpb.DataStream_DEFLATE_RAW
+	f.Add(pack(ztext))
+	zbytes := hdr("bytes", false)
+	zbytes.GetStreamHeader().Compression = lkpb.DataStream_DEFLATE_RAW
+	f.Add(pack(zbytes, chunk(0, string(deflated[:3])), chunk(1, string(deflated[3:])), trailer("")))
+	zwhole := hdr("whole", true)
+	zwhole.GetStreamHeader().Compression = lkpb.DataStream_DEFLATE_RAW
+	f.Add(pack(zwhole, chunk(0, string(deflated)), trailer("")))
+	z.Reset()
+	zw.Reset(&z)
+	_, _ = zw.Write(make([]byte, 1<<16))
+	_ = zw.Close()
+	zbig := hdr("bytes", false)
+	zbig.GetStreamHeader().InlineContent = z.Bytes()
+	zbig.GetStreamHeader().Compression = lkpb.DataStream_DEFLATE_RAW
+	f.Add(pack(zbig))
 	f.Add(pack(&lkpb.DataPacket{ParticipantIdentity: "peer", Value: &lkpb.DataPacket_RpcRequest{RpcRequest: &lkpb.RpcRequest{Id: "r", Method: "m", Version: 1}}},
 		&lkpb.DataPacket{ParticipantIdentity: "peer", Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{RequestId: "r"}}},
 		&lkpb.DataPacket{ParticipantIdentity: "peer", Value: &lkpb.DataPacket_ChatMessage{ChatMessage: &lkpb.ChatMessage{Id: "c", Message: "hi"}}}))
