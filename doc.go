@@ -76,8 +76,10 @@
 // stream handler reads a ByteStreamReader or TextStreamReader, an io.Reader
 // yielding bytes as they arrive, with memory bounded per stream
 // (StreamBufferSize; see there for what a slow reader costs and when it
-// loses its stream). SendChatMessage and the ChatMessage event are LiveKit's
-// chat.
+// loses its stream). SendText, SendBytes and SendFile compress their content
+// with raw deflate when every recipient can inflate it, as livekit-client
+// does (see StreamOptions.NoCompression); readers inflate what arrives
+// compressed. SendChatMessage and the ChatMessage event are LiveKit's chat.
 //
 // # Errors
 //
