@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -123,4 +124,94 @@ func TestStream200MiB(t *testing.T) {
 		size>>20, elapsed.Round(time.Millisecond), float64(size)/(1<<20)/elapsed.Seconds(),
 		float64(peakHeap.Load())/(1<<20), float64(vmHWM())/(1<<20))
 	assert.Less(t, peakHeap.Load(), uint64(96<<20), "memory stays bounded, far below the stream's size")
+}
+
+// TestSendFileCompressedIsBounded sends a 512 MiB file (sparse: zeros,
+// which deflate shrinks a thousandfold) with SendFile, compressed, to a
+// handler that inflates it as it reads: the Go heap of sender and receiver
+// together stays far below the file's size, as both compress and inflate
+// a chunk at a time.
+func TestSendFileCompressedIsBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("512 MiB file")
+	}
+	size := int64(512 << 20)
+	if raceEnabled {
+		size = 64 << 20
+	}
+	path := filepath.Join(t.TempDir(), "zeros.bin")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size))
+	require.NoError(t, f.Close())
+	_, _, a, b := rpcPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	type result struct {
+		n, wire    int64
+		zeros      bool
+		compressed bool
+		err        error
+	}
+	done := make(chan result, 1)
+	require.NoError(t, b.RegisterByteStreamHandler("zeros", func(br *callstate.ByteStreamReader) {
+		r := result{zeros: true, compressed: br.Info().Compressed}
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := br.Read(buf)
+			for _, c := range buf[:n] {
+				r.zeros = r.zeros && c == 0
+			}
+			r.n += int64(n)
+			if err != nil {
+				if err != io.EOF {
+					r.err = err
+				}
+				break
+			}
+		}
+		r.wire = br.BytesReceived()
+		done <- r
+	}))
+	var peakHeap atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peakHeap.Load() {
+					peakHeap.Store(ms.HeapInuse)
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	info, err := a.SendFile(ctx, path, &callstate.StreamOptions{Topic: "zeros"})
+	require.NoError(t, err)
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("the file did not arrive")
+	}
+	elapsed := time.Since(start)
+	close(stop)
+	<-sampled
+	require.NoError(t, r.err)
+	assert.True(t, info.Compressed)
+	assert.True(t, r.compressed)
+	assert.Equal(t, size, r.n)
+	assert.True(t, r.zeros, "content as sent")
+	assert.Less(t, r.wire, size/100, "BytesReceived counts the compressed bytes")
+	t.Logf("%d MiB file in %v, %d content bytes on the wire: peak Go heap in use %.1f MiB",
+		size>>20, elapsed.Round(time.Millisecond), r.wire, float64(peakHeap.Load())/(1<<20))
+	assert.Less(t, peakHeap.Load(), uint64(64<<20), "memory stays bounded, far below the file's size")
 }
