@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/callstate/callstate/internal/lkpb"
@@ -54,27 +55,74 @@ func newEpoch() [8]byte {
 }
 
 // stamp gives a plain reliable packet (a UserPacket) its message id, and
-// returns the packet with its sequence number.
+// returns a copy of the packet (the encoder reuses its buffer) with its
+// sequence number.
+//
+// The id is spliced into the encoded packet rather than decoded and
+// encoded again: a nonce field is appended to the UserPacket, whose length
+// prefix grows by the field's size, so that stamping costs one copy of the
+// packet, which keeping it needs anyway. (Decoding and encoding every
+// packet again took about a third of a fast sender's CPU in the Room.) A
+// nonce the packet already carried is overridden, as protobuf keeps the
+// last value of a field that occurs twice.
 func (r *Room) stamp(pkt []byte) ([]byte, uint32, error) {
-	var dp lkpb.DataPacket
-	if err := lkpb.UnmarshalDataPacketAliased(pkt, &dp); err != nil {
-		return nil, 0, err
+	var (
+		seq             uint32
+		userAt, userEnd = -1, -1 // the user field: its tag's offset, its value's end
+		userVal         []byte
+	)
+	for b := pkt; len(b) > 0; {
+		at := len(pkt) - len(b)
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, 0, protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, 0, protowire.ParseError(m)
+		}
+		switch {
+		case num == fieldPacketUser && typ == protowire.BytesType:
+			// A oneof member that occurs twice: the last one counts, as in
+			// proto.Unmarshal (the packets stamped here come from our own
+			// encoder and have one).
+			v, _ := protowire.ConsumeBytes(b[n:])
+			userAt, userEnd, userVal = at, at+n+m, v
+		case num == fieldPacketSequence && typ == protowire.VarintType:
+			v, _ := protowire.ConsumeVarint(b[n:])
+			seq = uint32(v)
+		case num == fieldPacketSequence:
+			return nil, 0, errors.New("callstate: a packet's sequence number is not a varint")
+		}
+		b = b[n+m:]
 	}
-	if dp.GetUser() == nil {
-		return append([]byte(nil), pkt...), dp.GetSequence(), nil
-	}
-	var full lkpb.DataPacket
-	if err := proto.Unmarshal(pkt, &full); err != nil {
-		return nil, 0, err
+	if userAt < 0 {
+		return append([]byte(nil), pkt...), seq, nil
 	}
 	r.msgCounter++
-	nonce := make([]byte, msgIDLen)
-	copy(nonce, r.msgEpoch[:])
+	var nonce [msgIDLen]byte
+	copy(nonce[:], r.msgEpoch[:])
 	binary.BigEndian.PutUint64(nonce[8:], r.msgCounter)
-	full.GetUser().Nonce = nonce
-	b, err := proto.Marshal(&full)
-	return b, full.GetSequence(), err
+	field := protowire.SizeTag(fieldUserNonce) + protowire.SizeBytes(msgIDLen)
+	userLen := len(userVal) + field
+	out := make([]byte, 0, len(pkt)+field+protowire.SizeVarint(uint64(userLen)))
+	out = append(out, pkt[:userAt]...)
+	out = protowire.AppendTag(out, fieldPacketUser, protowire.BytesType)
+	out = protowire.AppendVarint(out, uint64(userLen))
+	out = append(out, userVal...)
+	out = protowire.AppendTag(out, fieldUserNonce, protowire.BytesType)
+	out = protowire.AppendBytes(out, nonce[:])
+	out = append(out, pkt[userEnd:]...)
+	return out, seq, nil
 }
+
+// Field numbers stamp reads and writes (LiveKit's DataPacket and
+// UserPacket).
+const (
+	fieldPacketUser     protowire.Number = 2  // DataPacket.user
+	fieldPacketSequence protowire.Number = 16 // DataPacket.sequence
+	fieldUserNonce      protowire.Number = 11 // UserPacket.nonce
+)
 
 // sendReliable keeps pkt, then writes it. The caller holds sendSem.
 func (r *Room) sendReliable(ctx context.Context, pkt []byte) error {
