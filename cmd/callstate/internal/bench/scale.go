@@ -41,19 +41,26 @@ func (r *runner) footprintScale(out io.Writer) error {
 	n, d := r.scaleN, r.scaleD
 	// At least two rooms, so that the layouts differ in a scaled-down run.
 	rooms := max(2, n/scaleRoomSize)
+	// In one room of thousands the participants join without the
+	// presence track: with it every participant is a publisher, whose
+	// join the server announces to everyone at once (n²/2 updates, two
+	// million for 2,000, which starve a server sharing two cores with its
+	// clients until it refuses joins), where it batches the updates of
+	// participants that publish nothing.
 	layouts := []struct {
 		name  string
 		rooms int
+		opts  *callstate.JoinOptions
 	}{
-		{fmt.Sprintf("%d rooms of %d", rooms, n/rooms), rooms},
-		{fmt.Sprintf("1 room of %d", n), 1},
+		{fmt.Sprintf("%d rooms of %d", rooms, n/rooms), rooms, nil},
+		{fmt.Sprintf("1 room of %d, NoPresenceTrack", n), 1, &callstate.JoinOptions{NoPresenceTrack: true}},
 	}
-	fmt.Fprintf(out, "%d publishing participants (default JoinOptions) in this process, %d joins at a time, each layout connected for %v;\n", n, scaleParallel, d)
+	fmt.Fprintf(out, "%d participants that may publish (default JoinOptions but where the layout says) in this process, %d joins at a time, each layout connected for %v;\n", n, scaleParallel, d)
 	fmt.Fprintln(out, "RSS and goroutines of this process once all joined (after GC); idle CPU = CPU time over the connected period / its length (100% = one core)")
 	t := newTable(out, "layout", "join all", "join p50", "join p99", "RSS", "RSS/participant", "peak RSS", "goroutines/participant", "idle CPU", "server idle CPU", "still connected")
 	defer t.flush()
 	for _, l := range layouts {
-		row, err := r.scaleLayout(n, l.rooms, d)
+		row, err := r.scaleLayout(n, l.rooms, d, l.opts)
 		if err != nil {
 			t.flush()
 			return fmt.Errorf("%s: %w", l.name, err)
@@ -64,7 +71,7 @@ func (r *runner) footprintScale(out io.Writer) error {
 }
 
 // scaleLayout runs one layout of footprintScale and returns its table cells.
-func (r *runner) scaleLayout(n, nRooms int, d time.Duration) ([]string, error) {
+func (r *runner) scaleLayout(n, nRooms int, d time.Duration, opts *callstate.JoinOptions) ([]string, error) {
 	var rs rooms
 	defer rs.closeAll()
 	base := measureUsage()
@@ -89,7 +96,7 @@ func (r *runner) scaleLayout(n, nRooms int, d time.Duration) ([]string, error) {
 				errs[i] = r.ctx.Err()
 				return
 			}
-			rm, jd, err := r.joinRoom(names[i%nRooms], fmt.Sprintf("p-%d", i), nil)
+			rm, jd, err := r.joinRoom(names[i%nRooms], fmt.Sprintf("p-%d", i), opts)
 			if err != nil {
 				errs[i] = err
 				return
