@@ -19,7 +19,7 @@ import (
 )
 
 // Version is callstate's version, reported to the server on join.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // Room is a joined room, as one participant sees it: Daily calls it the
 // call object. It holds the current state of the room (participants, their
