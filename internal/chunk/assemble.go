@@ -266,7 +266,9 @@ type pending struct {
 	// of the Assembler for a compressed stream; what decompression does
 	// not use goes back.
 	inflate int
-	s       *sender
+	// inflateFree is the part of inflate not charged (see inflateFree).
+	inflateFree int
+	s           *sender
 }
 
 // Accept takes one received DataPacket and returns the message it
@@ -604,7 +606,7 @@ func (a *Assembler) finish(p *pending) (Received, bool) {
 		// The bytes produced were paid for; the rest of the reservation
 		// goes back.
 		a.mu.Lock()
-		back := p.inflate - min(len(out), p.inflate)
+		back := max(p.inflate-p.inflateFree, 0) - max(min(len(out), p.inflate)-p.inflateFree, 0)
 		p.s.inflate.avail += back
 		a.inflate.avail += back
 		a.mu.Unlock()

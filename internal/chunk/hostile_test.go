@@ -2,6 +2,7 @@ package chunk
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +285,30 @@ func TestSendersAreBounded(t *testing.T) {
 		a.mu.Unlock()
 		require.LessOrEqual(t, n, maxSenders)
 	}
+}
+
+// TestOrdinaryCompressedContentIsNotBudgeted: content that expands less
+// than inflateFree times is bounded by the network, not by the
+// decompression budget, so that a sender of compressed text is not refused
+// where the same text sent plain would pass.
+func TestOrdinaryCompressedContentIsNotBudgeted(t *testing.T) {
+	const max = 1 << 20
+	a := NewAssembler(Config{MaxMessageSize: max})
+	rng := rand.New(rand.NewPCG(1, 2))
+	text := make([]byte, max/4)
+	for i := range text {
+		text[i] = "0123456789abcdef"[rng.IntN(16)] // about 2:1
+	}
+	compressed := deflate(t, text)
+	require.Less(t, len(text), inflateFree*len(compressed))
+	from := stamped{"text", "PA_text"}
+	for i := range 40 { // 10 MiB at once: five times the budget of one sender
+		h := &lkpb.DataStream_Header{StreamId: fmt.Sprint(i), Compression: lkpb.DataStream_DEFLATE_RAW,
+			InlineContent: compressed, TotalLength: proto.Uint64(uint64(len(text)))}
+		r, ok := a.Accept(t0, from.stamp(&lkpb.DataPacket{Value: &lkpb.DataPacket_StreamHeader{StreamHeader: h}}))
+		require.True(t, ok, "message %d refused", i)
+		require.Equal(t, text, r.Payload)
+	}
+	assert.Zero(t, a.Stats().RejectedLimit)
+	checkInvariants(t, a)
 }

@@ -141,15 +141,25 @@ func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base 
 	return pending{}, false
 }
 
+// inflateFree is the expansion a compressed stream gets without charge:
+// up to inflateFree bytes decompressed for each compressed byte received.
+// Ordinary content stays under it (JSON and text compress 3–6× with
+// deflate's default levels, logs rarely beyond 8×), so that a sender of
+// compressed text is bounded by the network, as one of plain text is;
+// what a bomb makes beyond it (deflate reaches 1,032:1) is charged.
+const inflateFree = 8
+
 // reserveInflate reserves from the decompression budgets of p's sender and
-// of the Assembler the most bytes p may decompress to, and reports whether
-// there is enough. A stream of known length needs that length; one of
-// unknown length gets what is left, up to MaxMessageSize, and is refused
-// if it decompresses to more.
+// of the Assembler what p may decompress to beyond inflateFree times its
+// compressed size, and reports whether there is enough. A stream of known
+// length may decompress to that length; one of unknown length to
+// MaxMessageSize, or what the budgets allow, and is refused if it
+// decompresses to more.
 func (a *Assembler) reserveInflate(now time.Time, p *pending) bool {
-	n := min(a.cfg.MaxMessageSize,
-		p.s.inflate.refill(now, a.cfg.MaxDecompressedPerSender),
+	free := inflateFree * p.size
+	budget := min(p.s.inflate.refill(now, a.cfg.MaxDecompressedPerSender),
 		a.inflate.refill(now, a.cfg.MaxDecompressedTotal))
+	n := min(a.cfg.MaxMessageSize, free+max(budget, 0))
 	if n <= 0 || (p.total >= 0 && n < p.total) {
 		a.st.limit.Add(1)
 		return false
@@ -157,9 +167,10 @@ func (a *Assembler) reserveInflate(now time.Time, p *pending) bool {
 	if p.total >= 0 {
 		n = p.total
 	}
-	p.inflate = n
-	p.s.inflate.avail -= n
-	a.inflate.avail -= n
+	p.inflate, p.inflateFree = n, free
+	charged := max(n-free, 0)
+	p.s.inflate.avail -= charged
+	a.inflate.avail -= charged
 	return true
 }
 
