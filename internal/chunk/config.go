@@ -71,7 +71,8 @@ type Config struct {
 	// before it is dropped.
 	StreamTimeout time.Duration
 	// MaxDecompressedPerSender is how many bytes of decompressed stream
-	// content one sender may produce in 10 seconds: a budget that refills
+	// content, beyond the inflateFree bytes each compressed byte may
+	// expand to, one sender may produce in 10 seconds: a budget that refills
 	// linearly, from empty to full in 10 s. A few kilobytes of compressed
 	// data can expand to MaxMessageSize; this bounds how much memory and
 	// work one sender can make the receiver spend that way. A compressed
