@@ -53,6 +53,17 @@ func Join(ctx context.Context, serverURL, token string, opts *JoinOptions) (*Roo
 	r.asm = chunk.NewAssembler(cfg)
 
 	tr, sig, jr, err := r.dialSession(ctx, token, "", o.Attributes, !o.TwoPeerConnections)
+	for attempt, wait := 1, joinRetryWait; err != nil && passingRefusal(err) && attempt < o.JoinAttempts; attempt, wait = attempt+1, 2*wait {
+		o.Logger.Debug("callstate: the server refused the join for now; trying again", "err", err, "attempt", attempt, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err // the refusal says more than the deadline
+		}
+		tr, sig, jr, err = r.dialSession(ctx, token, "", o.Attributes, !o.TwoPeerConnections)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +347,21 @@ func checkJoinArgs(serverURL, token string) error {
 // joinError classifies a failure during Join. Every text it keeps goes
 // through redact: a dial error quotes the URL with the token, and
 // LiveKit's 401 body quotes the token itself.
+// DefaultJoinAttempts is JoinOptions.JoinAttempts' default.
+const DefaultJoinAttempts = 3
+
+// joinRetryWait is the wait before Join's second attempt (see
+// JoinOptions.JoinAttempts).
+const joinRetryWait = 250 * time.Millisecond
+
+// passingRefusal reports a join the server refused for reasons of its own
+// that pass (HTTP 5xx): overloaded nodes, a room node that did not answer
+// in time.
+func passingRefusal(err error) bool {
+	var je *JoinError
+	return errors.As(err, &je) && je.StatusCode >= 500 && je.StatusCode <= 599
+}
+
 func joinError(ctx context.Context, err error) error {
 	var je *JoinError
 	if errors.As(err, &je) {

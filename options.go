@@ -61,6 +61,15 @@ type JoinOptions struct {
 	// zero means DefaultReconnectAttempts. When both run out the Room ends
 	// with Disconnected, whose reason is the last failure's.
 	ReconnectAttempts int
+	// JoinAttempts bounds how many times Join tries a server that refuses
+	// the join for its own, passing reasons: an HTTP 5xx answer, which
+	// LiveKit gives when its nodes are overloaded ("could not find any
+	// available nodes"), or the room's node did not answer in time. Join
+	// waits 250 ms before the second attempt and twice as long before each
+	// next one, within ctx. Refusals of the request itself (4xx: a bad
+	// token, a missing grant) and unreachable servers are not tried again.
+	// Zero means DefaultJoinAttempts; 1 tries once.
+	JoinAttempts int
 	// MaxQueuedBytes bounds the reliable payload bytes that PublishData
 	// and SendAppMessage calls may hold waiting while the Room recovers;
 	// a call that would exceed it returns ErrBackpressure at once. Zero
@@ -253,6 +262,9 @@ func (o *JoinOptions) resolve(serverURL string) (*options, error) {
 	}
 	if c.Resume == 0 {
 		c.Resume = DefaultResumeWindow
+	}
+	if c.JoinAttempts <= 0 {
+		c.JoinAttempts = DefaultJoinAttempts
 	}
 	if c.ReconnectAttempts <= 0 {
 		c.ReconnectAttempts = DefaultReconnectAttempts
