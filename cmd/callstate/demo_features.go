@@ -372,7 +372,11 @@ func (d *demo) stepTextStream(ctx context.Context) (string, error) {
 	if res.from != "alice" || !res.info.Text || string(res.data) != text {
 		return line, fmt.Errorf("bob's handler read %d bytes from %q that differ", len(res.data), res.from)
 	}
-	return line + fmt.Sprintf("; bob's handler read it through io.Reader in %d reads, the first after %s, all of it identical after %s",
+	// Every recipient advertises raw deflate, so SendText compressed it.
+	if !res.info.Compressed {
+		return line, errors.New("the text stream was not sent compressed, though bob advertises raw deflate")
+	}
+	return line + fmt.Sprintf(", raw-deflate compressed on the wire; bob's handler read it through io.Reader in %d reads, the first after %s, all of it identical after %s",
 		res.reads, seconds(res.first), seconds(time.Since(start))), nil
 }
 
