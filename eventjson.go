@@ -206,10 +206,11 @@ type streamJSON struct {
 	Attributes map[string]string `json:"attributes,omitempty"`
 	Size       int64             `json:"size"`
 	Timestamp  *time.Time        `json:"timestamp,omitempty"`
+	Compressed bool              `json:"compressed,omitempty"`
 }
 
 func newStreamJSON(s *StreamInfo) *streamJSON {
-	w := &streamJSON{ID: s.ID, Topic: s.Topic, MimeType: s.MimeType, Name: s.Name, Text: s.Text, Attributes: s.Attributes, Size: s.Size}
+	w := &streamJSON{ID: s.ID, Topic: s.Topic, MimeType: s.MimeType, Name: s.Name, Text: s.Text, Attributes: s.Attributes, Size: s.Size, Compressed: s.Compressed}
 	if !s.Timestamp.IsZero() {
 		w.Timestamp = new(time.Time)
 		*w.Timestamp = s.Timestamp.UTC()
@@ -218,7 +219,7 @@ func newStreamJSON(s *StreamInfo) *streamJSON {
 }
 
 func (w *streamJSON) info() *StreamInfo {
-	s := &StreamInfo{ID: w.ID, Topic: w.Topic, MimeType: w.MimeType, Name: w.Name, Text: w.Text, Attributes: w.Attributes, Size: w.Size}
+	s := &StreamInfo{ID: w.ID, Topic: w.Topic, MimeType: w.MimeType, Name: w.Name, Text: w.Text, Attributes: w.Attributes, Size: w.Size, Compressed: w.Compressed}
 	if w.Timestamp != nil {
 		s.Timestamp = *w.Timestamp
 	}
@@ -610,6 +611,8 @@ type participantJSON struct {
 	Permissions permissionsJSON         `json:"permissions"`
 	Version     uint32                  `json:"version,omitempty"`
 	DataTracks  []dataTrackJSON         `json:"data_tracks,omitempty"`
+	// DeflateStreams is Participant.DeflateStreams.
+	DeflateStreams bool `json:"deflate_streams,omitempty"`
 }
 
 // permissionsJSON has the fields of Permissions, which converts to it.
@@ -623,8 +626,8 @@ type permissionsJSON struct {
 
 // MarshalJSON returns the participant as the JSON object of the event
 // encoding (docs/events.md): identity, sid, name, metadata, user_data,
-// attributes, kind, kind_details, is_publisher, joined_at, permissions and
-// version.
+// attributes, kind, kind_details, is_publisher, joined_at, permissions,
+// version, data_tracks and deflate_streams.
 func (p Participant) MarshalJSON() ([]byte, error) {
 	ud, ok := p.UserData()
 	if !ok {
@@ -637,7 +640,7 @@ func (p Participant) MarshalJSON() ([]byte, error) {
 	w := participantJSON{
 		Identity: p.Identity, SID: p.SID, Name: p.Name, Metadata: p.Metadata, UserData: ud,
 		Attributes: attrs, Kind: p.Kind, KindDetails: p.KindDetails, IsPublisher: p.IsPublisher,
-		Permissions: permissionsJSON(p.Permissions), Version: p.Version,
+		Permissions: permissionsJSON(p.Permissions), Version: p.Version, DeflateStreams: p.DeflateStreams,
 	}
 	for _, t := range p.DataTracks {
 		w.DataTracks = append(w.DataTracks, dataTrackJSON(t))
@@ -658,7 +661,7 @@ func (p *Participant) UnmarshalJSON(b []byte) error {
 	*p = Participant{
 		SID: w.SID, Identity: w.Identity, Name: w.Name, Metadata: w.Metadata, Attributes: w.Attributes,
 		Kind: w.Kind, KindDetails: w.KindDetails, IsPublisher: w.IsPublisher,
-		Permissions: Permissions(w.Permissions), Version: w.Version,
+		Permissions: Permissions(w.Permissions), Version: w.Version, DeflateStreams: w.DeflateStreams,
 	}
 	for _, t := range w.DataTracks {
 		p.DataTracks = append(p.DataTracks, DataTrackInfo(t))

@@ -34,6 +34,7 @@ func allEvents() []callstate.Event {
 	carol := alice
 	carol.Identity, carol.SID = "carol", "PA_carol"
 	carol.DataTracks = []callstate.DataTrackInfo{{SID: "DTR_x", Name: "position"}, {SID: "DTR_z", Name: "e2ee", Encrypted: true}}
+	carol.DeflateStreams = true
 	return []callstate.Event{
 		callstate.ParticipantJoined{Time: jsonTime, Participant: alice},
 		callstate.ParticipantLeft{Time: jsonTime, Participant: bob, Reason: callstate.ReasonParticipantRemoved},
@@ -46,7 +47,7 @@ func allEvents() []callstate.Event {
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{From: "alice", Topic: "t", Payload: []byte("hi <bob> & \u2028"), Kind: callstate.Lossy}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{Payload: []byte{0xff, 0, 1, 0xfe}, Kind: callstate.Reliable, Stream: &callstate.StreamInfo{
 			ID: "stream-1", Topic: "files", MimeType: "application/octet-stream", Name: "f.bin", Text: false, Attributes: map[string]string{"k": "v"},
-			Size: 4, Timestamp: jsonTime,
+			Size: 4, Timestamp: jsonTime, Compressed: true,
 		}}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{From: "alice", Payload: []byte{}, Kind: callstate.Reliable}},
 		callstate.DataReceived{Time: jsonTime, Data: callstate.Data{FromServer: true, Payload: []byte("x"), Kind: callstate.Reliable}},

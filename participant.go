@@ -56,8 +56,7 @@ type Participant struct {
 	// the server copies to the participant's info): livekit-client 2.23 and
 	// later where the browser can inflate deflate-raw, and callstate.
 	// SendText, SendBytes and SendFile compress a stream only when every
-	// recipient has it (see StreamOptions.NoCompression). It is not part of
-	// the JSON encoding of a Participant.
+	// recipient has it (see StreamOptions.NoCompression).
 	DeflateStreams bool
 
 	// clientProtocol is the participant's ClientInfo.client_protocol: which

@@ -19,10 +19,17 @@ import (
 // rpcPair joins two participants, a and b, who see each other.
 func rpcPair(t testing.TB) (srv *calltest.Server, room string, a, b *callstate.Room) {
 	t.Helper()
+	return joinPair(t, nil, nil)
+}
+
+// joinPair joins a and b with the options given and returns once each
+// sees the other.
+func joinPair(t testing.TB, aOpts, bOpts *callstate.JoinOptions) (srv *calltest.Server, room string, a, b *callstate.Room) {
+	t.Helper()
 	srv = calltest.Shared(t)
 	room = srv.RoomName(t)
-	a = srv.Join(t, room, "a", nil)
-	b = srv.Join(t, room, "b", nil)
+	a = srv.Join(t, room, "a", aOpts)
+	b = srv.Join(t, room, "b", bOpts)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	_, err := a.WaitForParticipant(ctx, "b")

@@ -38,8 +38,7 @@ type StreamInfo struct {
 	Timestamp time.Time
 	// Compressed is true when the content travels compressed (raw deflate,
 	// or gzip from older clients); Size and what readers read are the
-	// content before compression all the same. It is not part of the JSON
-	// encoding of events.
+	// content before compression all the same.
 	Compressed bool
 }
 

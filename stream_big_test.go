@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,26 +81,7 @@ func TestStream200MiB(t *testing.T) {
 		copy(r.sum[:], h.Sum(nil))
 		done <- r
 	}))
-	var peakHeap atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peakHeap.Load() {
-					peakHeap.Store(ms.HeapInuse)
-				}
-			}
-		}
-	}()
+	peakHeap := sampleHeap(t)
 	start := time.Now()
 	w, err := a.StreamBytes(ctx, &callstate.StreamOptions{Topic: "big", Size: size})
 	require.NoError(t, err)
@@ -113,8 +95,7 @@ func TestStream200MiB(t *testing.T) {
 		t.Fatal("the stream did not arrive")
 	}
 	elapsed := time.Since(start)
-	close(stop)
-	<-sampled
+	peakHeap.stop()
 	require.NoError(t, r.err)
 	assert.Equal(t, size, r.n)
 	want := sha256.New()
@@ -122,8 +103,8 @@ func TestStream200MiB(t *testing.T) {
 	assert.Equal(t, want.Sum(nil), r.sum[:])
 	t.Logf("%d MiB in %v: %.1f MiB/s; peak Go heap in use %.1f MiB; process peak RSS %.1f MiB",
 		size>>20, elapsed.Round(time.Millisecond), float64(size)/(1<<20)/elapsed.Seconds(),
-		float64(peakHeap.Load())/(1<<20), float64(vmHWM())/(1<<20))
-	assert.Less(t, peakHeap.Load(), uint64(96<<20), "memory stays bounded, far below the stream's size")
+		float64(peakHeap.peak())/(1<<20), float64(vmHWM())/(1<<20))
+	assert.Less(t, peakHeap.peak(), uint64(96<<20), "memory stays bounded, far below the stream's size")
 }
 
 // TestSendFileCompressedIsBounded sends a 512 MiB file (sparse: zeros,
@@ -173,26 +154,7 @@ func TestSendFileCompressedIsBounded(t *testing.T) {
 		r.wire = br.BytesReceived()
 		done <- r
 	}))
-	var peakHeap atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peakHeap.Load() {
-					peakHeap.Store(ms.HeapInuse)
-				}
-			}
-		}
-	}()
+	peakHeap := sampleHeap(t)
 	start := time.Now()
 	info, err := a.SendFile(ctx, path, &callstate.StreamOptions{Topic: "zeros"})
 	require.NoError(t, err)
@@ -203,8 +165,7 @@ func TestSendFileCompressedIsBounded(t *testing.T) {
 		t.Fatal("the file did not arrive")
 	}
 	elapsed := time.Since(start)
-	close(stop)
-	<-sampled
+	peakHeap.stop()
 	require.NoError(t, r.err)
 	assert.True(t, info.Compressed)
 	assert.True(t, r.compressed)
@@ -212,6 +173,47 @@ func TestSendFileCompressedIsBounded(t *testing.T) {
 	assert.True(t, r.zeros, "content as sent")
 	assert.Less(t, r.wire, size/100, "BytesReceived counts the compressed bytes")
 	t.Logf("%d MiB file in %v, %d content bytes on the wire: peak Go heap in use %.1f MiB",
-		size>>20, elapsed.Round(time.Millisecond), r.wire, float64(peakHeap.Load())/(1<<20))
-	assert.Less(t, peakHeap.Load(), uint64(64<<20), "memory stays bounded, far below the file's size")
+		size>>20, elapsed.Round(time.Millisecond), r.wire, float64(peakHeap.peak())/(1<<20))
+	assert.Less(t, peakHeap.peak(), uint64(64<<20), "memory stays bounded, far below the file's size")
 }
+
+// heapSampler records the peak of the Go heap in use, sampled every 20 ms.
+type heapSampler struct {
+	max  atomic.Uint64
+	once sync.Once
+	quit chan struct{}
+	done chan struct{}
+}
+
+// sampleHeap starts a sampler, stopped at the latest when t ends.
+func sampleHeap(t *testing.T) *heapSampler {
+	h := &heapSampler{quit: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(h.stop)
+	go func() {
+		defer close(h.done)
+		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-h.quit:
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > h.max.Load() {
+					h.max.Store(ms.HeapInuse)
+				}
+			}
+		}
+	}()
+	return h
+}
+
+// stop ends the sampling and waits for the sampler to return.
+func (h *heapSampler) stop() {
+	h.once.Do(func() { close(h.quit) })
+	<-h.done
+}
+
+// peak is the largest heap in use seen.
+func (h *heapSampler) peak() uint64 { return h.max.Load() }

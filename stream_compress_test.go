@@ -92,17 +92,8 @@ func (l *wireLog) stream(t testing.TB, id string) wireStream {
 // compressPair joins a, whose sends are logged, and b.
 func compressPair(t testing.TB, bOpts *callstate.JoinOptions) (log *wireLog, a, b *callstate.Room) {
 	t.Helper()
-	srv := calltest.Shared(t)
-	room := srv.RoomName(t)
 	log = &wireLog{}
-	a = srv.Join(t, room, "a", callstate.WithSendFilter(nil, log.filter))
-	b = srv.Join(t, room, "b", bOpts)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	_, err := a.WaitForParticipant(ctx, "b")
-	require.NoError(t, err)
-	_, err = b.WaitForParticipant(ctx, "a")
-	require.NoError(t, err)
+	_, _, a, b = joinPair(t, callstate.WithSendFilter(nil, log.filter), bOpts)
 	return log, a, b
 }
 
