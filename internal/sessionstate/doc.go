@@ -68,8 +68,11 @@
 //     2^52 or more forgets everything on observing metadata whose clocks
 //     are all below 2^51 (a reset, or a plain object), and starts over from
 //     that value as a newcomer would, keeping only its own writes still in
-//     flight; an outside Replace observed there also starts the clock over
-//     (epoch [1, ""], as a newcomer computes it). Concurrent resets merge
+//     flight or known lost (a reset built without them is then repaired);
+//     an outside Replace observed where its epoch would reach 2^52 - 1
+//     starts the clock over, forgetting everything, own writes included
+//     (epoch [1, ""], as a newcomer computes it), decided on the observed
+//     stamps alone so that every replica orders it alike. Concurrent resets merge
 //     like any concurrent writes: the base of one wins, every reset's write
 //     survives. So writes never fail for want of a clock, and a forged key,
 //     tombstone or epoch lasts until the next write or outside Replace.

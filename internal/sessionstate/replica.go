@@ -99,6 +99,10 @@ type Update struct {
 	full     state // the whole state the metadata describes
 	metadata string
 	sum      uint64 // hash of metadata
+	// lost: committed, and the server's answer already lacked it (Commit),
+	// so no echo will bring it; kept with the awaiting writes all the same,
+	// so that a reset observed meanwhile does not forget it (forgetHigh).
+	lost bool
 }
 
 // Metadata returns the room metadata value to send.
@@ -144,7 +148,7 @@ type Replica struct {
 	lastExternal bool
 	lastState    state // the stamped state of the last observed metadata
 
-	awaiting []*Update // committed writes whose echo is not yet observed
+	awaiting []*Update // committed writes whose echo is not yet observed, or known lost (Update.lost)
 	recent   [recentSize]uint64
 	nRecent  int
 }
@@ -193,11 +197,28 @@ func (r *Replica) Observe(metadata string) Observation {
 		}
 		r.maxObs = max(r.maxObs, sv.maxClock())
 	} else {
-		if r.high() {
-			// Stamps from outside took the clock to highClock. Every stamp
+		// A write known lost was applied before this Replace, which
+		// supersedes it.
+		r.awaiting = slices.DeleteFunc(r.awaiting, func(u *Update) bool { return u.lost })
+		if r.maxObs+1 >= highClock-1 {
+			// Stamps from outside took the clock to highClock. Decided on
+			// what was observed, never on this replica's own clock, so
+			// that every replica that observed the same values orders the
+			// Replace alike (after the restart, a write observed after it
+			// is newer; without, one stamped below its epoch is older).
+			// Every stamp
 			// known is older than this Replace, so forgetting them loses
-			// nothing, and the clock starts over (see Prepare).
+			// nothing, and the clock starts over (see Prepare). That
+			// includes this replica's own writes and reset (which
+			// forgetHigh keeps for a reset): restamped below the Replace's
+			// epoch by the restart, they would be written back over it. A
+			// write the server applies after the Replace comes back as its
+			// echo, and is observed then.
 			r.forgetHigh()
+			r.best, r.fresh = newState(), nil
+			r.clock = 0
+			clear(r.awaiting)
+			r.awaiting = r.awaiting[:0]
 		}
 		// maxObs <= MaxClock < highClock here: the epoch is strictly after
 		// every stamp observed, whatever their writers.
@@ -219,7 +240,11 @@ func (r *Replica) Observe(metadata string) Observation {
 
 	kept := r.awaiting[:0]
 	for _, u := range r.awaiting {
-		if !sv.dominates(&u.full) {
+		// A lost write is done with once its own change is observed (a
+		// repair brought it back, or a later write replaced it): the
+		// state it was made on may never be dominated again after a
+		// reset.
+		if u.lost && !sv.dominates(&u.delta) || !u.lost && !sv.dominates(&u.full) {
 			kept = append(kept, u)
 		}
 	}
@@ -326,8 +351,11 @@ func (r *Replica) assess() (RepairNeed, []string) {
 	need := RepairNone
 	if self {
 		need = RepairNow
-		if len(r.awaiting) > 0 {
-			need = RepairLater
+		for _, u := range r.awaiting {
+			if !u.lost {
+				need = RepairLater // the loss may be an echo still to come
+				break
+			}
 		}
 	}
 	var lost []string
@@ -441,7 +469,10 @@ func (r *Replica) Commit(u *Update, current string) {
 		}
 		r.best.join(&u.delta)
 		if !d.st.dominates(&u.full) {
-			return
+			// Lost: Need reports RepairNow. The write is kept with the
+			// awaiting ones (not making Need wait) in case a reset is
+			// observed before the repair: forgetHigh keeps it then.
+			u.lost = true
 		}
 	} else {
 		r.best.join(&u.delta)

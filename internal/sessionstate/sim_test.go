@@ -238,6 +238,9 @@ func (s *sim) startOp(rep *simReplica, op simOp) {
 	}
 	u, err := rep.r.Prepare(op.changes, op.strategy)
 	require.NoError(s.t, err)
+	if *simTraceFlag {
+		s.t.Logf("t=%d r%d prepare %v reset=%v clock=%d maxObs=%d -> %s", s.now, rep.idx, op.changes, u.reset, rep.r.clock, rep.r.maxObs, u.metadata)
+	}
 	s.writes++
 	s.send(rep, u, op.leaveAfter)
 }
@@ -282,7 +285,14 @@ func deltaOp(d *state) (Strategy, map[string]json.RawMessage) {
 	return ShallowMerge, changes
 }
 
+// simTrace logs every write, server value and observation of a run (go
+// test -run X -args -sim.trace), to follow a failing seed.
+var simTraceFlag = flag.Bool("sim.trace", false, "log the simulation's events")
+
 func (s *sim) serverSet(md string) {
+	if *simTraceFlag {
+		s.t.Logf("t=%d server set %s", s.now, md)
+	}
 	s.value = md
 	s.version++
 	if !s.cfg.coalesce {
@@ -313,6 +323,9 @@ func (s *sim) deliverTo(rep *simReplica, md string) {
 			return
 		}
 		obs := rep.r.Observe(md)
+		if *simTraceFlag {
+			s.t.Logf("t=%d r%d observe %s -> repair %v lost %v high=%v", s.now, rep.idx, md, obs.Repair, obs.Lost, rep.r.high())
+		}
 		s.observed[md] = true
 		if obs.External && !rep.late {
 			s.extEpoch[md] = append(s.extEpoch[md], stamp{clock: rep.r.maxObs})
@@ -513,6 +526,9 @@ func (s *sim) checkConverged() map[string]json.RawMessage {
 		require.Equal(t, final.object, rep.r.Data() != nil, "seed %d: %s did not converge", s.cfg.seed, rep.r.Writer())
 		require.Equal(t, canon(final.data), canon(rep.r.Data()), "seed %d: %s did not converge", s.cfg.seed, rep.r.Writer())
 		require.Equal(t, RepairNone, rep.r.Need(), "seed %d: %s still needs a repair", s.cfg.seed, rep.r.Writer())
+		if *simTraceFlag && len(s.absentLost(rep.r.Lost())) > 0 {
+			t.Logf("t=%d %s lost %q: best %s last %s awaiting %d", s.now, rep.r.Writer(), rep.r.Lost(), encode(&rep.r.best), rep.r.lastRaw, len(rep.r.awaiting))
+		}
 		require.Empty(t, s.absentLost(rep.r.Lost()), "seed %d: %s sees lost writes of absent writers", s.cfg.seed, rep.r.Writer())
 	}
 	return final.data
