@@ -91,9 +91,9 @@ func (r *Room) stamp(pkt []byte) ([]byte, uint32, error) {
 		case num == fieldPacketSequence && typ == protowire.VarintType:
 			v, _ := protowire.ConsumeVarint(b[n:])
 			seq = uint32(v)
-		case num == fieldPacketSequence:
-			return nil, 0, errors.New("callstate: a packet's sequence number is not a varint")
 		}
+		// A known field of another wire type is an unknown field to
+		// protobuf, and kept as such.
 		b = b[n+m:]
 	}
 	if userAt < 0 {
