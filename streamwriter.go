@@ -239,21 +239,37 @@ func (r *Room) openStream(ctx context.Context, op string, text bool, o StreamOpt
 		}
 	} else if whole != nil && size+len(whole)+8 <= maxStreamHeader && r.allRecipients(o.To, speaksV2) {
 		h.InlineContent = whole
-		w.inlined, w.done = true, true
-		w.err = errors.New("callstate: the stream was sent whole")
-		w.sent = int64(len(whole))
 	}
-	if err := r.sendPacket(ctx, op, pkt); err != nil {
+	if err := w.sendHeader(pkt); err != nil {
 		w.releaseLocked()
 		return nil, err
 	}
-	if w.z != nil {
-		r.streams.compressedSent.Add(1)
-	}
-	if w.inlined {
-		w.report()
+	if h.InlineContent != nil {
+		w.sentWholeLocked()
 	}
 	return w, nil
+}
+
+// errSentWhole is why a stream sent inside its header takes no writes.
+var errSentWhole = errors.New("callstate: the stream was sent whole")
+
+// sendHeader sends the stream's header packet, counting it among the
+// compressed streams sent when it announces compression.
+func (w *StreamWriter) sendHeader(pkt *lkpb.DataPacket) error {
+	if err := w.r.sendPacket(w.ctx, w.op, pkt); err != nil {
+		return err
+	}
+	if pkt.GetStreamHeader().GetCompression() == lkpb.DataStream_DEFLATE_RAW {
+		w.r.streams.compressedSent.Add(1)
+	}
+	return nil
+}
+
+// sentWholeLocked ends a stream whose header carried its whole content.
+func (w *StreamWriter) sentWholeLocked() {
+	w.inlined, w.done, w.err = true, true, errSentWhole
+	w.sent = w.info.Size
+	w.report()
 }
 
 // speaksV2 reports whether p understands single-packet streams with their
@@ -274,11 +290,7 @@ func (w *StreamWriter) sendHeaderLocked() error {
 	pkt := w.hdr
 	w.hdr = nil
 	w.z.whole = nil
-	if err := w.r.sendPacket(w.ctx, w.op, pkt); err != nil {
-		return err
-	}
-	w.r.streams.compressedSent.Add(1)
-	return nil
+	return w.sendHeader(pkt)
 }
 
 // releaseLocked gives back what compression held.
@@ -305,21 +317,22 @@ func (w *StreamWriter) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, w.err
 	}
+	given := w.sent + int64(len(w.carry)) // the content taken so far
+	if w.z != nil {
+		given = w.z.fed
+	}
+	if w.info.Size >= 0 && given+int64(len(p)) > w.info.Size {
+		return 0, fmt.Errorf("%w: %s: more than the announced %d bytes", ErrInvalidArgument, w.op, w.info.Size)
+	}
 	if w.z != nil {
 		// A one-shot send: the content was checked whole (text) and its
 		// size is known.
-		if w.z.fed+int64(len(p)) > w.info.Size {
-			return 0, fmt.Errorf("%w: %s: more than the announced %d bytes", ErrInvalidArgument, w.op, w.info.Size)
-		}
 		if _, err := w.z.zw.Write(p); err != nil {
 			w.abortLocked(err)
 			return 0, err
 		}
 		w.z.fed += int64(len(p))
 		return len(p), nil
-	}
-	if w.info.Size >= 0 && w.sent+int64(len(w.carry))+int64(len(p)) > w.info.Size {
-		return 0, fmt.Errorf("%w: %s: more than the announced %d bytes", ErrInvalidArgument, w.op, w.info.Size)
 	}
 	written := 0
 	data := p
@@ -456,19 +469,13 @@ func (w *StreamWriter) closeDeflatedLocked() error {
 			w.info.Compressed = false
 		}
 		w.hdr = nil
-		err := w.r.sendPacket(w.ctx, w.op, pkt)
+		err := w.sendHeader(pkt)
 		w.releaseLocked()
 		if err != nil {
 			w.done, w.err = true, err
 			return err
 		}
-		if h.Compression == lkpb.DataStream_DEFLATE_RAW {
-			w.r.streams.compressedSent.Add(1)
-		}
-		w.inlined, w.done = true, true
-		w.err = errors.New("callstate: the stream was sent whole")
-		w.sent = w.info.Size
-		w.report()
+		w.sentWholeLocked()
 		return nil
 	}
 	if len(d.buf) > 0 {
