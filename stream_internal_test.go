@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/callstate/callstate/internal/lkpb"
 )
@@ -44,4 +46,29 @@ func TestCompressionRecipientRule(t *testing.T) {
 	// Inline content needs v2 only.
 	assert.True(t, everyRecipient(remotes, []string{"nocap"}, speaksV2))
 	assert.False(t, everyRecipient(remotes, []string{"old"}, speaksV2))
+}
+
+// TestUnknownCompressionIsRefused: a stream whose header names a
+// compression callstate does not know is refused, as malformed, by a
+// handler's reader as by whole-message delivery (both read the header with
+// chunk.CompressionOf), never handed over as if uncompressed.
+func TestUnknownCompressionIsRefused(t *testing.T) {
+	r := newOfflineRoom(t)
+	handed := make(chan struct{}, 2)
+	require.NoError(t, r.RegisterByteStreamHandler("bytes", func(*ByteStreamReader) { handed <- struct{}{} }))
+	n := uint64(5)
+	for _, h := range []*lkpb.DataStream_Header{
+		{StreamId: "enum", Topic: "bytes", TotalLength: &n, Compression: lkpb.DataStream_CompressionType(7)},
+		{StreamId: "attr", Topic: "bytes", TotalLength: &n, Attributes: map[string]string{"lk.compression": "zstd"}},
+	} {
+		h.ContentHeader = &lkpb.DataStream_Header_ByteHeader{ByteHeader: &lkpb.DataStream_ByteHeader{Name: "f"}}
+		b, err := proto.Marshal(&lkpb.DataPacket{ParticipantIdentity: "peer", ParticipantSid: "PA_peer", Value: &lkpb.DataPacket_StreamHeader{StreamHeader: h}})
+		require.NoError(t, err)
+		r.onData(true, b)
+	}
+	assert.EqualValues(t, 2, r.Stats().Malformed)
+	assert.Empty(t, handed)
+	r.streams.mu.Lock()
+	assert.Empty(t, r.streams.open)
+	r.streams.mu.Unlock()
 }

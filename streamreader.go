@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/callstate/callstate/internal/chunk"
 	"github.com/callstate/callstate/internal/lkpb"
 )
 
@@ -433,11 +434,8 @@ func (r *Room) onStreamHeader(now time.Time, pkt *lkpb.DataPacket, h *lkpb.DataS
 		r.streams.refused.Add(1)
 		return true
 	}
-	comp := h.GetAttributes()[attrCompression]
-	if comp == "" && h.GetCompression() == lkpb.DataStream_DEFLATE_RAW {
-		comp = "deflate-raw"
-	}
-	if comp != "" && comp != "deflate-raw" && comp != "gzip" {
+	comp, err := chunk.CompressionOf(h)
+	if err != nil {
 		r.streams.mu.Unlock()
 		r.countMalformed()
 		return true
@@ -521,9 +519,9 @@ func (r *Room) onStreamHeader(now time.Time, pkt *lkpb.DataPacket, h *lkpb.DataS
 		r.streams.compressedRead.Add(1)
 	}
 	switch comp {
-	case "deflate-raw":
+	case chunk.CompressionDeflate:
 		src = flate.NewReader(s)
-	case "gzip":
+	case chunk.CompressionGzip:
 		src = &lazyGzip{src: s}
 	}
 	sr := streamReader{s: s, src: src, once: new(sync.Once)}

@@ -129,7 +129,7 @@ func FuzzAssembler(f *testing.F) {
 					h.Compression = lkpb.DataStream_DEFLATE_RAW
 				}
 				if flags&16 != 0 {
-					h.Attributes = map[string]string{attrCompression: compressionGzip}
+					h.Attributes = map[string]string{attrCompression: CompressionGzip}
 				}
 				pkt = ff.header(h)
 				if flags&32 != 0 {
@@ -207,7 +207,7 @@ func checkStreamReceiver(t *testing.T, data, cuts []byte) {
 			h.TotalLength = proto.Uint64(uint64(len(data)))
 		}
 		if flags&2 != 0 {
-			h.Attributes = map[string]string{attrCompression: compressionDeflate}
+			h.Attributes = map[string]string{attrCompression: CompressionDeflate}
 			var buf bytes.Buffer
 			w, _ := flate.NewWriter(&buf, flate.BestSpeed)
 			_, _ = w.Write(data)

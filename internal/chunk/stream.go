@@ -25,8 +25,8 @@ const (
 
 // Compressions of stream content.
 const (
-	compressionGzip    = "gzip"        // one or more gzip members
-	compressionDeflate = "deflate-raw" // a raw deflate stream
+	CompressionGzip    = "gzip"        // one or more gzip members
+	CompressionDeflate = "deflate-raw" // a raw deflate stream
 )
 
 var (
@@ -37,11 +37,14 @@ var (
 	errCompressedLength = errors.New("callstate: decompressed stream length mismatch")
 )
 
-// compressionOf returns the compression of the stream h starts.
-func compressionOf(h *lkpb.DataStream_Header) (string, error) {
+// CompressionOf returns the compression of the stream h starts, "" for
+// none: the lk.compression attribute of older clients, else the header's
+// compression field. An unknown one is an error: livekit-client drops such
+// a stream too.
+func CompressionOf(h *lkpb.DataStream_Header) (string, error) {
 	if v, ok := h.GetAttributes()[attrCompression]; ok {
 		switch v {
-		case compressionGzip, compressionDeflate:
+		case CompressionGzip, CompressionDeflate:
 			return v, nil
 		}
 		return "", errCompression
@@ -50,7 +53,7 @@ func compressionOf(h *lkpb.DataStream_Header) (string, error) {
 	case lkpb.DataStream_NONE:
 		return "", nil
 	case lkpb.DataStream_DEFLATE_RAW:
-		return compressionDeflate, nil
+		return CompressionDeflate, nil
 	}
 	return "", errCompression
 }
@@ -76,7 +79,7 @@ func (a *Assembler) acceptHeader(now time.Time, h *lkpb.DataStream_Header, base 
 		a.st.duplicates.Add(1)
 		return pending{}, false
 	}
-	comp, err := compressionOf(h)
+	comp, err := CompressionOf(h)
 	if err != nil {
 		a.st.malformed.Add(1)
 		s.markStream(id, false)
@@ -297,13 +300,13 @@ func decompress(parts [][]byte, comp string, limit int) ([]byte, error) {
 	src := io.MultiReader(readers...)
 	var r io.Reader
 	switch comp {
-	case compressionGzip:
+	case CompressionGzip:
 		zr, err := gzip.NewReader(src)
 		if err != nil {
 			return nil, err
 		}
 		r = zr
-	case compressionDeflate:
+	case CompressionDeflate:
 		r = flate.NewReader(src)
 	default:
 		return nil, errCompression

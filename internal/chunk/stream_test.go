@@ -274,7 +274,7 @@ func TestCompressedStreams(t *testing.T) {
 	z := deflate(t, text)
 	pkts := []*lkpb.DataPacket{f.header(&lkpb.DataStream_Header{
 		TotalLength: proto.Uint64(uint64(len(text))), ContentHeader: textHeader,
-		Attributes: map[string]string{attrCompression: compressionDeflate},
+		Attributes: map[string]string{attrCompression: CompressionDeflate},
 	})}
 	pkts = append(pkts, f.chunked(z, 50)...)
 	pkts = append(pkts, f.trailer("", nil))
@@ -295,7 +295,7 @@ func TestCompressedStreams(t *testing.T) {
 	f = foreign{"web", "c3"}
 	gz := gzipMembers(t, text[:100], text[100:])
 	pkts = []*lkpb.DataPacket{f.header(&lkpb.DataStream_Header{
-		ContentHeader: byteHeader("x"), Attributes: map[string]string{attrCompression: compressionGzip},
+		ContentHeader: byteHeader("x"), Attributes: map[string]string{attrCompression: CompressionGzip},
 	})}
 	pkts = append(pkts, f.chunked(gz, 1000)...)
 	pkts = append(pkts, f.trailer("", nil))
@@ -305,7 +305,7 @@ func TestCompressedStreams(t *testing.T) {
 	f = foreign{"web", "c4"}
 	got = feed(a, t0, []*lkpb.DataPacket{f.header(&lkpb.DataStream_Header{
 		ContentHeader: textHeader, Attributes: map[string]string{
-			attrCompression: compressionGzip, attrInlinePayload: base64.StdEncoding.EncodeToString(gz),
+			attrCompression: CompressionGzip, attrInlinePayload: base64.StdEncoding.EncodeToString(gz),
 		},
 	})})
 	require.Len(t, got, 1)
