@@ -25,6 +25,20 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
+// seeEachOther waits, within ctx, until each of rooms sees every other one.
+func seeEachOther(t testing.TB, ctx context.Context, rooms ...*callstate.Room) {
+	t.Helper()
+	for _, r := range rooms {
+		for _, o := range rooms {
+			if o == r {
+				continue
+			}
+			_, err := r.WaitForParticipant(ctx, o.LocalParticipant().Identity)
+			require.NoError(t, err)
+		}
+	}
+}
+
 // checkLeaks fails the test if goroutines started during it are still
 // running after its cleanups (the Rooms' Close among them) have run.
 func checkLeaks(t *testing.T) {

@@ -32,10 +32,7 @@ func joinPair(t testing.TB, aOpts, bOpts *callstate.JoinOptions) (srv *calltest.
 	b = srv.Join(t, room, "b", bOpts)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	_, err := a.WaitForParticipant(ctx, "b")
-	require.NoError(t, err)
-	_, err = b.WaitForParticipant(ctx, "a")
-	require.NoError(t, err)
+	seeEachOther(t, ctx, a, b)
 	return srv, room, a, b
 }
 
