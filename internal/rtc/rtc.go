@@ -477,12 +477,19 @@ func (t *Transport) RestartICE() error {
 		return ErrClosed
 	}
 	pc := t.pub.pc
-	offer, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	return t.sendOffer(pc, &webrtc.OfferOptions{ICERestart: true}, "ICE restart")
+}
+
+// sendOffer creates an offer on pc, sets it as the local description and
+// sends it to the server with the next offer id; what names the offer in
+// errors.
+func (t *Transport) sendOffer(pc *webrtc.PeerConnection, opts *webrtc.OfferOptions, what string) error {
+	offer, err := pc.CreateOffer(opts)
 	if err != nil {
-		return fmt.Errorf("rtc: creating the ICE restart offer: %w", err)
+		return fmt.Errorf("rtc: creating the %s offer: %w", what, err)
 	}
 	if err := pc.SetLocalDescription(offer); err != nil {
-		return fmt.Errorf("rtc: setting the ICE restart offer: %w", err)
+		return fmt.Errorf("rtc: setting the %s offer: %w", what, err)
 	}
 	t.offerID++
 	return t.signal(&lkpb.SignalRequest{Message: &lkpb.SignalRequest_Offer{Offer: &lkpb.SessionDescription{
@@ -702,19 +709,7 @@ func (t *Transport) Publish() error {
 	if err := t.createChannels(p, false); err != nil {
 		return err
 	}
-	offer, err := p.pc.CreateOffer(nil)
-	if err != nil {
-		return fmt.Errorf("rtc: creating the publisher offer: %w", err)
-	}
-	if err := p.pc.SetLocalDescription(offer); err != nil {
-		return fmt.Errorf("rtc: setting the publisher offer: %w", err)
-	}
-	t.offerID++
-	return t.signal(&lkpb.SignalRequest{Message: &lkpb.SignalRequest_Offer{Offer: &lkpb.SessionDescription{
-		Type: "offer",
-		Sdp:  offer.SDP,
-		Id:   t.offerID,
-	}}}, false)
+	return t.sendOffer(p.pc, nil, "publisher")
 }
 
 // WaitReady blocks until both publisher data channels are open, ctx is done
