@@ -6,12 +6,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,10 +45,7 @@ func TestBrowserDataTracks(t *testing.T) {
 	if os.Getenv("CALLSTATE_BROWSER_TESTS") != "1" {
 		t.Skip("browser interoperability test; run it with: bash interop/setup.sh && CALLSTATE_BROWSER_TESTS=1 go test ./interop")
 	}
-	app, err := os.ReadFile(filepath.Join("web", "dist", "datatrack.js"))
-	require.NoError(t, err, "the bundled web app is missing: run bash interop/setup.sh")
-	index, err := os.ReadFile(filepath.Join("web", "datatrack.html"))
-	require.NoError(t, err)
+	app := loadPage(t, "datatrack.html", "datatrack.js")
 	node, err := exec.LookPath("node")
 	require.NoError(t, err, "node is needed to drive the browser")
 
@@ -63,17 +57,7 @@ func TestBrowserDataTracks(t *testing.T) {
 	bot := srv.Join(t, roomName, goID, nil)
 	events, data := bot.Subscribe(nil), bot.Subscribe(nil)
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(index)
-	})
-	mux.HandleFunc("GET /dist/datatrack.js", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		_, _ = w.Write(app)
-	})
-	web := httptest.NewServer(mux)
-	defer web.Close()
+	web := app.serve(t)
 	var sizes []string
 	for _, n := range dtSizes {
 		sizes = append(sizes, strconv.Itoa(n))

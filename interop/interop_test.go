@@ -90,8 +90,7 @@ func TestBrowser(t *testing.T) {
 }
 
 func testBrowser(t *testing.T, browserSinglePC bool) {
-	app, err := os.ReadFile(filepath.Join("web", "dist", "app.js"))
-	require.NoError(t, err, "the bundled web app is missing: run bash interop/setup.sh")
+	app := loadPage(t, "index.html", "app.js")
 	node, err := exec.LookPath("node")
 	require.NoError(t, err, "node is needed to drive the browser")
 	_, err = os.Stat(filepath.Join("web", "node_modules", "playwright-core"))
@@ -116,19 +115,7 @@ func testBrowser(t *testing.T, browserSinglePC bool) {
 	const browserTopic, browserPayload = "browser.topic", "plain bytes from the browser"
 
 	// The page and its bundle.
-	index, err := os.ReadFile(filepath.Join("web", "index.html"))
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(index)
-	})
-	mux.HandleFunc("GET /dist/app.js", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		_, _ = w.Write(app)
-	})
-	web := httptest.NewServer(mux)
-	defer web.Close()
+	web := app.serve(t)
 	page := web.URL + "/?" + url.Values{
 		"url":        {srv.URL()},
 		"token":      {srv.Token(roomName, browserID)},
@@ -283,4 +270,39 @@ func runDriver(ctx context.Context, node, page string, timeout time.Duration) dr
 	}
 	run.results = &res
 	return run
+}
+
+// webPage is a page of the browser tests and its bundled script, served to
+// headless Chromium from a local HTTP server.
+type webPage struct {
+	html, js []byte
+	bundle   string // the script's name under dist/
+}
+
+// loadPage reads web/<html> and web/dist/<bundle>, which interop/setup.sh
+// builds.
+func loadPage(t *testing.T, html, bundle string) webPage {
+	t.Helper()
+	js, err := os.ReadFile(filepath.Join("web", "dist", bundle))
+	require.NoError(t, err, "the bundled web app is missing: run bash interop/setup.sh")
+	page, err := os.ReadFile(filepath.Join("web", html))
+	require.NoError(t, err)
+	return webPage{html: page, js: js, bundle: bundle}
+}
+
+// serve serves the page at / and its script at /dist/<bundle> until the
+// test ends.
+func (p webPage) serve(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(p.html)
+	})
+	mux.HandleFunc("GET /dist/"+p.bundle, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		_, _ = w.Write(p.js)
+	})
+	web := httptest.NewServer(mux)
+	t.Cleanup(web.Close)
+	return web
 }

@@ -9,12 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,9 +82,8 @@ func TestBrowserPrimitives(t *testing.T) {
 	if os.Getenv("CALLSTATE_BROWSER_TESTS") != "1" {
 		t.Skip("browser interoperability test; run it with: bash interop/setup.sh && CALLSTATE_BROWSER_TESTS=1 go test ./interop")
 	}
-	app, err := os.ReadFile(filepath.Join("web", "dist", "app.js"))
-	require.NoError(t, err, "the bundled web app is missing: run bash interop/setup.sh")
-	require.Contains(t, string(app), "primitives", "the bundle is older than primitives.js: run bash interop/setup.sh")
+	app := loadPage(t, "index.html", "app.js")
+	require.Contains(t, string(app.js), "primitives", "the bundle is older than primitives.js: run bash interop/setup.sh")
 	node, err := exec.LookPath("node")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -188,19 +184,7 @@ func TestBrowserPrimitives(t *testing.T) {
 	}))
 
 	// The page.
-	index, err := os.ReadFile(filepath.Join("web", "index.html"))
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(index)
-	})
-	mux.HandleFunc("GET /dist/app.js", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		_, _ = w.Write(app)
-	})
-	web := httptest.NewServer(mux)
-	defer web.Close()
+	web := app.serve(t)
 	page := web.URL + "/?" + url.Values{
 		"mode":  {"primitives"},
 		"url":   {srv.URL()},
