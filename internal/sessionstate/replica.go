@@ -214,11 +214,7 @@ func (r *Replica) Observe(metadata string) Observation {
 			// epoch by the restart, they would be written back over it. A
 			// write the server applies after the Replace comes back as its
 			// echo, and is observed then.
-			r.forgetHigh()
-			r.best, r.fresh = newState(), nil
-			r.clock = 0
-			clear(r.awaiting)
-			r.awaiting = r.awaiting[:0]
+			r.forgetAll()
 		}
 		// maxObs <= MaxClock < highClock here: the epoch is strictly after
 		// every stamp observed, whatever their writers.
@@ -575,6 +571,15 @@ func (r *Replica) resetBase() state {
 		base.entries[k] = entry{stamp: base.epoch, value: v}
 	}
 	return base
+}
+
+// forgetAll drops everything the replica knows, its own writes and reset
+// included, and restarts its clock.
+func (r *Replica) forgetAll() {
+	r.best, r.fresh = newState(), nil
+	r.clock, r.maxObs, r.lowClock = 0, 0, 0
+	clear(r.awaiting)
+	r.awaiting = r.awaiting[:0]
 }
 
 // forgetHigh drops what the replica knows and restarts its clock, keeping
