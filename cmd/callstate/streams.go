@@ -304,15 +304,8 @@ func (e *saveError) Unwrap() error { return e.err }
 // streamErrorCode is the code of a stream_end line that reports an error.
 func streamErrorCode(err error) string {
 	var se *saveError
-	switch {
-	case errors.As(err, &se):
+	if errors.As(err, &se) {
 		return "save_failed"
-	case errors.Is(err, callstate.ErrStreamAborted):
-		return "stream_aborted"
-	case errors.Is(err, callstate.ErrStreamTooSlow):
-		return "stream_too_slow"
-	case errors.Is(err, callstate.ErrStreamIncomplete):
-		return "stream_incomplete"
 	}
 	return errorCode(err)
 }
