@@ -480,37 +480,30 @@ func rpcDests(caller string) []string {
 	return []string{caller}
 }
 
-func (r *Room) sendRpcAck(ctx context.Context, in rpcIncoming) error {
-	const op = "RPC acknowledgement"
-	// The destination is not checked: LiveKit's server API calls as a
-	// participant that is not in the room (see onRpcRequestPacket).
+// sendToCaller sends the RPC packet pkt to in's caller. The destination is
+// not checked: LiveKit's server API calls as a participant that is not in
+// the room (see onRpcRequestPacket).
+func (r *Room) sendToCaller(ctx context.Context, op string, in rpcIncoming, pkt *lkpb.DataPacket) error {
 	if err := r.preflight(op, nil); err != nil {
 		return err
 	}
-	return r.sendPacket(ctx, op, &lkpb.DataPacket{
-		DestinationIdentities: rpcDests(in.caller),
-		Value:                 &lkpb.DataPacket_RpcAck{RpcAck: &lkpb.RpcAck{RequestId: in.id}},
-	})
+	pkt.DestinationIdentities = rpcDests(in.caller)
+	return r.sendPacket(ctx, op, pkt)
+}
+
+func (r *Room) sendRpcAck(ctx context.Context, in rpcIncoming) error {
+	return r.sendToCaller(ctx, "RPC acknowledgement", in, &lkpb.DataPacket{Value: &lkpb.DataPacket_RpcAck{RpcAck: &lkpb.RpcAck{RequestId: in.id}}})
 }
 
 func (r *Room) sendRpcError(ctx context.Context, in rpcIncoming, e *RpcError) error {
-	const op = "RPC answer"
-	// The destination is not checked: LiveKit's server API calls as a
-	// participant that is not in the room (see onRpcRequestPacket).
-	if err := r.preflight(op, nil); err != nil {
-		return err
-	}
-	return r.sendPacket(ctx, op, &lkpb.DataPacket{
-		DestinationIdentities: rpcDests(in.caller),
-		Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{
-			RequestId: in.id,
-			Value: &lkpb.RpcResponse_Error{Error: &lkpb.RpcError{
-				Code:    uint32(e.Code),
-				Message: truncateUTF8(e.Message, maxRpcErrorMessage),
-				Data:    truncateUTF8(e.Data, maxRpcErrorData),
-			}},
+	return r.sendToCaller(ctx, "RPC answer", in, &lkpb.DataPacket{Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{
+		RequestId: in.id,
+		Value: &lkpb.RpcResponse_Error{Error: &lkpb.RpcError{
+			Code:    uint32(e.Code),
+			Message: truncateUTF8(e.Message, maxRpcErrorMessage),
+			Data:    truncateUTF8(e.Data, maxRpcErrorData),
 		}},
-	})
+	}}})
 }
 
 func (r *Room) sendRpcAnswer(ctx context.Context, in rpcIncoming, payload string) error {
@@ -541,18 +534,10 @@ func (r *Room) sendRpcAnswer(ctx context.Context, in rpcIncoming, payload string
 	if len(payload) > MaxRpcPayload {
 		return r.sendRpcError(ctx, in, NewRpcError(RpcResponsePayloadTooLarge, "", ""))
 	}
-	// The destination is not checked: LiveKit's server API calls as a
-	// participant that is not in the room (see onRpcRequestPacket).
-	if err := r.preflight(op, nil); err != nil {
-		return err
-	}
-	return r.sendPacket(ctx, op, &lkpb.DataPacket{
-		DestinationIdentities: rpcDests(in.caller),
-		Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{
-			RequestId: in.id,
-			Value:     &lkpb.RpcResponse_Payload{Payload: payload},
-		}},
-	})
+	return r.sendToCaller(ctx, op, in, &lkpb.DataPacket{Value: &lkpb.DataPacket_RpcResponse{RpcResponse: &lkpb.RpcResponse{
+		RequestId: in.id,
+		Value:     &lkpb.RpcResponse_Payload{Payload: payload},
+	}}})
 }
 
 // onRpcResponsePacket handles a v1 answer (or any error answer).
