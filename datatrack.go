@@ -75,17 +75,23 @@ func dataTracksFromInfo(in []*lkpb.DataTrackInfo) []DataTrackInfo {
 // DataTrackPublished reports a data track that a remote participant
 // published (also for each track of a participant that joins with tracks).
 type DataTrackPublished struct {
-	Time        time.Time
+	// Time is when the Room observed the change.
+	Time time.Time
+	// Participant is the publisher, as it stands after the change.
 	Participant Participant
-	Track       DataTrackInfo
+	// Track is the track published.
+	Track DataTrackInfo
 }
 
 // DataTrackUnpublished reports a data track that a remote participant
 // unpublished (also for each track of a participant that leaves).
 type DataTrackUnpublished struct {
-	Time        time.Time
+	// Time is when the Room observed the change.
+	Time time.Time
+	// Participant is the publisher, as it stands after the change.
 	Participant Participant
-	Track       DataTrackInfo
+	// Track is the track unpublished.
+	Track DataTrackInfo
 }
 
 // When returns the event's time.

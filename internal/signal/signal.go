@@ -107,9 +107,13 @@ type Options struct {
 // DialError is a failed handshake: a refused upgrade carries the HTTP status
 // and the server's explanation.
 type DialError struct {
+	// StatusCode is the HTTP status of a refused upgrade, 0 otherwise.
 	StatusCode int
-	Body       string
-	Err        error
+	// Body is the server's explanation of a refusal (it may quote the
+	// request: callers redact it).
+	Body string
+	// Err is the cause of a handshake that got no answer.
+	Err error
 }
 
 func (e *DialError) Error() string {
